@@ -1,0 +1,88 @@
+//! The metadata store: the only place where order is decided.
+//!
+//! It holds topics (name, id, partition count, configs), the per-partition offset state
+//! (log start, high watermark) and the offset index: which byte range of which object
+//! holds which offsets. Record bytes never pass through it.
+//!
+//! [`MetaStore`] is the trait every backend implements (SQLite for one machine here;
+//! etcd for clusters later). [`conformance`] is the suite every backend must pass. The
+//! key operation is [`MetaStore::commit_flush`]: one atomic commit per flushed object
+//! that assigns offsets to every segment in it, so offsets always come from the store
+//! and any agent can rebuild what another knew.
+
+pub mod conformance;
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// A metadata backend. Required methods are few; everything else is built on them.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// A stable id for the cluster, created on first use.
+    async fn cluster_id(&self) -> Result<String, MetaError>;
+
+    /// Creates a topic with `partitions` empty partitions. Fails with
+    /// [`MetaError::TopicExists`] if the name is taken.
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, MetaError>;
+
+    /// Removes a topic, its partitions and its index entries. Object data is left for GC.
+    async fn delete_topic(&self, name: &str) -> Result<TopicInfo, MetaError>;
+
+    /// All topics, ordered by name.
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, MetaError>;
+
+    /// Grows a topic to `total` partitions (never shrinks).
+    async fn create_partitions(&self, name: &str, total: i32) -> Result<TopicInfo, MetaError>;
+
+    /// Replaces a topic's whole config map.
+    async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<TopicInfo, MetaError>;
+
+    /// Atomically assigns offsets to every segment of one flushed object and records the
+    /// index entries. Segments of partitions that no longer exist get
+    /// [`SegmentOutcome::UnknownPartition`]; the others are committed together or not at all.
+    async fn commit_flush(
+        &self,
+        object: &ObjectRef,
+        segments: &[SegmentAppend],
+    ) -> Result<Vec<SegmentOutcome>, MetaError>;
+
+    /// Log start offset and high watermark of a partition.
+    async fn partition_offsets(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<PartitionOffsets, MetaError>;
+
+    /// Index entries covering offsets `>= from`, in offset order, at most `limit`.
+    async fn index_from(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>, MetaError>;
+
+    /// The first index entry (by offset) whose max timestamp is `>= timestamp`.
+    async fn index_for_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<Option<IndexEntry>, MetaError>;
+
+    /// The index entry holding the partition's largest timestamp (first such entry).
+    async fn index_max_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<IndexEntry>, MetaError>;
+}

@@ -1,0 +1,527 @@
+//! The SQLite backend, for a single machine (the playground).
+//!
+//! One file, WAL journal, `synchronous=FULL`: a commit that returned is on disk, which
+//! is what lets the agent acknowledge a produce. rusqlite is blocking, so every call runs
+//! on tokio's blocking pool behind one connection mutex; SQLite serialises writers
+//! anyway and each statement here is small.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use uuid::Uuid;
+
+use crate::*;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cluster (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS topic_configs (
+    topic TEXT NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL,
+    PRIMARY KEY (topic, k)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS partitions (
+    topic_id BLOB NOT NULL, partition INTEGER NOT NULL,
+    log_start INTEGER NOT NULL, hwm INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idx (
+    topic_id BLOB NOT NULL, partition INTEGER NOT NULL,
+    base_offset INTEGER NOT NULL, end_offset INTEGER NOT NULL,
+    object_key TEXT NOT NULL, data_offset INTEGER NOT NULL, data_len INTEGER NOT NULL,
+    min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, base_offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY, size INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// A [`MetaStore`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let conn = Connection::open(path)
+            .map_err(|e| MetaError::Backend(format!("open {}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, MetaError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, MetaError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| MetaError::Backend(format!("metadata task failed: {e}")))?
+    }
+}
+
+fn load_topic(tx: &Connection, name: &str) -> Result<Option<TopicInfo>, MetaError> {
+    let row = tx
+        .query_row(
+            "SELECT id, partitions FROM topics WHERE name = ?1",
+            params![name],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i32>(1)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    let Some((id, partitions)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = tx
+        .prepare_cached("SELECT k, v FROM topic_configs WHERE topic = ?1 ORDER BY k")
+        .map_err(backend)?;
+    let configs = stmt
+        .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(backend)?
+        .collect::<Result<BTreeMap<String, String>, _>>()
+        .map_err(backend)?;
+    Ok(Some(TopicInfo {
+        name: name.to_string(),
+        id: Uuid::from_slice(&id).map_err(backend)?,
+        partitions,
+        configs,
+    }))
+}
+
+fn require_topic(tx: &Connection, name: &str) -> Result<TopicInfo, MetaError> {
+    load_topic(tx, name)?.ok_or_else(|| MetaError::UnknownTopic(name.to_string()))
+}
+
+fn add_partitions(tx: &Transaction, id: Uuid, from: i32, to: i32) -> Result<(), MetaError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO partitions (topic_id, partition, log_start, hwm) VALUES (?1, ?2, 0, 0)",
+        )
+        .map_err(backend)?;
+    for p in from..to {
+        stmt.execute(params![id.as_bytes().as_slice(), p])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn entry_from_row(r: &rusqlite::Row) -> rusqlite::Result<IndexEntry> {
+    Ok(IndexEntry {
+        base_offset: r.get(0)?,
+        end_offset: r.get(1)?,
+        object_key: r.get(2)?,
+        data_offset: r.get::<_, i64>(3)? as u64,
+        data_len: r.get::<_, i64>(4)? as u64,
+        min_timestamp: r.get(5)?,
+        max_timestamp: r.get(6)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "base_offset, end_offset, object_key, data_offset, data_len, min_ts, max_ts";
+
+/// Base64url without padding, as Kafka prints cluster ids.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn cluster_id(&self) -> Result<String, MetaError> {
+        self.with(|c| {
+            let tx = c.transaction().map_err(backend)?;
+            let existing: Option<String> = tx
+                .query_row("SELECT v FROM cluster WHERE k = 'cluster_id'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?;
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = base64url(Uuid::new_v4().as_bytes());
+                    tx.execute(
+                        "INSERT INTO cluster (k, v) VALUES ('cluster_id', ?1)",
+                        params![id],
+                    )
+                    .map_err(backend)?;
+                    id
+                }
+            };
+            tx.commit().map_err(backend)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, MetaError> {
+        if spec.partitions <= 0 {
+            return Err(MetaError::Invalid(
+                "partition count must be positive".into(),
+            ));
+        }
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            if load_topic(&tx, &spec.name)?.is_some() {
+                return Err(MetaError::TopicExists(spec.name));
+            }
+            let id = Uuid::new_v4();
+            tx.execute(
+                "INSERT INTO topics (name, id, partitions) VALUES (?1, ?2, ?3)",
+                params![spec.name, id.as_bytes().as_slice(), spec.partitions],
+            )
+            .map_err(backend)?;
+            for (k, v) in &spec.configs {
+                tx.execute(
+                    "INSERT INTO topic_configs (topic, k, v) VALUES (?1, ?2, ?3)",
+                    params![spec.name, k, v],
+                )
+                .map_err(backend)?;
+            }
+            add_partitions(&tx, id, 0, spec.partitions)?;
+            let info = require_topic(&tx, &spec.name)?;
+            tx.commit().map_err(backend)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<TopicInfo, MetaError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let info = require_topic(&tx, &name)?;
+            let id = info.id.as_bytes().to_vec();
+            tx.execute("DELETE FROM topics WHERE name = ?1", params![name])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM topic_configs WHERE topic = ?1", params![name])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM partitions WHERE topic_id = ?1", params![id])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM idx WHERE topic_id = ?1", params![id])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, MetaError> {
+        self.with(|c| {
+            let names: Vec<String> = {
+                let mut stmt = c
+                    .prepare_cached("SELECT name FROM topics ORDER BY name")
+                    .map_err(backend)?;
+                let rows = stmt.query_map([], |r| r.get(0)).map_err(backend)?;
+                rows.collect::<Result<_, _>>().map_err(backend)?
+            };
+            names.iter().map(|n| require_topic(c, n)).collect()
+        })
+        .await
+    }
+
+    async fn create_partitions(&self, name: &str, total: i32) -> Result<TopicInfo, MetaError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let info = require_topic(&tx, &name)?;
+            if total <= info.partitions {
+                return Err(MetaError::Invalid(format!(
+                    "topic '{name}' has {} partitions; the new count {total} must be larger",
+                    info.partitions
+                )));
+            }
+            tx.execute(
+                "UPDATE topics SET partitions = ?1 WHERE name = ?2",
+                params![total, name],
+            )
+            .map_err(backend)?;
+            add_partitions(&tx, info.id, info.partitions, total)?;
+            let info = require_topic(&tx, &name)?;
+            tx.commit().map_err(backend)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicInfo, MetaError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            require_topic(&tx, &name)?;
+            tx.execute("DELETE FROM topic_configs WHERE topic = ?1", params![name])
+                .map_err(backend)?;
+            for (k, v) in &configs {
+                tx.execute(
+                    "INSERT INTO topic_configs (topic, k, v) VALUES (?1, ?2, ?3)",
+                    params![name, k, v],
+                )
+                .map_err(backend)?;
+            }
+            let info = require_topic(&tx, &name)?;
+            tx.commit().map_err(backend)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn commit_flush(
+        &self,
+        object: &ObjectRef,
+        segments: &[SegmentAppend],
+    ) -> Result<Vec<SegmentOutcome>, MetaError> {
+        let object = object.clone();
+        let segments = segments.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute(
+                "INSERT INTO objects (key, size) VALUES (?1, ?2)",
+                params![object.key, object.size as i64],
+            )
+            .map_err(backend)?;
+            let mut outcomes = Vec::with_capacity(segments.len());
+            for s in &segments {
+                let id = s.topic_id.as_bytes().as_slice();
+                let state: Option<(i64, i64)> = tx
+                    .prepare_cached(
+                        "SELECT log_start, hwm FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                    )
+                    .map_err(backend)?
+                    .query_row(params![id, s.partition], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(backend)?;
+                let Some((log_start, hwm)) = state else {
+                    outcomes.push(SegmentOutcome::UnknownPartition);
+                    continue;
+                };
+                let end = hwm + s.offset_span as i64;
+                tx.prepare_cached(
+                    "UPDATE partitions SET hwm = ?1 WHERE topic_id = ?2 AND partition = ?3",
+                )
+                .map_err(backend)?
+                .execute(params![end, id, s.partition])
+                .map_err(backend)?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO idx (topic_id, partition, {ENTRY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))
+                .map_err(backend)?
+                .execute(params![
+                    id,
+                    s.partition,
+                    hwm,
+                    end,
+                    object.key,
+                    s.data_offset as i64,
+                    s.data_len as i64,
+                    s.min_timestamp,
+                    s.max_timestamp
+                ])
+                .map_err(backend)?;
+                outcomes.push(SegmentOutcome::Committed {
+                    base_offset: hwm,
+                    log_start_offset: log_start,
+                });
+            }
+            tx.commit().map_err(backend)?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn partition_offsets(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<PartitionOffsets, MetaError> {
+        self.with(move |c| {
+            c.prepare_cached(
+                "SELECT log_start, hwm FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+            )
+            .map_err(backend)?
+            .query_row(params![topic_id.as_bytes().as_slice(), partition], |r| {
+                Ok(PartitionOffsets {
+                    log_start: r.get(0)?,
+                    high_watermark: r.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(backend)?
+            .ok_or(MetaError::UnknownPartition {
+                topic_id,
+                partition,
+            })
+        })
+        .await
+    }
+
+    async fn index_from(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>, MetaError> {
+        self.with(move |c| {
+            let id = topic_id.as_bytes().as_slice();
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM idx WHERE topic_id = ?1 AND partition = ?2 \
+                     AND base_offset >= (SELECT COALESCE(MAX(base_offset), 0) FROM idx \
+                         WHERE topic_id = ?1 AND partition = ?2 AND base_offset <= ?3) \
+                     AND end_offset > ?3 ORDER BY base_offset LIMIT ?4"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![id, partition, from, limit as i64], entry_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn index_for_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<Option<IndexEntry>, MetaError> {
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM idx WHERE topic_id = ?1 AND partition = ?2 \
+                 AND max_ts >= ?3 ORDER BY base_offset LIMIT 1"
+            ))
+            .map_err(backend)?
+            .query_row(
+                params![topic_id.as_bytes().as_slice(), partition, timestamp],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn index_max_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<IndexEntry>, MetaError> {
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM idx WHERE topic_id = ?1 AND partition = ?2 \
+                 ORDER BY max_ts DESC, base_offset ASC LIMIT 1"
+            ))
+            .map_err(backend)?
+            .query_row(
+                params![topic_id.as_bytes().as_slice(), partition],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_known_vectors() {
+        assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url(&[0u8; 16]).len(), 22);
+    }
+
+    #[tokio::test]
+    async fn conformance_in_memory() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        crate::conformance::run_all(store).await;
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let (id, cluster) = {
+            let s = SqliteStore::open(&path).unwrap();
+            let t = s
+                .create_topic(TopicSpec {
+                    name: "t".into(),
+                    partitions: 2,
+                    configs: [("retention.ms".to_string(), "5".to_string())].into(),
+                })
+                .await
+                .unwrap();
+            s.commit_flush(
+                &ObjectRef {
+                    key: "o1".into(),
+                    size: 10,
+                },
+                &[crate::conformance::segment(t.id, 1, 0, 10, 4)],
+            )
+            .await
+            .unwrap();
+            (t.id, s.cluster_id().await.unwrap())
+        };
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.cluster_id().await.unwrap(), cluster);
+        let topics = s.list_topics().await.unwrap();
+        assert_eq!(topics[0].id, id);
+        assert_eq!(topics[0].configs["retention.ms"], "5");
+        assert_eq!(s.partition_offsets(id, 1).await.unwrap().high_watermark, 4);
+    }
+}

@@ -1,0 +1,17 @@
+//! Shoal's object file format and the in-memory chunk cache that sits in front of it.
+//!
+//! An object is written once per flush by one agent and never modified. It holds the
+//! record batches of many partitions, grouped so each partition's batches are one
+//! contiguous byte range (a *segment*), followed by an index of those segments and a
+//! fixed-size footer. See [`format`] for the exact layout.
+//!
+//! Offsets are not in the object: the metadata commit assigns them and the read path
+//! patches each batch's `baseOffset` on the way out. The object's own index exists so
+//! that compaction, GC and operators can understand an object without the metadata
+//! store.
+
+pub mod cache;
+pub mod format;
+
+pub use cache::ChunkCache;
+pub use format::{ObjectBuilder, ObjectError, ObjectIndex, SegmentInfo};
