@@ -26,7 +26,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -114,7 +114,8 @@ impl Connection {
         request: &Q,
         version: i16,
     ) -> Result<ResponseFuture<Q::Response>> {
-        let api_key = ApiKey::try_from(Q::KEY).map_err(|_| anyhow!("unknown API key {}", Q::KEY))?;
+        let api_key =
+            ApiKey::try_from(Q::KEY).map_err(|_| anyhow!("unknown API key {}", Q::KEY))?;
         let (frame, correlation_id) = self.encode(request, version)?;
         let (tx, rx) = oneshot::channel();
         {
@@ -173,7 +174,10 @@ impl Connection {
         buf.put_u32(size as u32);
         header.encode(&mut buf, header_version)?;
         request.encode(&mut buf, version).with_context(|| {
-            format!("encode {:?} v{version} request", ApiKey::try_from(Q::KEY).ok())
+            format!(
+                "encode {:?} v{version} request",
+                ApiKey::try_from(Q::KEY).ok()
+            )
         })?;
         debug_assert_eq!(buf.len(), 4 + size);
         Ok((buf.freeze(), correlation_id))
@@ -216,8 +220,8 @@ impl<R: Decodable> ResponseFuture<R> {
             .map_err(|_| anyhow!("{what}: connection dropped"))?;
         let raw = reply.map_err(|reason| anyhow!("{what}: {reason}"))?;
         let mut body = raw.body;
-        let response =
-            R::decode(&mut body, self.version).with_context(|| format!("decode {what} response"))?;
+        let response = R::decode(&mut body, self.version)
+            .with_context(|| format!("decode {what} response"))?;
         Ok(Timed {
             response,
             sent: self.sent,
@@ -309,7 +313,9 @@ impl Versions {
     pub fn negotiate(advertised: &[(i16, i16, i16)]) -> Result<Self> {
         Self::from_fn(|key, lo, hi, _| {
             let Some(&(_, min, max)) = advertised.iter().find(|(k, _, _)| *k == key as i16) else {
-                bail!("the server does not support {key:?} at all (shoal-bench needs v{lo}..v{hi})");
+                bail!(
+                    "the server does not support {key:?} at all (shoal-bench needs v{lo}..v{hi})"
+                );
             };
             let pick = hi.min(max);
             if pick < lo.max(min) {
@@ -357,7 +363,10 @@ pub async fn api_versions(conn: &Connection) -> Result<Vec<(i16, i16, i16)>> {
             .context("ApiVersions")?,
     };
     if response.error_code != 0 {
-        bail!("ApiVersions failed: {}", describe_error(response.error_code, None));
+        bail!(
+            "ApiVersions failed: {}",
+            describe_error(response.error_code, None)
+        );
     }
     Ok(response
         .api_keys

@@ -15,12 +15,11 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
-    TopicName,
+    BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::{api_versions, describe_error, Connection, Versions};
+use crate::client::{api_versions, describe_error, is_retriable, Connection, Versions};
 
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -132,8 +131,21 @@ impl Cluster {
         groups
     }
 
-    /// Offsets of every partition at `timestamp` (-1 = latest, -2 = earliest).
+    /// Offsets of every partition at `timestamp` (-1 = latest, -2 = earliest). Retriable
+    /// errors are retried for a while: a new topic's leaders may lag its Metadata.
     pub async fn list_offsets(&self, timestamp: i64) -> Result<Vec<i64>> {
+        let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
+        loop {
+            match self.try_list_offsets(timestamp).await {
+                Ok(offsets) => return Ok(offsets),
+                Err(RetryOr::Retry(e)) if Instant::now() > deadline => return Err(e),
+                Err(RetryOr::Retry(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(RetryOr::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_list_offsets(&self, timestamp: i64) -> Result<Vec<i64>, RetryOr> {
         let all: Vec<i32> = (0..self.partitions()).collect();
         let mut offsets = vec![-1i64; all.len()];
         for (leader, partitions) in self.group_by_leader(&all) {
@@ -156,13 +168,18 @@ impl Cluster {
             for t in &response.topics {
                 for p in &t.partitions {
                     if p.error_code != 0 {
-                        bail!(
+                        let e = anyhow!(
                             "ListOffsets for {}-{} at {} failed: {}",
                             self.topic,
                             p.partition_index,
                             conn.addr(),
                             describe_error(p.error_code, None)
                         );
+                        return Err(if is_retriable(p.error_code) {
+                            RetryOr::Retry(e)
+                        } else {
+                            RetryOr::Fail(e)
+                        });
                     }
                     if let Some(slot) = offsets.get_mut(p.partition_index as usize) {
                         *slot = p.offset;
@@ -171,9 +188,24 @@ impl Cluster {
             }
         }
         if let Some(p) = offsets.iter().position(|&o| o < 0) {
-            bail!("ListOffsets gave no offset for {}-{p}", self.topic);
+            return Err(RetryOr::Fail(anyhow!(
+                "ListOffsets gave no offset for {}-{p}",
+                self.topic
+            )));
         }
         Ok(offsets)
+    }
+}
+
+/// An error worth another attempt, or one that ends the run.
+enum RetryOr {
+    Retry(anyhow::Error),
+    Fail(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RetryOr {
+    fn from(e: anyhow::Error) -> Self {
+        RetryOr::Fail(e)
     }
 }
 
@@ -252,7 +284,10 @@ fn layout(metadata: &MetadataResponse, topic: &str) -> Result<Layout> {
         .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
         .ok_or_else(|| anyhow!("Metadata does not mention topic {topic}"))?;
     if t.error_code != 0 {
-        bail!("Metadata for {topic}: {}", describe_error(t.error_code, None));
+        bail!(
+            "Metadata for {topic}: {}",
+            describe_error(t.error_code, None)
+        );
     }
     if t.partitions.is_empty() {
         bail!("Metadata for {topic} lists no partitions");

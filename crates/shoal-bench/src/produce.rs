@@ -164,7 +164,9 @@ pub fn assign_partitions(producers: usize, partitions: i32) -> Vec<Vec<i32>> {
     (0..producers)
         .map(|i| {
             if producers <= n {
-                (0..partitions).filter(|p| *p as usize % producers == i).collect()
+                (0..partitions)
+                    .filter(|p| *p as usize % producers == i)
+                    .collect()
             } else {
                 vec![(i % n) as i32]
             }
@@ -324,7 +326,9 @@ impl Lane {
         stats.acked_records += batch.records;
         stats.payload_bytes += batch.records * self.settings.record_size as u64;
         stats.batch_bytes += batch.data.len() as u64;
-        self.budget.acked.fetch_add(batch.records, Ordering::Relaxed);
+        self.budget
+            .acked
+            .fetch_add(batch.records, Ordering::Relaxed);
     }
 
     /// Books acknowledged batches and queues retriable failures; other errors end the run.
@@ -428,7 +432,8 @@ fn encode_batch(
         version: 2,
         compression,
     };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).context("encode record batch")?;
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
+        .context("encode record batch")?;
     Ok(buf.freeze())
 }
 

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS partitions (
 CREATE TABLE IF NOT EXISTS idx (
     topic_id BLOB NOT NULL, partition INTEGER NOT NULL,
     base_offset INTEGER NOT NULL, end_offset INTEGER NOT NULL,
-    object_key TEXT NOT NULL, data_offset INTEGER NOT NULL, data_len INTEGER NOT NULL,
+    object_key TEXT NOT NULL, object_size INTEGER NOT NULL, data_offset INTEGER NOT NULL, data_len INTEGER NOT NULL,
     min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition, base_offset)
 ) WITHOUT ROWID;
@@ -145,15 +145,16 @@ fn entry_from_row(r: &rusqlite::Row) -> rusqlite::Result<IndexEntry> {
         base_offset: r.get(0)?,
         end_offset: r.get(1)?,
         object_key: r.get(2)?,
-        data_offset: r.get::<_, i64>(3)? as u64,
-        data_len: r.get::<_, i64>(4)? as u64,
-        min_timestamp: r.get(5)?,
-        max_timestamp: r.get(6)?,
+        object_size: r.get::<_, i64>(3)? as u64,
+        data_offset: r.get::<_, i64>(4)? as u64,
+        data_len: r.get::<_, i64>(5)? as u64,
+        min_timestamp: r.get(6)?,
+        max_timestamp: r.get(7)?,
     })
 }
 
 const ENTRY_COLUMNS: &str =
-    "base_offset, end_offset, object_key, data_offset, data_len, min_ts, max_ts";
+    "base_offset, end_offset, object_key, object_size, data_offset, data_len, min_ts, max_ts";
 
 /// Base64url without padding, as Kafka prints cluster ids.
 fn base64url(bytes: &[u8]) -> String {
@@ -353,7 +354,7 @@ impl MetaStore for SqliteStore {
                 .map_err(backend)?;
                 tx.prepare_cached(&format!(
                     "INSERT INTO idx (topic_id, partition, {ENTRY_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ))
                 .map_err(backend)?
                 .execute(params![
@@ -362,6 +363,7 @@ impl MetaStore for SqliteStore {
                     hwm,
                     end,
                     object.key,
+                    object.size as i64,
                     s.data_offset as i64,
                     s.data_len as i64,
                     s.min_timestamp,

@@ -91,6 +91,8 @@ pub struct IndexEntry {
     pub base_offset: i64,
     pub end_offset: i64,
     pub object_key: String,
+    /// Size of the whole object, so readers never ask for bytes past its end.
+    pub object_size: u64,
     pub data_offset: u64,
     pub data_len: u64,
     pub min_timestamp: i64,

@@ -1,1 +1,190 @@
-fn main() {}
+//! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
+//! (production settings). Flags all have `SHOAL_*` environment equivalents.
+
+mod stores;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use shoal_agent::{Agent, AgentConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A Kafka-compatible streaming platform that keeps all data in object storage",
+    long_about = "Shoal speaks the Kafka protocol, so existing clients and tools work unchanged. \
+Record data lives in object storage; offsets, topics and configs in a metadata store. \
+Agents keep no state of their own.\n\nStart here: `shoal playground`, then point any Kafka \
+client at 127.0.0.1:9092."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One agent with embedded defaults: SQLite metadata and objects in a local
+    /// directory, both under --data-dir. For development and trying Shoal out.
+    Playground(Playground),
+    /// A production agent: metadata and object store given explicitly.
+    Agent(AgentCmd),
+}
+
+#[derive(Args)]
+struct Playground {
+    /// Directory for the metadata database and the object files.
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "./shoal-data")]
+    data_dir: PathBuf,
+    /// Object store URL; defaults to a directory under --data-dir.
+    #[arg(long, env = "SHOAL_OBJECT_STORE")]
+    object_store: Option<String>,
+    /// Flush produce data after this long (e.g. 10ms, 250ms, 1s).
+    #[arg(long, env = "SHOAL_BATCH_TIMEOUT", default_value = "10ms", value_parser = units::parse_duration)]
+    batch_timeout: Duration,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct AgentCmd {
+    /// Metadata store: sqlite:///path/to/file.db (etcd://host:port,... arrives with cluster mode).
+    #[arg(long, env = "SHOAL_METADATA")]
+    metadata: String,
+    /// Object store: s3://bucket/prefix (AWS_* environment for credentials, region and
+    /// endpoint), file:///absolute/dir, or memory:// for tests.
+    #[arg(long, env = "SHOAL_OBJECT_STORE")]
+    object_store: String,
+    /// Flush produce data after this long (e.g. 50ms, 250ms).
+    #[arg(long, env = "SHOAL_BATCH_TIMEOUT", default_value = "250ms", value_parser = units::parse_duration)]
+    batch_timeout: Duration,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Address of the Kafka listener.
+    #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// host:port clients should connect to, if not the listen address.
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    advertise: Option<String>,
+    /// Broker id reported to clients.
+    #[arg(long, env = "SHOAL_NODE_ID", default_value_t = 0)]
+    node_id: i32,
+    /// Flush produce data once this much is buffered (e.g. 8MiB).
+    #[arg(long, env = "SHOAL_BATCH_MAX_BYTES", default_value = "8MiB", value_parser = units::parse_bytes)]
+    batch_max_bytes: u64,
+    /// Memory for cached object chunks used by fetches (e.g. 128MiB).
+    #[arg(long, env = "SHOAL_CACHE_SIZE", default_value = "128MiB", value_parser = units::parse_bytes)]
+    cache_size: u64,
+    /// Largest request accepted; larger frames close the connection.
+    #[arg(long, env = "SHOAL_MAX_FRAME_BYTES", default_value = "100MiB", value_parser = units::parse_bytes)]
+    max_frame_bytes: u64,
+    /// Create unknown topics when a client's Metadata request allows it.
+    #[arg(long, env = "SHOAL_AUTO_CREATE_TOPICS", default_value_t = false)]
+    auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics asking for the default.
+    #[arg(long, env = "SHOAL_DEFAULT_PARTITIONS", default_value_t = 1)]
+    default_partitions: i32,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "SHOAL_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl Common {
+    fn config(&self, batch_timeout: Duration) -> anyhow::Result<AgentConfig> {
+        if self.default_partitions < 1 {
+            anyhow::bail!("--default-partitions must be at least 1");
+        }
+        Ok(AgentConfig {
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            node_id: self.node_id,
+            max_frame_bytes: self.max_frame_bytes as usize,
+            batch_timeout,
+            batch_max_bytes: self.batch_max_bytes as usize,
+            max_buffered_bytes: (self.batch_max_bytes as usize * 8).max(64 << 20),
+            cache_bytes: self.cache_size as usize,
+            auto_create_topics: self.auto_create_topics,
+            default_partitions: self.default_partitions,
+            metrics_listen: self.metrics_listen,
+            ..AgentConfig::default()
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (config, meta, store, banner) = match cli.command {
+        Command::Playground(p) => {
+            std::fs::create_dir_all(&p.data_dir)
+                .with_context(|| format!("create the data directory {}", p.data_dir.display()))?;
+            let meta = stores::sqlite(&p.data_dir.join("metadata.db"))?;
+            let store = match &p.object_store {
+                Some(url) => stores::object_store(url)?,
+                None => stores::local_dir(&p.data_dir.join("objects"))?,
+            };
+            let banner = format!("data in {}", p.data_dir.display());
+            (p.common.config(p.batch_timeout)?, meta, store, banner)
+        }
+        Command::Agent(a) => {
+            let meta = stores::metadata(&a.metadata)?;
+            let store = stores::object_store(&a.object_store)?;
+            let banner = format!("metadata {}, objects {}", a.metadata, a.object_store);
+            (a.common.config(a.batch_timeout)?, meta, store, banner)
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let agent = Agent::start(config, meta, store, shutdown.clone()).await?;
+    eprintln!(
+        "Shoal is listening on {addr} ({banner}).\n  Connect any Kafka client with bootstrap.servers={addr}{metrics}\n  Stop with Ctrl-C (buffered data is flushed first).",
+        addr = agent.local_addr,
+        metrics = agent
+            .metrics_addr
+            .map(|m| format!("\n  Metrics at http://{m}/metrics"))
+            .unwrap_or_default(),
+    );
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests and flushing");
+        shutdown.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
+    agent.wait().await
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,76 @@
+//! CreatePartitions: grow a topic's partition count (never shrink).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::ResponseError;
+use shoal_meta::MetaError;
+
+use super::sb;
+use crate::errors::meta_code;
+use crate::Shared;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let current = match shared.topics.by_name(&name).await {
+            Ok(Some(info)) => info.partitions,
+            Ok(None) => {
+                results.push(
+                    result
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_error_message(Some(sb(format!("topic '{name}' does not exist")))),
+                );
+                continue;
+            }
+            Err(e) => {
+                results.push(
+                    result
+                        .with_error_code(meta_code(&e))
+                        .with_error_message(Some(sb(e.to_string()))),
+                );
+                continue;
+            }
+        };
+        if t.count <= current {
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidPartitions.code())
+                    .with_error_message(Some(sb(format!(
+                        "topic '{name}' has {current} partitions; the new count {} must be larger",
+                        t.count
+                    )))),
+            );
+            continue;
+        }
+        if req.validate_only {
+            results.push(result);
+            continue;
+        }
+        match shared.meta.create_partitions(&name, t.count).await {
+            Ok(_) => {
+                tracing::info!(topic = %name, partitions = t.count, "grew topic");
+                results.push(result)
+            }
+            Err(e) => {
+                let code = match e {
+                    MetaError::Invalid(_) => ResponseError::InvalidPartitions.code(),
+                    ref other => meta_code(other),
+                };
+                results.push(
+                    result
+                        .with_error_code(code)
+                        .with_error_message(Some(sb(e.to_string()))),
+                )
+            }
+        }
+    }
+    shared.topics.invalidate();
+    CreatePartitionsResponse::default().with_results(results)
+}

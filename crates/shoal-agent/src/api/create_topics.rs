@@ -1,0 +1,138 @@
+//! CreateTopics: validate names, partition counts and configs, then create in the
+//! metadata store (or only validate, with `validate_only`).
+//!
+//! Shoal keeps no replicas (object storage is the durability), so any replication
+//! factor is accepted and reported as 1, and manual replica assignments only fix the
+//! partition count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::ResponseError;
+use shoal_meta::{MetaError, TopicSpec};
+
+use super::{sb, topic_name};
+use crate::errors::meta_code;
+use crate::topics::{effective, validate_config, validate_topic_name, TOPIC_CONFIGS};
+use crate::Shared;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        results.push(create_one(shared, t, req.validate_only).await);
+    }
+    shared.topics.invalidate();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn failed(name: &str, code: i16, message: String) -> CreatableTopicResult {
+    CreatableTopicResult::default()
+        .with_name(topic_name(name))
+        .with_error_code(code)
+        .with_error_message(Some(sb(message)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+}
+
+async fn create_one(
+    shared: &Shared,
+    t: CreatableTopic,
+    validate_only: bool,
+) -> CreatableTopicResult {
+    let name = t.name.0.as_str().to_string();
+    if let Err(why) = validate_topic_name(&name) {
+        return failed(&name, ResponseError::InvalidTopicException.code(), why);
+    }
+    let partitions = if !t.assignments.is_empty() {
+        t.assignments.len() as i32
+    } else if t.num_partitions == -1 {
+        shared.config.default_partitions
+    } else {
+        t.num_partitions
+    };
+    if partitions <= 0 {
+        return failed(
+            &name,
+            ResponseError::InvalidPartitions.code(),
+            format!("number of partitions must be at least 1, got {partitions}"),
+        );
+    }
+    if t.replication_factor == 0 || t.replication_factor < -1 {
+        return failed(
+            &name,
+            ResponseError::InvalidReplicationFactor.code(),
+            format!(
+                "replication factor must be -1 or at least 1, got {}",
+                t.replication_factor
+            ),
+        );
+    }
+    let mut configs = BTreeMap::new();
+    for c in &t.configs {
+        let key = c.name.as_str().to_string();
+        let Some(value) = c.value.as_ref().map(|v| v.as_str().to_string()) else {
+            continue;
+        };
+        if let Err(why) = validate_config(&key, &value) {
+            return failed(&name, ResponseError::InvalidConfig.code(), why);
+        }
+        configs.insert(key, value);
+    }
+    let spec = TopicSpec {
+        name: name.clone(),
+        partitions,
+        configs: configs.clone(),
+    };
+    let (id, code, message) = if validate_only {
+        match shared.topics.by_name(&name).await {
+            Ok(Some(_)) => (
+                uuid::Uuid::nil(),
+                ResponseError::TopicAlreadyExists.code(),
+                Some(format!("topic '{name}' already exists")),
+            ),
+            Ok(None) => (uuid::Uuid::nil(), 0, None),
+            Err(e) => (uuid::Uuid::nil(), meta_code(&e), Some(e.to_string())),
+        }
+    } else {
+        match shared.meta.create_topic(spec).await {
+            Ok(info) => {
+                tracing::info!(topic = %name, partitions, "created topic");
+                (info.id, 0, None)
+            }
+            Err(e @ MetaError::TopicExists(_)) => {
+                (uuid::Uuid::nil(), meta_code(&e), Some(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(topic = %name, error = %e, "create topic failed");
+                (uuid::Uuid::nil(), meta_code(&e), Some(e.to_string()))
+            }
+        }
+    };
+    if code != 0 {
+        return failed(&name, code, message.unwrap_or_default());
+    }
+    let reported = TOPIC_CONFIGS
+        .iter()
+        .map(|(k, _, _)| {
+            CreatableTopicConfigs::default()
+                .with_name(sb(*k))
+                .with_value(Some(sb(effective(&configs, k))))
+                .with_config_source(if configs.contains_key(*k) { 1 } else { 5 })
+        })
+        .collect();
+    CreatableTopicResult::default()
+        .with_name(topic_name(&name))
+        .with_topic_id(id)
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(Some(reported))
+}

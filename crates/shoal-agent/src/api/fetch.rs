@@ -1,0 +1,164 @@
+//! Fetch: read committed batches, long-poll at the high watermark.
+//!
+//! The whole request is answered from a task (the connection keeps reading meanwhile).
+//! Each round reads every requested partition; if fewer than `min_bytes` came back and
+//! `max_wait_ms` has not passed, the task sleeps until the next commit signal (not a
+//! polling timer) and tries again. Fetch sessions (KIP-227) are not kept: the answer's
+//! session id is 0, which tells clients to keep sending full requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::ResponseError;
+use shoal_meta::TopicInfo;
+
+use super::{topic_name, Reply};
+use crate::errors::meta_code;
+use crate::Shared;
+
+/// Upper bound on one response, whatever the client asks for.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Upper bound on a long-poll.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        Some(ResponseKind::Fetch(fetch(&shared, req, version).await))
+    }))
+}
+
+async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    // Resolve topics once: by id from v13, by name before.
+    let mut resolved: Vec<(TopicName, uuid::Uuid, Result<Arc<TopicInfo>, i16>)> = Vec::new();
+    for t in &req.topics {
+        let found = if version >= 13 {
+            match shared.topics.by_id(t.topic_id).await {
+                Ok(Some(info)) => Ok(info),
+                Ok(None) => Err(ResponseError::UnknownTopicId.code()),
+                Err(e) => Err(meta_code(&e)),
+            }
+        } else {
+            match shared.topics.by_name(t.topic.0.as_str()).await {
+                Ok(Some(info)) => Ok(info),
+                Ok(None) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                Err(e) => Err(meta_code(&e)),
+            }
+        };
+        resolved.push((t.topic.clone(), t.topic_id, found));
+    }
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let max_bytes = (req.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
+    let read_committed = req.isolation_level == 1;
+    let mut signal = shared.reader.subscribe();
+    loop {
+        signal.borrow_and_update();
+        let mut total = 0usize;
+        let mut any_error = false;
+        let mut responses = Vec::with_capacity(req.topics.len());
+        for (t, (name, id, topic)) in req.topics.iter().zip(&resolved) {
+            let mut parts = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let mut pd = PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_aborted_transactions(if read_committed { Some(vec![]) } else { None });
+                let topic = match topic {
+                    Ok(t) if p.partition >= 0 && p.partition < t.partitions => t,
+                    Ok(_) => {
+                        any_error = true;
+                        parts.push(
+                            pd.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        );
+                        continue;
+                    }
+                    Err(code) => {
+                        any_error = true;
+                        parts.push(pd.with_error_code(*code));
+                        continue;
+                    }
+                };
+                let offsets = match shared.meta.partition_offsets(topic.id, p.partition).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        any_error = true;
+                        parts.push(pd.with_error_code(meta_code(&e)));
+                        continue;
+                    }
+                };
+                pd = pd
+                    .with_high_watermark(offsets.high_watermark)
+                    .with_last_stable_offset(offsets.high_watermark)
+                    .with_log_start_offset(offsets.log_start);
+                if p.fetch_offset < offsets.log_start || p.fetch_offset > offsets.high_watermark {
+                    any_error = true;
+                    parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                    continue;
+                }
+                let budget =
+                    (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+                if p.fetch_offset == offsets.high_watermark {
+                    parts.push(pd.with_records(Some(Default::default())));
+                    continue;
+                }
+                match shared
+                    .reader
+                    // The first partition with data always gets at least one batch (KIP-74).
+                    .read_partition(
+                        topic.id,
+                        p.partition,
+                        p.fetch_offset,
+                        offsets.high_watermark,
+                        budget,
+                        total == 0,
+                    )
+                    .await
+                {
+                    Ok(read) => {
+                        total += read.records.len();
+                        parts.push(pd.with_records(Some(read.records)));
+                    }
+                    Err(e) => {
+                        any_error = true;
+                        tracing::warn!(topic = %topic.name, partition = p.partition, error = %e, "fetch read failed");
+                        parts.push(pd.with_error_code(ResponseError::KafkaStorageError.code()));
+                    }
+                }
+            }
+            let name = if version >= 13 {
+                TopicName::default()
+            } else {
+                name.clone()
+            };
+            let _ = topic_name;
+            responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(name)
+                    .with_topic_id(*id)
+                    .with_partitions(parts),
+            );
+        }
+        let done = total >= req.min_bytes.max(0) as usize
+            || any_error
+            || tokio::time::Instant::now() >= deadline;
+        if done {
+            return FetchResponse::default()
+                .with_responses(responses)
+                .with_session_id(0);
+        }
+        tokio::select! {
+            r = signal.changed() => if r.is_err() { return FetchResponse::default().with_responses(responses) },
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! ListOffsets: earliest, latest, by timestamp and max timestamp.
+//!
+//! Latest is the high watermark (also for read_committed until transactions exist, when
+//! it becomes the last stable offset). A timestamp lookup asks the index for the first
+//! entry whose max timestamp reaches the target, then reads that segment and decodes
+//! the batch that holds it (decompressing if needed) to find the exact record, as
+//! Kafka's time index plus scan does.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+use shoal_meta::{IndexEntry, TopicInfo};
+use shoal_wire::batch;
+
+use crate::errors::meta_code;
+use crate::Shared;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: ListOffsetsRequest,
+    _version: i16,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = shared.topics.by_name(t.name.0.as_str()).await;
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(-1);
+            let info = match &topic {
+                Ok(Some(info)) if p.partition_index >= 0 && p.partition_index < info.partitions => {
+                    info
+                }
+                Ok(_) => {
+                    parts.push(base.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                Err(e) => {
+                    parts.push(base.with_error_code(meta_code(&e)));
+                    continue;
+                }
+            };
+            match lookup(shared, info, p.partition_index, p.timestamp).await {
+                Ok((ts, offset)) => parts.push(
+                    base.with_timestamp(ts)
+                        .with_offset(offset)
+                        .with_leader_epoch(0),
+                ),
+                Err(code) => parts.push(base.with_error_code(code)),
+            }
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(parts),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `(timestamp, offset)` for one partition; `(-1, -1)` when no record matches.
+async fn lookup(
+    shared: &Shared,
+    topic: &TopicInfo,
+    partition: i32,
+    target: i64,
+) -> Result<(i64, i64), i16> {
+    let offsets = shared
+        .meta
+        .partition_offsets(topic.id, partition)
+        .await
+        .map_err(|e| meta_code(&e))?;
+    match target {
+        LATEST => return Ok((-1, offsets.high_watermark)),
+        EARLIEST | EARLIEST_LOCAL => return Ok((-1, offsets.log_start)),
+        _ => {}
+    }
+    let entry = if target == MAX_TIMESTAMP {
+        shared.meta.index_max_timestamp(topic.id, partition).await
+    } else if target < 0 {
+        return Err(ResponseError::InvalidRequest.code());
+    } else {
+        shared
+            .meta
+            .index_for_timestamp(topic.id, partition, target)
+            .await
+    };
+    let Some(entry) = entry.map_err(|e| meta_code(&e))? else {
+        return Ok((-1, -1));
+    };
+    let data = shared.reader.read_entry(&entry).await.map_err(|e| {
+        tracing::warn!(error = %e, "timestamp lookup read failed");
+        ResponseError::KafkaStorageError.code()
+    })?;
+    let want = if target == MAX_TIMESTAMP {
+        entry.max_timestamp
+    } else {
+        target
+    };
+    find_in_segment(&entry, &data, want, target == MAX_TIMESTAMP)
+        .map(|found| found.unwrap_or((-1, -1)))
+}
+
+/// Finds the first record with timestamp `>= want` (or `== want` when `exact`) in a
+/// segment's batches, whose first offset is `entry.base_offset`.
+fn find_in_segment(
+    entry: &IndexEntry,
+    data: &Bytes,
+    want: i64,
+    exact: bool,
+) -> Result<Option<(i64, i64)>, i16> {
+    let mut next = entry.base_offset;
+    for b in batch::walk(data) {
+        let base = next;
+        next += b.header.offset_span();
+        let reaches = if exact {
+            b.header.max_timestamp == want
+        } else {
+            b.header.max_timestamp >= want
+        };
+        if !reaches {
+            continue;
+        }
+        if b.header.is_log_append_time() {
+            return Ok(Some((b.header.max_timestamp, base)));
+        }
+        let mut bytes = data.slice(b.range.clone());
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+            tracing::warn!(error = %e, "could not decode a stored batch for a timestamp lookup");
+            ResponseError::CorruptMessage.code()
+        })?;
+        let first = set.records.first().map(|r| r.offset).unwrap_or(0);
+        for r in &set.records {
+            let hit = if exact {
+                r.timestamp == want
+            } else {
+                r.timestamp >= want
+            };
+            if hit {
+                return Ok(Some((r.timestamp, base + (r.offset - first))));
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,163 @@
+//! Metadata: this agent as the one broker (for now), and the requested topics.
+//!
+//! Every partition's leader is this agent: any agent can serve any partition. Unknown
+//! topics are created only when both the client allows it and the agent was started
+//! with auto-creation on.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::ResponseError;
+use shoal_meta::{TopicInfo, TopicSpec};
+
+use super::{sb, topic_name};
+use crate::errors::meta_code;
+use crate::topics::validate_topic_name;
+use crate::Shared;
+
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const NOT_REQUESTED: i32 = i32::MIN;
+
+pub fn broker(shared: &Shared) -> MetadataResponseBroker {
+    let (host, port) = shared.config.advertised_host_port();
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(shared.config.node_id))
+        .with_host(sb(host))
+        .with_port(port)
+}
+
+fn topic_entry(shared: &Shared, t: &TopicInfo, ops: i32) -> MetadataResponseTopic {
+    let node = BrokerId(shared.config.node_id);
+    let partitions = (0..t.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.id)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(ops)
+}
+
+fn error_entry(name: Option<&str>, id: uuid::Uuid, code: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+        .with_error_code(code)
+        .with_topic_authorized_operations(NOT_REQUESTED)
+}
+
+pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let ops = if req.include_topic_authorized_operations {
+        TOPIC_OPERATIONS
+    } else {
+        NOT_REQUESTED
+    };
+    let mut topics = Vec::new();
+    match shared.topics.snapshot().await {
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata lookup failed");
+            for t in req.topics.iter().flatten() {
+                topics.push(error_entry(
+                    t.name.as_ref().map(|n| n.0.as_str()),
+                    t.topic_id,
+                    meta_code(&e),
+                ));
+            }
+        }
+        Ok(snap) => match &req.topics {
+            // v0 uses an empty list for "all"; later versions use null.
+            None => topics.extend(snap.sorted.iter().map(|t| topic_entry(shared, t, ops))),
+            Some(list) if list.is_empty() && version == 0 => {
+                topics.extend(snap.sorted.iter().map(|t| topic_entry(shared, t, ops)))
+            }
+            Some(list) => {
+                for t in list {
+                    let entry = match &t.name {
+                        Some(name) => {
+                            by_name(
+                                shared,
+                                name.0.as_str(),
+                                req.allow_auto_topic_creation || version < 4,
+                                ops,
+                            )
+                            .await
+                        }
+                        None => match shared.topics.by_id(t.topic_id).await {
+                            Ok(Some(info)) => topic_entry(shared, &info, ops),
+                            Ok(None) => {
+                                error_entry(None, t.topic_id, ResponseError::UnknownTopicId.code())
+                            }
+                            Err(e) => error_entry(None, t.topic_id, meta_code(&e)),
+                        },
+                    };
+                    topics.push(entry);
+                }
+            }
+        },
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![broker(shared)])
+        .with_cluster_id(Some(sb(shared.cluster_id.clone())))
+        .with_controller_id(BrokerId(shared.config.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(NOT_REQUESTED)
+}
+
+async fn by_name(
+    shared: &Shared,
+    name: &str,
+    client_allows: bool,
+    ops: i32,
+) -> MetadataResponseTopic {
+    let nil = uuid::Uuid::nil();
+    if validate_topic_name(name).is_err() {
+        return error_entry(Some(name), nil, ResponseError::InvalidTopicException.code());
+    }
+    match shared.topics.by_name(name).await {
+        Ok(Some(t)) => topic_entry(shared, &t, ops),
+        Ok(None) if client_allows && shared.config.auto_create_topics => {
+            let spec = TopicSpec {
+                name: name.to_string(),
+                partitions: shared.config.default_partitions,
+                configs: Default::default(),
+            };
+            let created = shared.meta.create_topic(spec).await;
+            shared.topics.invalidate();
+            match created {
+                Ok(t) => {
+                    tracing::info!(
+                        topic = name,
+                        partitions = t.partitions,
+                        "auto-created topic"
+                    );
+                    topic_entry(shared, &t, ops)
+                }
+                Err(shoal_meta::MetaError::TopicExists(_)) => {
+                    match shared.topics.by_name(name).await {
+                        Ok(Some(t)) => topic_entry(shared, &t, ops),
+                        _ => error_entry(Some(name), nil, ResponseError::LeaderNotAvailable.code()),
+                    }
+                }
+                Err(e) => error_entry(Some(name), nil, meta_code(&e)),
+            }
+        }
+        Ok(None) => error_entry(
+            Some(name),
+            nil,
+            ResponseError::UnknownTopicOrPartition.code(),
+        ),
+        Err(e) => error_entry(Some(name), nil, meta_code(&e)),
+    }
+}

@@ -1,0 +1,228 @@
+//! Produce: validate batches, buffer them in the write path, answer after the commit.
+//!
+//! The ordered part (run before the connection reads its next request) looks up topics,
+//! validates every batch (structure, CRC32C, record count, `max.message.bytes`), stamps
+//! LogAppendTime where the topic asks for it, and appends to the shared flush buffer.
+//! The answer waits for the flush's commit; acks=0 gets no answer at all. A partition
+//! whose data is refused gets its error code and the others in the request go on.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+use shoal_wire::batch;
+
+use super::{sb, Reply};
+use crate::errors::meta_code;
+use crate::metrics::Metrics;
+use crate::topics::{log_append_time, max_message_bytes};
+use crate::write_path::{AckReceiver, BatchToWrite, PartitionAppend};
+use crate::Shared;
+
+/// Where each partition's answer will come from.
+enum Slot {
+    Done(PartitionProduceResponse),
+    /// Index into the receivers returned by the append.
+    Pending {
+        partition: i32,
+        idx: usize,
+    },
+}
+
+fn error(partition: i32, code: i16, message: impl Into<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(partition)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(sb(message.into())))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply {
+    let acks = req.acks;
+    let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Slot>)> = Vec::new();
+    let mut appends: Vec<PartitionAppend> = Vec::new();
+    for td in req.topic_data {
+        let name = td.name.0.as_str().to_string();
+        let mut slots = Vec::with_capacity(td.partition_data.len());
+        let topic = if !matches!(acks, -1..=1) {
+            Err((
+                ResponseError::InvalidRequiredAcks.code(),
+                format!("acks must be -1, 0 or 1, got {acks}"),
+            ))
+        } else {
+            match shared.topics.by_name(&name).await {
+                Ok(Some(t)) => Ok(t),
+                Ok(None) => Err((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("topic '{name}' does not exist"),
+                )),
+                Err(e) => Err((meta_code(&e), e.to_string())),
+            }
+        };
+        for pd in td.partition_data {
+            let p = pd.index;
+            let topic = match &topic {
+                Ok(t) => t,
+                Err((code, msg)) => {
+                    slots.push(Slot::Done(error(p, *code, msg.clone())));
+                    continue;
+                }
+            };
+            if p < 0 || p >= topic.partitions {
+                slots.push(Slot::Done(error(
+                    p,
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("topic '{name}' has no partition {p}"),
+                )));
+                continue;
+            }
+            match prepare(topic, pd.records) {
+                Ok((batches, lat)) => {
+                    slots.push(Slot::Pending {
+                        partition: p,
+                        idx: appends.len(),
+                    });
+                    appends.push(PartitionAppend {
+                        topic_id: topic.id,
+                        partition: p,
+                        batches,
+                        log_append_time: lat,
+                    });
+                }
+                Err((code, msg)) => {
+                    Metrics::add(&shared.metrics.produce_rejected_batches, 1);
+                    tracing::debug!(topic = %name, partition = p, code, "refused produce data: {msg}");
+                    slots.push(Slot::Done(error(p, code, msg)));
+                }
+            }
+        }
+        topics.push((td.name, slots));
+    }
+    let bytes: u64 = appends
+        .iter()
+        .flat_map(|a| &a.batches)
+        .map(|b| b.bytes.len() as u64)
+        .sum();
+    let batches: u64 = appends.iter().map(|a| a.batches.len() as u64).sum();
+    let receivers: Result<Vec<AckReceiver>, _> = if appends.is_empty() {
+        Ok(Vec::new())
+    } else {
+        shared.writer.append(appends).await
+    };
+    if acks == 0 {
+        return Reply::Now(None);
+    }
+    let metrics = shared.metrics.clone();
+    Reply::Later(Box::pin(async move {
+        let mut receivers = receivers.map(|r| r.into_iter().map(Some).collect::<Vec<_>>());
+        let mut responses = Vec::with_capacity(topics.len());
+        let mut all_ok = true;
+        for (name, slots) in topics {
+            let mut parts = Vec::with_capacity(slots.len());
+            for slot in slots {
+                let r = match slot {
+                    Slot::Done(r) => r,
+                    Slot::Pending { partition, idx } => {
+                        let outcome = match &mut receivers {
+                            Err(e) => Err(e.clone()),
+                            Ok(rs) => match rs[idx].take() {
+                                Some(rx) => rx
+                                    .await
+                                    .unwrap_or(Err(crate::errors::WriteError::ShuttingDown)),
+                                None => Err(crate::errors::WriteError::ShuttingDown),
+                            },
+                        };
+                        match outcome {
+                            Ok(ack) => PartitionProduceResponse::default()
+                                .with_index(partition)
+                                .with_base_offset(ack.base_offset)
+                                .with_log_append_time_ms(ack.log_append_time)
+                                .with_log_start_offset(ack.log_start_offset),
+                            Err(e) => {
+                                all_ok = false;
+                                error(partition, e.code(), e.to_string())
+                            }
+                        }
+                    }
+                };
+                parts.push(r);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(parts),
+            );
+        }
+        if all_ok {
+            Metrics::add(&metrics.produced_bytes, bytes);
+            Metrics::add(&metrics.produced_batches, batches);
+        }
+        Some(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ))
+    }))
+}
+
+/// Validates one partition's records and turns them into batches to write.
+/// Returns the batches and the LogAppendTime used (-1 for CreateTime topics).
+fn prepare(
+    topic: &shoal_meta::TopicInfo,
+    records: Option<Bytes>,
+) -> Result<(Vec<BatchToWrite>, i64), (i16, String)> {
+    let records = records.ok_or((
+        ResponseError::CorruptMessage.code(),
+        "partition data has no records".to_string(),
+    ))?;
+    let infos = batch::validate_batches(&records).map_err(|e| (e.kafka_code(), e.to_string()))?;
+    let limit = max_message_bytes(topic);
+    let lat = if log_append_time(topic) { now_ms() } else { -1 };
+    let mut out = Vec::with_capacity(infos.len());
+    for info in infos {
+        let len = info.range.len();
+        if len > limit {
+            return Err((
+                ResponseError::MessageTooLarge.code(),
+                format!(
+                    "record batch of {len} bytes exceeds the topic's max.message.bytes of {limit}"
+                ),
+            ));
+        }
+        if info.header.is_control() {
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "clients may not produce control batches".to_string(),
+            ));
+        }
+        let mut bytes = records.slice(info.range.clone());
+        let mut max_ts = info.header.max_timestamp;
+        if lat >= 0 {
+            let mut owned = BytesMut::from(&bytes[..]);
+            batch::set_log_append_time(&mut owned, lat);
+            bytes = owned.freeze();
+            max_ts = lat;
+        }
+        out.push(BatchToWrite {
+            bytes,
+            offset_span: info.header.offset_span() as u64,
+            min_timestamp: if lat >= 0 {
+                lat
+            } else {
+                info.header.base_timestamp
+            },
+            max_timestamp: max_ts,
+        });
+    }
+    Ok((out, lat))
+}

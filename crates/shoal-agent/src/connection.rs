@@ -1,0 +1,203 @@
+//! One client connection: framing, decoding, dispatch, and answers in request order.
+//!
+//! The reader half takes frames (size checked before buffering), decodes the header and
+//! body with `kafka-protocol`, and runs the handler's *synchronous part* before reading
+//! the next frame — so admin changes and produce appends happen in request order. The
+//! handler's slow part (waiting for a flush commit, a fetch long-poll) runs as a task
+//! whose handle goes into a bounded queue; the writer half awaits the handles in order
+//! and writes the answers. That gives pipelining with in-order answers, and at most
+//! `max_in_flight_per_connection` requests per connection in progress.
+//!
+//! Malformed frames, unknown API keys and unsupported versions close the connection with
+//! a log line (as Kafka does), except ApiVersions, which answers UNSUPPORTED_VERSION so
+//! the client can retry with an older version. Nothing here panics on input.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::api::{self, Reply};
+use crate::metrics::Metrics;
+use crate::Shared;
+use shoal_wire::frame;
+
+/// An answer on its way: the request's identity and the task producing the body.
+struct Queued {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: JoinHandle<Option<ResponseKind>>,
+}
+
+pub async fn run(
+    sock: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::debug_span!("conn", %peer);
+    Metrics::add(&shared.metrics.connections_open, 1);
+    serve(sock, shared.clone(), shutdown).instrument(span).await;
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve(sock: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let (mut rd, wr) = sock.into_split();
+    let (tx, rx) = mpsc::channel::<Queued>(shared.config.max_in_flight_per_connection.max(1));
+    let writer = tokio::spawn(write_loop(wr, rx).in_current_span());
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let limit = shared.config.max_frame_bytes;
+    'read: loop {
+        // Drain every complete frame already buffered.
+        loop {
+            let frame = match frame::split_frame(&mut buf, limit) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    Metrics::add(&shared.metrics.protocol_errors, 1);
+                    tracing::warn!(error = %e, "closing connection: bad frame (raise --max-frame-bytes if this client is legitimate)");
+                    break 'read;
+                }
+            };
+            match decode(&shared, frame) {
+                Ok(Decoded::Request(header, request)) => {
+                    Metrics::add(&shared.metrics.requests, 1);
+                    let api_key =
+                        ApiKey::try_from(header.request_api_key).expect("checked in decode");
+                    let reply = api::handle(&shared, &header, request).await;
+                    let body = match reply {
+                        Reply::Now(r) => tokio::spawn(async move { r }),
+                        Reply::Later(f) => tokio::spawn(f.in_current_span()),
+                    };
+                    let q = Queued {
+                        api_key,
+                        version: header.request_api_version,
+                        correlation_id: header.correlation_id,
+                        body,
+                    };
+                    if tx.send(q).await.is_err() {
+                        break 'read; // writer failed: the socket is gone
+                    }
+                }
+                Ok(Decoded::Answer(q)) => {
+                    if tx.send(q).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(why) => {
+                    Metrics::add(&shared.metrics.protocol_errors, 1);
+                    tracing::warn!("closing connection: {why}");
+                    break 'read;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    break;
+                }
+            },
+        }
+    }
+    // Let the writer answer everything already accepted, then close.
+    drop(tx);
+    let _ = writer.await;
+}
+
+enum Decoded {
+    Request(RequestHeader, RequestKind),
+    /// Answered without a handler (ApiVersions at an unsupported version).
+    Answer(Queued),
+}
+
+fn decode(shared: &Shared, frame: Bytes) -> Result<Decoded, String> {
+    if frame.len() < 8 {
+        return Err(format!(
+            "request of {} bytes is too short for a header",
+            frame.len()
+        ));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Err(format!("unknown API key {key}"));
+    };
+    if !api::is_supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with the supported ranges so the client can pick.
+            let body = api::api_versions::unsupported();
+            return Ok(Decoded::Answer(Queued {
+                api_key,
+                version: 0,
+                correlation_id,
+                body: tokio::spawn(async move { Some(body) }),
+            }));
+        }
+        return Err(format!(
+            "{api_key:?} v{version} is not supported (Shoal supports {})",
+            api::supported_range(api_key)
+                .map(|(a, b)| format!("v{a}-v{b}"))
+                .unwrap_or_else(|| "none".into())
+        ));
+    }
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        .map_err(|e| format!("malformed {api_key:?} v{version} header: {e}"))?;
+    let request = RequestKind::decode(api_key, &mut body, version)
+        .map_err(|e| format!("malformed {api_key:?} v{version} request: {e}"))?;
+    let _ = shared;
+    Ok(Decoded::Request(header, request))
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(q) = rx.recv().await {
+        let body = match q.body.await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue, // acks=0 produce: no answer
+            Err(e) => {
+                tracing::error!(error = %e, api = ?q.api_key, "request handler failed; closing connection");
+                return;
+            }
+        };
+        out.clear();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        let header = ResponseHeader::default().with_correlation_id(q.correlation_id);
+        let encoded = header
+            .encode(&mut out, q.api_key.response_header_version(q.version))
+            .and_then(|_| body.encode(&mut out, q.version));
+        if let Err(e) = encoded {
+            tracing::error!(error = %e, api = ?q.api_key, version = q.version, "could not encode response; closing connection");
+            return;
+        }
+        let len = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+        // Large buffers are not kept around between responses.
+        if out.capacity() > 1024 * 1024 {
+            out = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+    let _ = wr.shutdown().await;
+    let _ = Buf::remaining(&out);
+}

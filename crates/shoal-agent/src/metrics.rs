@@ -1,0 +1,166 @@
+//! Counters the agent keeps and serves in Prometheus text format.
+//!
+//! Plain atomics: every counter is a monotonic total, scraped over HTTP at `/metrics`.
+//! The HTTP side is deliberately tiny (one GET, one answer, connection closed) so the
+//! agent carries no web framework for one page.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub object_puts: AtomicU64,
+    pub object_put_bytes: AtomicU64,
+    pub object_gets: AtomicU64,
+    pub object_get_bytes: AtomicU64,
+    pub object_errors: AtomicU64,
+    pub flushes: AtomicU64,
+    pub commit_errors: AtomicU64,
+    pub produced_bytes: AtomicU64,
+    pub produced_batches: AtomicU64,
+    pub produce_rejected_batches: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub requests: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (labels, v) in samples {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        counter(
+            "shoal_object_store_requests_total",
+            "Object store requests by operation.",
+            &[
+                ("{op=\"put\"}", g(&self.object_puts)),
+                ("{op=\"get\"}", g(&self.object_gets)),
+            ],
+        );
+        counter(
+            "shoal_object_store_bytes_total",
+            "Bytes moved to and from the object store.",
+            &[
+                ("{op=\"put\"}", g(&self.object_put_bytes)),
+                ("{op=\"get\"}", g(&self.object_get_bytes)),
+            ],
+        );
+        counter(
+            "shoal_object_store_errors_total",
+            "Failed object store requests.",
+            &[("", g(&self.object_errors))],
+        );
+        counter(
+            "shoal_flushes_total",
+            "Objects flushed and committed.",
+            &[("", g(&self.flushes))],
+        );
+        counter(
+            "shoal_commit_errors_total",
+            "Failed metadata commits.",
+            &[("", g(&self.commit_errors))],
+        );
+        counter(
+            "shoal_produced_bytes_total",
+            "Record batch bytes acknowledged.",
+            &[("", g(&self.produced_bytes))],
+        );
+        counter(
+            "shoal_produced_batches_total",
+            "Record batches acknowledged.",
+            &[("", g(&self.produced_batches))],
+        );
+        counter(
+            "shoal_produce_rejected_batches_total",
+            "Record batches refused by validation.",
+            &[("", g(&self.produce_rejected_batches))],
+        );
+        counter(
+            "shoal_fetched_bytes_total",
+            "Record bytes returned by Fetch.",
+            &[("", g(&self.fetched_bytes))],
+        );
+        counter(
+            "shoal_chunk_cache_requests_total",
+            "Chunk cache lookups by result.",
+            &[
+                ("{result=\"hit\"}", g(&self.cache_hits)),
+                ("{result=\"miss\"}", g(&self.cache_misses)),
+            ],
+        );
+        counter(
+            "shoal_requests_total",
+            "Kafka requests handled.",
+            &[("", g(&self.requests))],
+        );
+        counter(
+            "shoal_connections_total",
+            "Connections accepted.",
+            &[("", g(&self.connections_total))],
+        );
+        counter(
+            "shoal_protocol_errors_total",
+            "Connections closed for malformed or unsupported requests.",
+            &[("", g(&self.protocol_errors))],
+        );
+        out.push_str(&format!(
+            "# HELP shoal_connections_open Connections open now.\n# TYPE shoal_connections_open gauge\nshoal_connections_open {}\n",
+            g(&self.connections_open)
+        ));
+        out
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let (mut sock, _) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { tracing::warn!(error = %e, "metrics accept failed"); continue; }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await;
+            let Ok(Ok(n)) = read else { return };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") || req.starts_with("GET / ") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

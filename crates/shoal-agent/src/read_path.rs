@@ -1,0 +1,291 @@
+//! The read path: index lookup, chunk cache, offset patching.
+//!
+//! A fetch of (partition, offset) asks the metadata store for the index entries covering
+//! the offset, reads their byte ranges through the [`ChunkCache`] (one GET per missing
+//! aligned chunk, deduplicated while in flight), checks each batch's CRC, writes the
+//! committed base offset into each batch, and stops at the byte limit — always returning
+//! at least one whole batch when there is one, as Kafka does (KIP-74).
+//!
+//! It also owns the commit signal that wakes long-polling fetches: the write path bumps
+//! it after every commit (and, in a cluster, a metadata watch will).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use object_store::{path::Path, ObjectStore, ObjectStoreExt};
+use shoal_meta::{IndexEntry, MetaError, MetaStore};
+use shoal_object::ChunkCache;
+use shoal_wire::batch;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::AgentConfig;
+
+/// Why a read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("metadata: {0}")]
+    Meta(String),
+    #[error("object store GET of {key} failed: {error}")]
+    ObjectStore { key: String, error: String },
+    #[error("object {key} is corrupt: {what}")]
+    Corrupt { key: String, what: String },
+}
+
+impl From<MetaError> for ReadError {
+    fn from(e: MetaError) -> Self {
+        ReadError::Meta(e.to_string())
+    }
+}
+
+type ChunkKey = (String, u64);
+type ChunkWaiters = Vec<oneshot::Sender<Result<Bytes, ReadError>>>;
+
+pub struct ReadPath {
+    meta: Arc<dyn MetaStore>,
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<ChunkCache>,
+    metrics: Arc<Metrics>,
+    committed: Arc<watch::Sender<u64>>,
+    /// Chunks being fetched now, with the readers waiting for them.
+    loading: Mutex<HashMap<ChunkKey, ChunkWaiters>>,
+}
+
+/// Records read for one partition.
+pub struct PartitionRead {
+    /// Whole batches with patched base offsets.
+    pub records: Bytes,
+}
+
+impl ReadPath {
+    pub fn new(
+        config: &AgentConfig,
+        meta: Arc<dyn MetaStore>,
+        store: Arc<dyn ObjectStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        ReadPath {
+            meta,
+            store,
+            cache: Arc::new(ChunkCache::new(config.cache_bytes, config.chunk_bytes)),
+            metrics,
+            committed: Arc::new(watch::channel(0).0),
+            loading: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cache(&self) -> Arc<ChunkCache> {
+        self.cache.clone()
+    }
+
+    /// The sender the write path bumps after each commit.
+    pub fn commit_signal(&self) -> Arc<watch::Sender<u64>> {
+        self.committed.clone()
+    }
+
+    /// A receiver that changes whenever new data may be readable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Reads whole batches of a partition starting at the batch containing `offset` and
+    /// ending before `high_watermark`, up to `max_bytes`. With `at_least_one`, the first
+    /// batch is returned even if it alone exceeds `max_bytes` (KIP-74).
+    pub async fn read_partition(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+        high_watermark: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<PartitionRead, ReadError> {
+        let mut out = BytesMut::new();
+        let mut from = offset;
+        'entries: while from < high_watermark {
+            let entries = self.meta.index_from(topic_id, partition, from, 16).await?;
+            if entries.is_empty() {
+                break;
+            }
+            for e in &entries {
+                let data = self.read_entry(e).await?;
+                let mut next = e.base_offset;
+                for b in batch::walk(&data) {
+                    let base = next;
+                    next += b.header.offset_span();
+                    if next <= offset {
+                        continue;
+                    }
+                    if base >= high_watermark {
+                        break 'entries;
+                    }
+                    let bytes = &data[b.range.clone()];
+                    if crc32c::crc32c(&bytes[21..]) != b.header.crc {
+                        tracing::error!(key = %e.object_key, base_offset = base, "batch CRC mismatch in stored object");
+                        return Err(ReadError::Corrupt {
+                            key: e.object_key.clone(),
+                            what: format!("batch at offset {base} fails its CRC"),
+                        });
+                    }
+                    if (!out.is_empty() || !at_least_one) && out.len() + bytes.len() > max_bytes {
+                        break 'entries;
+                    }
+                    let start = out.len();
+                    out.extend_from_slice(bytes);
+                    batch::set_base_offset(&mut out[start..], base);
+                    if out.len() >= max_bytes {
+                        break 'entries;
+                    }
+                }
+                if next != e.end_offset {
+                    tracing::error!(key = %e.object_key, expected = e.end_offset, found = next, "segment batches do not add up to the index entry");
+                    return Err(ReadError::Corrupt {
+                        key: e.object_key.clone(),
+                        what: "segment does not match its index entry".into(),
+                    });
+                }
+                from = e.end_offset;
+            }
+        }
+        Metrics::add(&self.metrics.fetched_bytes, out.len() as u64);
+        Ok(PartitionRead {
+            records: out.freeze(),
+        })
+    }
+
+    /// The bytes of one index entry's segment.
+    pub async fn read_entry(&self, e: &IndexEntry) -> Result<Bytes, ReadError> {
+        self.read_range(
+            &e.object_key,
+            e.object_size,
+            e.data_offset,
+            e.data_offset + e.data_len,
+        )
+        .await
+    }
+
+    /// Bytes `[start, end)` of an object of `size` bytes, through the chunk cache.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        size: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes, ReadError> {
+        if end > size || start > end {
+            return Err(ReadError::Corrupt {
+                key: key.to_string(),
+                what: format!("range {start}..{end} outside an object of {size} bytes"),
+            });
+        }
+        if start == end {
+            return Ok(Bytes::new());
+        }
+        let cs = self.cache.chunk_size();
+        let (first, last) = (start / cs, (end - 1) / cs);
+        if first == last {
+            let chunk = self.chunk(key, size, first).await?;
+            return Ok(chunk.slice((start - first * cs) as usize..(end - first * cs) as usize));
+        }
+        let mut out = BytesMut::with_capacity((end - start) as usize);
+        for idx in first..=last {
+            let chunk = self.chunk(key, size, idx).await?;
+            let lo = start.max(idx * cs) - idx * cs;
+            let hi = end.min((idx + 1) * cs) - idx * cs;
+            out.extend_from_slice(&chunk[lo as usize..hi as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn chunk(&self, key: &str, size: u64, idx: u64) -> Result<Bytes, ReadError> {
+        if let Some(b) = self.cache.get(key, idx) {
+            Metrics::add(&self.metrics.cache_hits, 1);
+            return Ok(b);
+        }
+        Metrics::add(&self.metrics.cache_misses, 1);
+        let k = (key.to_string(), idx);
+        let rx = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            match loading.get_mut(&k) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    loading.insert(k.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            return rx.await.unwrap_or_else(|_| {
+                Err(ReadError::ObjectStore {
+                    key: key.to_string(),
+                    error: "loader went away".into(),
+                })
+            });
+        }
+        let cs = self.cache.chunk_size();
+        let range = idx * cs..((idx + 1) * cs).min(size);
+        let result = self.get_with_retry(key, range).await;
+        if let Ok(b) = &result {
+            self.cache.insert(key, idx, b.clone());
+        }
+        let waiters = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&k)
+            .unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+        result
+    }
+
+    async fn get_with_retry(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, ReadError> {
+        let path = Path::from(key);
+        let mut delay = std::time::Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            Metrics::add(&self.metrics.object_gets, 1);
+            match self.store.get_range(&path, range.clone()).await {
+                Ok(b) => {
+                    Metrics::add(&self.metrics.object_get_bytes, b.len() as u64);
+                    if b.len() as u64 != range.end - range.start {
+                        return Err(ReadError::Corrupt {
+                            key: key.to_string(),
+                            what: format!(
+                                "GET returned {} bytes, expected {}",
+                                b.len(),
+                                range.end - range.start
+                            ),
+                        });
+                    }
+                    return Ok(b);
+                }
+                Err(e) => {
+                    Metrics::add(&self.metrics.object_errors, 1);
+                    let not_found = matches!(e, object_store::Error::NotFound { .. });
+                    if attempt >= 3 || not_found {
+                        tracing::warn!(key, error = %e, attempt, "object store GET failed");
+                        return Err(ReadError::ObjectStore {
+                            key: key.to_string(),
+                            error: e.to_string(),
+                        });
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The write path: buffer produce data from every connection, flush it as one object,
+//! commit offsets in one metadata transaction, and only then acknowledge.
+//!
+//! Lifecycle of a flush:
+//! 1. Produce handlers [`WritePath::append`] validated batches under one lock, so all
+//!    partitions of a request land in the same flush, in arrival order. Each append
+//!    takes memory budget first (backpressure when flushes fall behind).
+//! 2. The flusher task takes the buffer when it reaches `batch_max_bytes` or is
+//!    `batch_timeout` old, lays it out with [`ObjectBuilder`] and starts the PUT.
+//! 3. The committer task awaits PUTs *in flush order* and commits each object's
+//!    segments with [`MetaStore::commit_flush`], which assigns the offsets. Several PUTs
+//!    may be in flight, but commits are strictly ordered, so a connection's requests get
+//!    increasing offsets per partition.
+//! 4. Waiters get their base offsets; the object's bytes go into the chunk cache so tail
+//!    reads need no GET; long-polling fetches are woken.
+//!
+//! Nothing is acknowledged before both the PUT and the commit succeeded. A failed PUT or
+//! commit fails that flush's waiters with a retriable error; the object of a failed
+//! commit is left for GC.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use object_store::{path::Path, ObjectStore, ObjectStoreExt, PutPayload};
+use shoal_meta::{MetaStore, ObjectRef, SegmentAppend, SegmentOutcome};
+use shoal_object::{format::BatchSlot, ChunkCache, ObjectBuilder};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::errors::WriteError;
+use crate::metrics::Metrics;
+use crate::AgentConfig;
+
+/// One validated batch ready to buffer.
+pub struct BatchToWrite {
+    pub bytes: Bytes,
+    pub offset_span: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// One partition's batches from one produce request.
+pub struct PartitionAppend {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub batches: Vec<BatchToWrite>,
+    /// The broker time stamped into LogAppendTime batches, or -1.
+    pub log_append_time: i64,
+}
+
+/// What the producer is told once the flush is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub log_append_time: i64,
+}
+
+pub type AckReceiver = oneshot::Receiver<Result<AppendAck, WriteError>>;
+
+struct Waiter {
+    slot: BatchSlot,
+    log_append_time: i64,
+    tx: oneshot::Sender<Result<AppendAck, WriteError>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    builder: ObjectBuilder,
+    waiters: Vec<Waiter>,
+    first_at: Option<Instant>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+struct FlushJob {
+    key: String,
+    size: u64,
+    segments: Vec<SegmentAppend>,
+    waiters: Vec<Waiter>,
+    object: Bytes,
+    put: tokio::task::JoinHandle<Result<(), String>>,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+struct Inner {
+    pending: Mutex<Pending>,
+    kick: Notify,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    batch_max_bytes: usize,
+    batch_timeout: Duration,
+    stopping: AtomicBool,
+}
+
+/// The handle produce handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct WritePath {
+    inner: Arc<Inner>,
+}
+
+impl WritePath {
+    /// Creates the write path and returns the future that runs its flusher and committer;
+    /// it ends after `stop` is cancelled and everything buffered has been flushed.
+    pub fn new(
+        config: &AgentConfig,
+        meta: Arc<dyn MetaStore>,
+        store: Arc<dyn ObjectStore>,
+        metrics: Arc<Metrics>,
+        cache: Arc<ChunkCache>,
+        committed: Arc<tokio::sync::watch::Sender<u64>>,
+        stop: CancellationToken,
+    ) -> (
+        WritePath,
+        impl std::future::Future<Output = anyhow::Result<()>>,
+    ) {
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(Pending::default()),
+            kick: Notify::new(),
+            budget: Arc::new(Semaphore::new(config.max_buffered_bytes)),
+            budget_total: config.max_buffered_bytes,
+            batch_max_bytes: config.batch_max_bytes,
+            batch_timeout: config.batch_timeout,
+            stopping: AtomicBool::new(false),
+        });
+        let (jobs_tx, jobs_rx) = mpsc::channel::<FlushJob>(4);
+        let flusher = flusher(inner.clone(), store, metrics.clone(), jobs_tx, stop);
+        let committer = committer(jobs_rx, meta, metrics, cache, committed);
+        let run = async move {
+            let (a, b) = tokio::join!(flusher, committer);
+            a.and(b)
+        };
+        (WritePath { inner }, run)
+    }
+
+    /// Buffers the partitions of one produce request into the same flush and returns one
+    /// receiver per partition, in order. Waits for memory budget first.
+    pub async fn append(
+        &self,
+        parts: Vec<PartitionAppend>,
+    ) -> Result<Vec<AckReceiver>, WriteError> {
+        let bytes: usize = parts
+            .iter()
+            .flat_map(|p| p.batches.iter())
+            .map(|b| b.bytes.len())
+            .sum();
+        let want = bytes.clamp(1, self.inner.budget_total) as u32;
+        let permit = self
+            .inner
+            .budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
+        let mut receivers = Vec::with_capacity(parts.len());
+        {
+            let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock the flusher takes to stop, so no append is stranded.
+            if self.inner.stopping.load(Ordering::Acquire) {
+                return Err(WriteError::ShuttingDown);
+            }
+            for part in parts {
+                let (tx, rx) = oneshot::channel();
+                let mut first_slot = None;
+                for b in part.batches {
+                    let slot = p.builder.add(
+                        part.topic_id,
+                        part.partition,
+                        b.bytes,
+                        b.offset_span,
+                        b.min_timestamp,
+                        b.max_timestamp,
+                    );
+                    first_slot.get_or_insert(slot);
+                }
+                if let Some(slot) = first_slot {
+                    p.waiters.push(Waiter {
+                        slot,
+                        log_append_time: part.log_append_time,
+                        tx,
+                    });
+                }
+                receivers.push(rx);
+            }
+            p.first_at.get_or_insert_with(Instant::now);
+            p.permits.push(permit);
+        }
+        self.inner.kick.notify_one();
+        Ok(receivers)
+    }
+}
+
+fn object_key() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("data/{ms:013}-{}.shoal", Uuid::new_v4().simple())
+}
+
+async fn flusher(
+    inner: Arc<Inner>,
+    store: Arc<dyn ObjectStore>,
+    metrics: Arc<Metrics>,
+    jobs: mpsc::Sender<FlushJob>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let (ready, deadline) = {
+            let p = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match p.first_at {
+                None => (false, None),
+                Some(at) => {
+                    let deadline = at + inner.batch_timeout;
+                    let ready = p.builder.data_len() as usize >= inner.batch_max_bytes
+                        || Instant::now() >= deadline
+                        || stop.is_cancelled();
+                    (ready, Some(deadline))
+                }
+            }
+        };
+        if !ready {
+            if stop.is_cancelled() {
+                // Stopped and nothing buffered: refuse new appends and finish.
+                let p = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                inner.stopping.store(true, Ordering::Release);
+                if p.first_at.is_none() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = inner.kick.notified() => {}
+                _ = sleep => {}
+                _ = stop.cancelled() => {}
+            }
+            continue;
+        }
+        let taken = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let (object, infos) = taken.builder.finish();
+        let key = object_key();
+        let segments = infos
+            .iter()
+            .map(|s| SegmentAppend {
+                topic_id: s.topic_id,
+                partition: s.partition,
+                data_offset: s.data_offset,
+                data_len: s.data_len,
+                offset_span: s.offset_span,
+                min_timestamp: s.min_timestamp,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect();
+        let put = {
+            let span = tracing::debug_span!("put", key = %key);
+            let (store, metrics, key, object) =
+                (store.clone(), metrics.clone(), key.clone(), object.clone());
+            tokio::spawn(
+                async move {
+                    let len = object.len() as u64;
+                    let r = store
+                        .put(&Path::from(key.as_str()), PutPayload::from(object))
+                        .await;
+                    Metrics::add(&metrics.object_puts, 1);
+                    match r {
+                        Ok(_) => {
+                            Metrics::add(&metrics.object_put_bytes, len);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            Metrics::add(&metrics.object_errors, 1);
+                            Err(e.to_string())
+                        }
+                    }
+                }
+                .instrument(span),
+            )
+        };
+        let job = FlushJob {
+            size: object.len() as u64,
+            key,
+            segments,
+            waiters: taken.waiters,
+            object,
+            put,
+            _permits: taken.permits,
+        };
+        if let Err(mpsc::error::SendError(job)) = jobs.send(job).await {
+            for w in job.waiters {
+                let _ = w.tx.send(Err(WriteError::ShuttingDown));
+            }
+            anyhow::bail!("the flush committer stopped unexpectedly");
+        }
+    }
+}
+
+async fn committer(
+    mut jobs: mpsc::Receiver<FlushJob>,
+    meta: Arc<dyn MetaStore>,
+    metrics: Arc<Metrics>,
+    cache: Arc<ChunkCache>,
+    committed: Arc<tokio::sync::watch::Sender<u64>>,
+) -> anyhow::Result<()> {
+    while let Some(job) = jobs.recv().await {
+        let span = tracing::debug_span!("flush", key = %job.key, bytes = job.size, segments = job.segments.len());
+        commit_one(job, &*meta, &metrics, &cache, &committed)
+            .instrument(span)
+            .await;
+    }
+    Ok(())
+}
+
+async fn commit_one(
+    job: FlushJob,
+    meta: &dyn MetaStore,
+    metrics: &Metrics,
+    cache: &ChunkCache,
+    committed: &tokio::sync::watch::Sender<u64>,
+) {
+    let fail = |waiters: Vec<Waiter>, e: WriteError| {
+        for w in waiters {
+            let _ = w.tx.send(Err(e.clone()));
+        }
+    };
+    match job.put.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(key = %job.key, error = %e, "object store PUT failed; produce requests get a retriable error");
+            return fail(job.waiters, WriteError::ObjectStore(e));
+        }
+        Err(e) => return fail(job.waiters, WriteError::ObjectStore(e.to_string())),
+    }
+    let object = ObjectRef {
+        key: job.key.clone(),
+        size: job.size,
+    };
+    let outcomes = match meta.commit_flush(&object, &job.segments).await {
+        Ok(o) => o,
+        Err(e) => {
+            Metrics::add(&metrics.commit_errors, 1);
+            tracing::warn!(key = %job.key, error = %e, "metadata commit failed; produce requests get a retriable error");
+            return fail(job.waiters, WriteError::Commit(e.to_string()));
+        }
+    };
+    Metrics::add(&metrics.flushes, 1);
+    // Write-through: the agent that wrote an object serves its tail reads from memory.
+    let chunk = cache.chunk_size();
+    let mut at = 0u64;
+    while at < job.object.len() as u64 {
+        let end = (at + chunk).min(job.object.len() as u64);
+        cache.insert(
+            &job.key,
+            at / chunk,
+            job.object.slice(at as usize..end as usize),
+        );
+        at = end;
+    }
+    for w in job.waiters {
+        let r = match outcomes.get(w.slot.segment) {
+            Some(SegmentOutcome::Committed {
+                base_offset,
+                log_start_offset,
+            }) => Ok(AppendAck {
+                base_offset: base_offset + w.slot.offset_delta as i64,
+                log_start_offset: *log_start_offset,
+                log_append_time: w.log_append_time,
+            }),
+            _ => Err(WriteError::UnknownPartition),
+        };
+        let _ = w.tx.send(r);
+    }
+    committed.send_modify(|n| *n += 1);
+}

@@ -1,0 +1,428 @@
+//! The figures of one run and how they are printed.
+//!
+//! A [`Report`] holds plain numbers gathered by the phases; this module turns them into
+//! rates and percentiles and prints two forms: a block for people, and one `RESULT key=value
+//! ...` line for scripts, whose keys and order are a fixed interface (see
+//! [`Report::result_line`]). Missing figures print as `n/a`, never as 0. MB means 2^20 bytes,
+//! as in kafka-producer-perf-test. Nothing here does I/O or reads a clock.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+const MIB: f64 = (1u64 << 20) as f64;
+/// Latency histograms hold microseconds up to ten minutes with three significant digits.
+const MAX_LATENCY_US: u64 = 600_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// Percentiles of a histogram of microseconds, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
+}
+
+impl Latency {
+    /// `None` for an empty histogram: no samples is not the same as zero latency.
+    pub fn from_micros(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        Some(Self {
+            p50_ms: h.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: h.max() as f64 / 1000.0,
+            samples: h.len(),
+        })
+    }
+}
+
+pub struct ProduceFigures {
+    pub records: u64,
+    pub payload_bytes: u64,
+    pub batch_bytes: u64,
+    pub requests: u64,
+    pub retried_batches: u64,
+    pub elapsed: Duration,
+    pub latency: Option<Latency>,
+}
+
+pub struct ConsumeFigures {
+    pub records: u64,
+    /// Records the producers had acknowledged; the read must find exactly these.
+    pub expected: u64,
+    /// Record bytes the fetched records stand for (records × record size).
+    pub payload_bytes: u64,
+    pub batch_bytes: u64,
+    pub requests: u64,
+    pub elapsed: Duration,
+}
+
+impl ConsumeFigures {
+    pub fn matches(&self) -> bool {
+        self.records == self.expected
+    }
+}
+
+pub struct ObjectStoreFigures {
+    pub url: String,
+    /// PUTs and GETs counted between the first and the last scrape; `None` when a scrape
+    /// failed or the counter is not on the page.
+    pub puts: Option<f64>,
+    pub gets: Option<f64>,
+    /// GETs during the catch-up read alone, when the middle scrape worked.
+    pub catch_up_gets: Option<f64>,
+    /// Bytes the PUTs and GETs are divided by.
+    pub produced_bytes: u64,
+    pub consumed_bytes: u64,
+    pub note: Option<String>,
+}
+
+impl ObjectStoreFigures {
+    pub fn puts_per_mb(&self) -> Option<f64> {
+        per_mib(self.puts, self.produced_bytes)
+    }
+
+    pub fn gets_per_mb(&self) -> Option<f64> {
+        per_mib(self.gets, self.consumed_bytes)
+    }
+}
+
+fn per_mib(count: Option<f64>, bytes: u64) -> Option<f64> {
+    count
+        .filter(|_| bytes > 0)
+        .map(|c| c / (bytes as f64 / MIB))
+}
+
+pub struct Report {
+    pub label: String,
+    pub bootstrap: String,
+    pub topic: String,
+    pub topic_created: bool,
+    pub partitions: i32,
+    pub brokers: usize,
+    pub versions: String,
+    /// One line saying what load was asked for.
+    pub workload: String,
+    pub produce: ProduceFigures,
+    pub e2e: Option<Latency>,
+    pub tail_records: u64,
+    pub consume: ConsumeFigures,
+    pub object_store: Option<ObjectStoreFigures>,
+    pub pid: Option<u32>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+pub fn mb_per_s(bytes: u64, elapsed: Duration) -> Option<f64> {
+    rate(bytes as f64 / MIB, elapsed)
+}
+
+pub fn per_s(count: u64, elapsed: Duration) -> Option<f64> {
+    rate(count as f64, elapsed)
+}
+
+fn rate(amount: f64, elapsed: Duration) -> Option<f64> {
+    let secs = elapsed.as_secs_f64();
+    (secs > 0.0).then(|| amount / secs)
+}
+
+/// `n/a` for missing figures, otherwise the number with `decimals` places.
+pub fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "n/a".to_string(),
+    }
+}
+
+/// A label usable as one `key=value` token.
+fn token(label: &str) -> String {
+    let t: String = label
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c == '=' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if t.is_empty() {
+        "-".to_string()
+    } else {
+        t
+    }
+}
+
+impl Report {
+    pub fn produce_mb_s(&self) -> Option<f64> {
+        mb_per_s(self.produce.payload_bytes, self.produce.elapsed)
+    }
+
+    pub fn consume_mb_s(&self) -> Option<f64> {
+        mb_per_s(self.consume.payload_bytes, self.consume.elapsed)
+    }
+
+    /// The line scripts grep for. Keys and their order are fixed.
+    pub fn result_line(&self) -> String {
+        let p = self.produce.latency;
+        let os = self.object_store.as_ref();
+        let fields = [
+            ("produce_mb_s", fmt_opt(self.produce_mb_s(), 2)),
+            (
+                "produce_rec_s",
+                fmt_opt(per_s(self.produce.records, self.produce.elapsed), 0),
+            ),
+            ("produce_p50_ms", fmt_opt(p.map(|l| l.p50_ms), 3)),
+            ("produce_p99_ms", fmt_opt(p.map(|l| l.p99_ms), 3)),
+            ("produce_max_ms", fmt_opt(p.map(|l| l.max_ms), 3)),
+            ("e2e_p50_ms", fmt_opt(self.e2e.map(|l| l.p50_ms), 3)),
+            ("e2e_p99_ms", fmt_opt(self.e2e.map(|l| l.p99_ms), 3)),
+            ("consume_mb_s", fmt_opt(self.consume_mb_s(), 2)),
+            ("puts_per_mb", fmt_opt(os.and_then(|o| o.puts_per_mb()), 3)),
+            ("gets_per_mb", fmt_opt(os.and_then(|o| o.gets_per_mb()), 3)),
+            ("peak_rss_mib", fmt_opt(self.peak_rss_mib, 1)),
+        ];
+        let mut line = format!("RESULT label={}", token(&self.label));
+        for (key, value) in fields {
+            let _ = write!(line, " {key}={value}");
+        }
+        line
+    }
+
+    /// The block for people.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let p = &self.produce;
+        let c = &self.consume;
+        let _ = writeln!(out, "== shoal-bench: {} ==", self.label);
+        let _ = writeln!(out, "target      {}", self.bootstrap);
+        let _ = writeln!(
+            out,
+            "topic       {} ({} partitions on {} broker(s), {})",
+            self.topic,
+            self.partitions,
+            self.brokers,
+            if self.topic_created {
+                "created"
+            } else {
+                "already existed"
+            }
+        );
+        let _ = writeln!(out, "protocol    {}", self.versions);
+        let _ = writeln!(out, "workload    {}", self.workload);
+        let _ = writeln!(out, "-- produce");
+        let _ = writeln!(
+            out,
+            "  acked     {} records in {:.2} s ({} requests, {} batches retried)",
+            p.records,
+            p.elapsed.as_secs_f64(),
+            p.requests,
+            p.retried_batches
+        );
+        let _ = writeln!(
+            out,
+            "  rate      {} MB/s, {} records/s (record values+keys; {} MB/s as record batches)",
+            fmt_opt(self.produce_mb_s(), 2),
+            fmt_opt(per_s(p.records, p.elapsed), 0),
+            fmt_opt(mb_per_s(p.batch_bytes, p.elapsed), 2)
+        );
+        let _ = writeln!(
+            out,
+            "  latency   {} (per Produce request, write to response)",
+            latency_text(p.latency)
+        );
+        let _ = writeln!(out, "-- end-to-end (tailing consumer)");
+        let _ = writeln!(
+            out,
+            "  latency   {} (send stamp in the value to Fetch response; {} records seen)",
+            latency_text(self.e2e),
+            self.tail_records
+        );
+        let _ = writeln!(out, "-- catch-up consume (from the offsets before the run)");
+        let _ = writeln!(
+            out,
+            "  read      {} records in {:.2} s ({} Fetch requests)",
+            c.records,
+            c.elapsed.as_secs_f64(),
+            c.requests
+        );
+        let _ = writeln!(
+            out,
+            "  rate      {} MB/s, {} records/s (record values+keys; {} MB/s as record batches)",
+            fmt_opt(self.consume_mb_s(), 2),
+            fmt_opt(per_s(c.records, c.elapsed), 0),
+            fmt_opt(mb_per_s(c.batch_bytes, c.elapsed), 2)
+        );
+        if c.matches() {
+            let _ = writeln!(
+                out,
+                "  check     OK: {} records read = {} acknowledged",
+                c.records, c.expected
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  check     MISMATCH: {} records read, {} acknowledged ({:+})",
+                c.records,
+                c.expected,
+                c.records as i128 - c.expected as i128
+            );
+        }
+        let _ = writeln!(out, "-- object store");
+        match &self.object_store {
+            None => {
+                let _ = writeln!(out, "  n/a (no --metrics-url)");
+            }
+            Some(os) => {
+                let _ = writeln!(out, "  source    {}", os.url);
+                let _ = writeln!(
+                    out,
+                    "  PUTs      {} ({} per MB produced)",
+                    fmt_opt(os.puts, 0),
+                    fmt_opt(os.puts_per_mb(), 3)
+                );
+                let _ = writeln!(
+                    out,
+                    "  GETs      {} ({} per MB consumed by tail + catch-up; {} during catch-up)",
+                    fmt_opt(os.gets, 0),
+                    fmt_opt(os.gets_per_mb(), 3),
+                    fmt_opt(os.catch_up_gets, 0)
+                );
+                if let Some(note) = &os.note {
+                    let _ = writeln!(out, "  note      {note}");
+                }
+            }
+        }
+        let _ = writeln!(out, "-- server process");
+        match self.pid {
+            None => {
+                let _ = writeln!(out, "  n/a (no --pid)");
+            }
+            Some(pid) => {
+                let _ = writeln!(
+                    out,
+                    "  peak RSS  {} MiB (pid {pid}, sampled every 200 ms)",
+                    fmt_opt(self.peak_rss_mib, 1)
+                );
+            }
+        }
+        out
+    }
+}
+
+fn latency_text(l: Option<Latency>) -> String {
+    match l {
+        None => "n/a".to_string(),
+        Some(l) => format!(
+            "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            l.p50_ms, l.p99_ms, l.max_ms
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let mut h = new_histogram();
+        for us in 1..=1000u64 {
+            h.record(us * 10).unwrap(); // 10 µs .. 10 ms
+        }
+        Report {
+            label: "kafka 3.9 run".into(),
+            bootstrap: "localhost:9092".into(),
+            topic: "t".into(),
+            topic_created: true,
+            partitions: 8,
+            brokers: 1,
+            versions: "Produce v9".into(),
+            workload: "w".into(),
+            produce: ProduceFigures {
+                records: 1000,
+                payload_bytes: 10 << 20,
+                batch_bytes: 11 << 20,
+                requests: 10,
+                retried_batches: 0,
+                elapsed: Duration::from_secs(2),
+                latency: Latency::from_micros(&h),
+            },
+            e2e: None,
+            tail_records: 0,
+            consume: ConsumeFigures {
+                records: 1000,
+                expected: 1000,
+                payload_bytes: 20 << 20,
+                batch_bytes: 21 << 20,
+                requests: 3,
+                elapsed: Duration::from_secs(1),
+            },
+            object_store: Some(ObjectStoreFigures {
+                url: "http://x/metrics".into(),
+                puts: Some(5.0),
+                gets: None,
+                catch_up_gets: None,
+                produced_bytes: 10 << 20,
+                consumed_bytes: 20 << 20,
+                note: None,
+            }),
+            pid: None,
+            peak_rss_mib: None,
+        }
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let l = report().produce.latency.unwrap();
+        assert_eq!(l.samples, 1000);
+        assert!((l.p50_ms - 5.0).abs() < 0.01, "{l:?}");
+        assert!((l.p99_ms - 9.9).abs() < 0.01, "{l:?}");
+        assert!((l.max_ms - 10.0).abs() < 0.01, "{l:?}");
+        assert_eq!(Latency::from_micros(&new_histogram()), None);
+    }
+
+    #[test]
+    fn result_line_has_fixed_keys_and_na() {
+        assert_eq!(
+            report().result_line(),
+            "RESULT label=kafka_3.9_run produce_mb_s=5.00 produce_rec_s=500 \
+             produce_p50_ms=5.003 produce_p99_ms=9.903 produce_max_ms=10.007 \
+             e2e_p50_ms=n/a e2e_p99_ms=n/a consume_mb_s=20.00 puts_per_mb=0.500 \
+             gets_per_mb=n/a peak_rss_mib=n/a"
+        );
+    }
+
+    #[test]
+    fn human_block_flags_a_mismatch() {
+        let mut r = report();
+        assert!(r
+            .human()
+            .contains("OK: 1000 records read = 1000 acknowledged"));
+        r.consume.records = 998;
+        assert!(!r.consume.matches());
+        let text = r.human();
+        assert!(
+            text.contains("MISMATCH: 998 records read, 1000 acknowledged (-2)"),
+            "{text}"
+        );
+        assert!(text.contains("n/a (no --pid)"));
+    }
+
+    #[test]
+    fn rates_and_formatting() {
+        assert_eq!(mb_per_s(3 << 20, Duration::from_secs(2)), Some(1.5));
+        assert_eq!(per_s(10, Duration::ZERO), None);
+        assert_eq!(fmt_opt(None, 2), "n/a");
+        assert_eq!(fmt_opt(Some(f64::NAN), 2), "n/a");
+        assert_eq!(fmt_opt(Some(1.23456), 2), "1.23");
+        assert_eq!(per_mib(Some(10.0), 0), None);
+        assert_eq!(token(""), "-");
+        assert_eq!(token("a=b c"), "a_b_c");
+    }
+}
