@@ -1,8 +1,12 @@
 //! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
 //! (production settings). Flags all have `SHOAL_*` environment equivalents.
 
+mod alloc;
 mod stores;
 mod units;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LazyHuge = alloc::LazyHuge;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
