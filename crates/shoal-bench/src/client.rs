@@ -169,9 +169,9 @@ impl Connection {
         header.correlation_id = correlation_id;
         header.client_id = Some(self.client_id.clone());
         let header_version = Q::header_version(version);
-        let size = header.compute_size(header_version)? + request.compute_size(version)?;
-        let mut buf = BytesMut::with_capacity(4 + size);
-        buf.put_u32(size as u32);
+        let capacity = header.compute_size(header_version)? + request.compute_size(version)?;
+        let mut buf = BytesMut::with_capacity(4 + capacity);
+        buf.put_u32(0); // length, patched below from what was actually written
         header.encode(&mut buf, header_version)?;
         request.encode(&mut buf, version).with_context(|| {
             format!(
@@ -179,7 +179,8 @@ impl Connection {
                 ApiKey::try_from(Q::KEY).ok()
             )
         })?;
-        debug_assert_eq!(buf.len(), 4 + size);
+        let len = u32::try_from(buf.len() - 4).context("request larger than 4 GiB")?;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
         Ok((buf.freeze(), correlation_id))
     }
 
@@ -456,6 +457,69 @@ mod tests {
         let too_new = [(0, 10, 13), (1, 0, 17), (2, 0, 9), (3, 0, 12), (19, 0, 7)];
         let err = Versions::negotiate(&too_new).unwrap_err().to_string();
         assert!(err.contains("Produce v10..v13"), "{err}");
+    }
+
+    /// A server that answers two pipelined requests in reverse order: each caller must
+    /// still get its own answer.
+    #[tokio::test]
+    async fn responses_are_matched_by_correlation_id() {
+        use kafka_protocol::protocol::decode_request_header_from_buffer;
+        use tokio::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let len = stream.read_u32().await.unwrap() as usize;
+                let mut frame = vec![0u8; len];
+                stream.read_exact(&mut frame).await.unwrap();
+                let header = decode_request_header_from_buffer(&mut Bytes::from(frame)).unwrap();
+                assert_eq!(header.request_api_key, ApiKey::ApiVersions as i16);
+                ids.push(header.correlation_id);
+            }
+            for id in ids.into_iter().rev() {
+                let mut header = ResponseHeader::default();
+                header.correlation_id = id;
+                let mut response = ApiVersionsResponse::default();
+                response.throttle_time_ms = id * 10;
+                let mut body = BytesMut::new();
+                header.encode(&mut body, 0).unwrap();
+                response.encode(&mut body, 3).unwrap();
+                stream.write_u32(body.len() as u32).await.unwrap();
+                stream.write_all(&body).await.unwrap();
+            }
+        });
+
+        let conn = Connection::connect(&addr, "test").await.unwrap();
+        let first = conn.send(&ApiVersionsRequest::default(), 3).await.unwrap();
+        let second = conn.send(&ApiVersionsRequest::default(), 3).await.unwrap();
+        let second = second.wait().await.unwrap();
+        let first = first.wait().await.unwrap();
+        assert_eq!(first.response.throttle_time_ms, 10);
+        assert_eq!(second.response.throttle_time_ms, 20);
+        assert!(first.received >= first.sent);
+        server.await.unwrap();
+
+        // The server has gone: new requests fail and say where.
+        let err = match conn.send(&ApiVersionsRequest::default(), 3).await {
+            Ok(pending) => pending.wait().await.err().unwrap(),
+            Err(e) => e,
+        };
+        assert!(format!("{err:#}").contains(&addr), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn connect_errors_name_the_address() {
+        let err = Connection::connect("127.0.0.1:1", "test")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("cannot connect to 127.0.0.1:1"),
+            "{err}"
+        );
     }
 
     #[test]

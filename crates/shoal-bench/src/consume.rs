@@ -52,6 +52,8 @@ const TAIL_LIMITS: FetchLimits = FetchLimits {
 const TAIL_GRACE: Duration = Duration::from_secs(10);
 /// How long the catch-up read tolerates a partition making no progress below its high watermark.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause before asking again for a partition that answered with a retriable error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 const RECORD_BATCH_OVERHEAD: usize = 12;
 const BATCH_HEADER_LEN: usize = 61;
 const CONTROL_FLAG: i16 = 0x20;
@@ -165,12 +167,11 @@ fn fetch_request(topic: &TopicName, positions: &[(i32, i64)], limits: FetchLimit
 /// One partition's answer in a Fetch response.
 struct PartitionAnswer {
     partition: i32,
-    high_watermark: i64,
     records: Bytes,
 }
 
-/// Sends a Fetch and returns the partitions' answers; retriable partition errors yield an
-/// empty answer (the caller simply asks again), others stop the run.
+/// Sends a Fetch and returns the partitions' answers. Partitions with a retriable error are
+/// left out after a short pause (the caller simply asks again); other errors stop the run.
 async fn fetch(
     conn: &Connection,
     cluster: &Cluster,
@@ -193,10 +194,12 @@ async fn fetch(
         );
     }
     let mut answers = Vec::new();
+    let mut retry_later = false;
     for t in response.responses {
         for p in t.partitions {
             if p.error_code != 0 {
                 if is_retriable(p.error_code) {
+                    retry_later = true;
                     continue;
                 }
                 let offset = positions
@@ -214,10 +217,12 @@ async fn fetch(
             }
             answers.push(PartitionAnswer {
                 partition: p.partition_index,
-                high_watermark: p.high_watermark,
                 records: p.records.unwrap_or_default(),
             });
         }
+    }
+    if retry_later {
+        tokio::time::sleep(RETRY_BACKOFF).await;
     }
     Ok((answers, timed.received))
 }
@@ -336,18 +341,27 @@ pub struct CatchUpStats {
     pub elapsed: Duration,
 }
 
-/// Reads every partition from `start` up to its high watermark as fast as possible.
+/// Reads every partition from `start` up to `end` (the latest offsets once producing is
+/// over) as fast as possible.
 pub async fn run_catch_up(
     cluster: Arc<Cluster>,
     start: Vec<i64>,
+    end: Vec<i64>,
     connections_per_leader: usize,
 ) -> Result<CatchUpStats> {
     let lanes = open_lanes(&cluster, connections_per_leader).await?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for (conn, partitions) in lanes {
-        let positions = partitions.iter().map(|&p| (p, start[p as usize])).collect();
-        tasks.spawn(catch_up_lane(conn, cluster.clone(), positions));
+        // Empty partitions are left out: a Fetch for them alone would wait max_wait_ms.
+        let ranges: Vec<(i32, i64, i64)> = partitions
+            .iter()
+            .map(|&p| (p, start[p as usize], end[p as usize]))
+            .filter(|&(_, from, to)| from < to)
+            .collect();
+        if !ranges.is_empty() {
+            tasks.spawn(catch_up_lane(conn, cluster.clone(), ranges));
+        }
     }
     let mut total = CatchUpStats {
         records: 0,
@@ -365,10 +379,11 @@ pub async fn run_catch_up(
     Ok(total)
 }
 
+/// Reads each (partition, next offset, end offset) until next reaches end.
 async fn catch_up_lane(
     conn: Connection,
     cluster: Arc<Cluster>,
-    mut positions: Vec<(i32, i64)>,
+    mut ranges: Vec<(i32, i64, i64)>,
 ) -> Result<CatchUpStats> {
     let mut stats = CatchUpStats {
         records: 0,
@@ -377,37 +392,34 @@ async fn catch_up_lane(
         elapsed: Duration::ZERO,
     };
     let mut last_progress = Instant::now();
-    while !positions.is_empty() {
+    while !ranges.is_empty() {
+        let positions: Vec<(i32, i64)> = ranges.iter().map(|&(p, next, _)| (p, next)).collect();
         let (answers, _) = fetch(&conn, &cluster, &positions, CATCH_UP_LIMITS).await?;
         stats.requests += 1;
         let mut progressed = false;
-        let mut done = Vec::new();
         for answer in answers {
-            let Some(position) = positions.iter_mut().find(|(p, _)| *p == answer.partition) else {
+            let Some(range) = ranges.iter_mut().find(|(p, _, _)| *p == answer.partition) else {
                 continue;
             };
-            let walk = walk_batches(&answer.records, position.1).with_context(|| {
+            let walk = walk_batches(&answer.records, range.1).with_context(|| {
                 format!("walk batches of {}-{}", cluster.topic, answer.partition)
             })?;
             stats.records += walk.records;
             stats.batch_bytes += walk.bytes;
             if let Some(next) = walk.next_offset {
-                progressed |= next > position.1;
-                position.1 = next;
-            }
-            if position.1 >= answer.high_watermark {
-                done.push(answer.partition);
+                progressed |= next > range.1;
+                range.1 = next;
             }
         }
-        positions.retain(|(p, _)| !done.contains(p));
-        if progressed || !done.is_empty() {
+        ranges.retain(|&(_, next, end)| next < end);
+        if progressed {
             last_progress = Instant::now();
         } else if last_progress.elapsed() > STALL_TIMEOUT {
             bail!(
-                "catch-up read from {} made no progress for {}s at {:?} (partition, offset)",
+                "catch-up read from {} made no progress for {}s; (partition, offset, end): {:?}",
                 conn.addr(),
                 STALL_TIMEOUT.as_secs(),
-                positions
+                ranges
             );
         }
     }

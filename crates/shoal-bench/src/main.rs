@@ -7,6 +7,15 @@
 //! optionally watch the server's object-store counters and memory ([`metrics`]), then print
 //! a block of figures and one `RESULT` line ([`report`]). The exit status is 0 for a clean
 //! run, 1 for an error, 2 when the records read back differ from those acknowledged.
+//!
+//! ```text
+//! shoal-bench --bootstrap 127.0.0.1:9092 --records 500000 --record-size 1024 \
+//!     --metrics-url http://127.0.0.1:9100/metrics --pid "$SERVER_PID" --label shoal
+//! ```
+//!
+//! Every flag can also be given as an environment variable `SHOAL_BENCH_<FLAG>`
+//! (e.g. `SHOAL_BENCH_BOOTSTRAP`). This process shares the machine with the server it
+//! measures when both run locally: on small machines, its figures include that contention.
 
 mod client;
 mod cluster;
@@ -281,10 +290,15 @@ async fn run(args: Args) -> Result<Report> {
         .context("tailing consumer")?;
     let scrape_middle = scrape_optional(args.metrics_url.as_deref()).await;
 
+    let end_offsets = cluster
+        .list_offsets(-1)
+        .await
+        .context("find the latest offsets after producing")?;
     eprintln!("shoal-bench: reading everything back...");
     let caught_up = consume::run_catch_up(
         cluster.clone(),
         start_offsets,
+        end_offsets,
         args.catch_up_connections as usize,
     )
     .await

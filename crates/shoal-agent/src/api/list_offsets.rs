@@ -29,8 +29,10 @@ const EARLIEST_LOCAL: i64 = -4;
 pub async fn handle(
     shared: &Arc<Shared>,
     req: ListOffsetsRequest,
-    _version: i16,
+    version: i16,
 ) -> ListOffsetsResponse {
+    // leader_epoch exists from v4; before that it must stay at its default.
+    let epoch = if version >= 4 { 0 } else { -1 };
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = shared.topics.by_name(t.name.0.as_str()).await;
@@ -58,7 +60,7 @@ pub async fn handle(
                 Ok((ts, offset)) => parts.push(
                     base.with_timestamp(ts)
                         .with_offset(offset)
-                        .with_leader_epoch(0),
+                        .with_leader_epoch(epoch),
                 ),
                 Err(code) => parts.push(base.with_error_code(code)),
             }

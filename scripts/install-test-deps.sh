@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the test suites need and the base image may lack. Idempotent: each step
+# is skipped when its tool is already there. Registries only (Debian, PyPI, Maven
+# Central, the Go module proxy); nothing is downloaded any other way.
+set -euo pipefail
+
+need_apt=()
+command -v kcat >/dev/null || need_apt+=(kcat)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v go >/dev/null || need_apt+=(golang-go)
+python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
+if [[ ${#need_apt[@]} -gt 0 ]]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
+echo "test prerequisites present: cargo $(cargo --version | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), go $(go version | cut -d' ' -f3), kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}')"

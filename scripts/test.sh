@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs all of Shoal's tests, installing what they need on a fresh machine first:
+#   formatting and lints, unit/property/integration tests (cargo test, which starts the
+#   real binary), then the real-client compatibility suites against a playground.
+#
+#   scripts/test.sh            everything
+#   SHOAL_SKIP_FRANZ_SUITE=1   skip the (long, measurement-only) franz-go suite
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { echo; echo "==> $*"; }
+step "installing test prerequisites"
+bash scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test"
+cargo test --workspace
+step "compatibility suites"
+cargo build -p shoal
+bash tests/compat/run-all.sh target/debug/shoal
