@@ -36,7 +36,7 @@ struct Queued {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
-    body: JoinHandle<Option<ResponseKind>>,
+    body: JoinHandle<Option<Box<ResponseKind>>>,
 }
 
 pub async fn run(
@@ -73,7 +73,8 @@ async fn serve(sock: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken
                 }
             };
             match decode(&shared, frame) {
-                Ok(Decoded::Request(header, request)) => {
+                Ok(Decoded::Request(boxed)) => {
+                    let (header, request) = *boxed;
                     Metrics::add(&shared.metrics.requests, 1);
                     let api_key =
                         ApiKey::try_from(header.request_api_key).expect("checked in decode");
@@ -122,7 +123,7 @@ async fn serve(sock: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken
 }
 
 enum Decoded {
-    Request(RequestHeader, RequestKind),
+    Request(Box<(RequestHeader, RequestKind)>),
     /// Answered without a handler (ApiVersions at an unsupported version).
     Answer(Queued),
 }
@@ -148,7 +149,7 @@ fn decode(shared: &Shared, frame: Bytes) -> Result<Decoded, String> {
                 api_key,
                 version: 0,
                 correlation_id,
-                body: tokio::spawn(async move { Some(body) }),
+                body: tokio::spawn(async move { Some(Box::new(body)) }),
             }));
         }
         return Err(format!(
@@ -164,7 +165,7 @@ fn decode(shared: &Shared, frame: Bytes) -> Result<Decoded, String> {
     let request = RequestKind::decode(api_key, &mut body, version)
         .map_err(|e| format!("malformed {api_key:?} v{version} request: {e}"))?;
     let _ = shared;
-    Ok(Decoded::Request(header, request))
+    Ok(Decoded::Request(Box::new((header, request))))
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {

@@ -111,7 +111,7 @@ impl Agent {
             flush_stop.cancel();
             result
         });
-        tasks.spawn(async move { flusher.await });
+        tasks.spawn(flusher);
         Ok(Agent {
             local_addr,
             metrics_addr,

@@ -19,14 +19,16 @@ use crate::errors::meta_code;
 use crate::Shared;
 
 /// Upper bound on one response, whatever the client asks for.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Upper bound on a long-poll.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
     let shared = shared.clone();
     Reply::Later(Box::pin(async move {
-        Some(ResponseKind::Fetch(fetch(&shared, req, version).await))
+        Some(Box::new(ResponseKind::Fetch(
+            fetch(&shared, req, version).await,
+        )))
     }))
 }
 

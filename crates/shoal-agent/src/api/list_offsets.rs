@@ -52,7 +52,7 @@ pub async fn handle(
                     continue;
                 }
                 Err(e) => {
-                    parts.push(base.with_error_code(meta_code(&e)));
+                    parts.push(base.with_error_code(meta_code(e)));
                     continue;
                 }
             };

@@ -25,13 +25,13 @@ pub mod produce;
 
 /// What a handler gives back. `None` means no response is sent (acks=0 produce).
 pub enum Reply {
-    Now(Option<ResponseKind>),
-    Later(Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>),
+    Now(Option<Box<ResponseKind>>),
+    Later(Pin<Box<dyn Future<Output = Option<Box<ResponseKind>>> + Send>>),
 }
 
 impl Reply {
     fn now(r: impl Into<ResponseKind>) -> Reply {
-        Reply::Now(Some(r.into()))
+        Reply::Now(Some(Box::new(r.into())))
     }
 }
 

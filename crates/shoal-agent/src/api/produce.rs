@@ -169,9 +169,9 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
             Metrics::add(&metrics.produced_bytes, bytes);
             Metrics::add(&metrics.produced_batches, batches);
         }
-        Some(ResponseKind::Produce(
+        Some(Box::new(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
-        ))
+        )))
     }))
 }
 
