@@ -83,6 +83,7 @@ impl Agent {
             metrics.clone(),
             reader.cache(),
             reader.commit_signal(),
+            shutdown.clone(),
             flush_stop.clone(),
         );
         let shared = Arc::new(Shared {

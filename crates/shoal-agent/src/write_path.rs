@@ -103,8 +103,11 @@ pub struct WritePath {
 }
 
 impl WritePath {
-    /// Creates the write path and returns the future that runs its flusher and committer;
-    /// it ends after `stop` is cancelled and everything buffered has been flushed.
+    /// Creates the write path and returns the future that runs its flusher and committer.
+    /// Once `drain` is cancelled (shutdown began) buffered data is flushed at once instead
+    /// of waiting for the timer, so in-flight produces are answered while connections
+    /// drain; the future ends after `stop` is cancelled and everything is flushed.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &AgentConfig,
         meta: Arc<dyn MetaStore>,
@@ -112,6 +115,7 @@ impl WritePath {
         metrics: Arc<Metrics>,
         cache: Arc<ChunkCache>,
         committed: Arc<tokio::sync::watch::Sender<u64>>,
+        drain: CancellationToken,
         stop: CancellationToken,
     ) -> (
         WritePath,
@@ -127,7 +131,7 @@ impl WritePath {
             stopping: AtomicBool::new(false),
         });
         let (jobs_tx, jobs_rx) = mpsc::channel::<FlushJob>(4);
-        let flusher = flusher(inner.clone(), store, metrics.clone(), jobs_tx, stop);
+        let flusher = flusher(inner.clone(), store, metrics.clone(), jobs_tx, drain, stop);
         let committer = committer(jobs_rx, meta, metrics, cache, committed);
         let run = async move {
             let (a, b) = tokio::join!(flusher, committer);
@@ -206,9 +210,11 @@ async fn flusher(
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
     jobs: mpsc::Sender<FlushJob>,
+    drain: CancellationToken,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
+        let draining = drain.is_cancelled();
         let (ready, deadline) = {
             let p = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
             match p.first_at {
@@ -217,6 +223,7 @@ async fn flusher(
                     let deadline = at + inner.batch_timeout;
                     let ready = p.builder.data_len() as usize >= inner.batch_max_bytes
                         || Instant::now() >= deadline
+                        || draining
                         || stop.is_cancelled();
                     (ready, Some(deadline))
                 }
@@ -242,6 +249,7 @@ async fn flusher(
                 _ = inner.kick.notified() => {}
                 _ = sleep => {}
                 _ = stop.cancelled() => {}
+                _ = drain.cancelled(), if !draining => {}
             }
             continue;
         }

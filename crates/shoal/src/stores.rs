@@ -27,8 +27,11 @@ pub fn metadata(url: &str) -> anyhow::Result<Arc<dyn MetaStore>> {
 pub fn local_dir(dir: &Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create the object directory {}", dir.display()))?;
+    // fsync objects and their directory: an acknowledged record must survive a power cut,
+    // not only a process crash.
     let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-        .with_context(|| format!("open the object directory {}", dir.display()))?;
+        .with_context(|| format!("open the object directory {}", dir.display()))?
+        .with_fsync(true);
     Ok(Arc::new(fs))
 }
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same shoal-bench run against the Shoal playground and
+# against Apache Kafka (single-node KRaft from Maven Central jars), on this machine.
+#
+#   bench/run.sh [extra shoal-bench flags...]      e.g. bench/run.sh --duration 20
+#
+# Builds release binaries, starts each server in a temporary directory on a free
+# loopback port, runs shoal-bench (1 KiB records by default), stops the server, and
+# prints both RESULT lines at the end. Record the output in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+work="$(mktemp -d "${TMPDIR:-/tmp}/shoal-bench.XXXXXX")"
+shoal_pid=""
+cleanup() {
+  [[ -n "$shoal_pid" ]] && kill -TERM "$shoal_pid" 2>/dev/null || true
+  [[ -f "$work/kafka/kafka.pid" ]] && bench/kafka/stop-kafka.sh "$work/kafka" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "==> building release binaries" >&2
+cargo build --release -q -p shoal -p shoal-bench
+bench_args=(--record-size 1024 --records "${RECORDS:-2000000}" "$@")
+results=()
+
+echo "==> Shoal playground" >&2
+port="$(free_port)"; mport="$(free_port)"
+timeout 1800 target/release/shoal playground --data-dir "$work/shoal" --listen "127.0.0.1:$port" \
+  --metrics-listen "127.0.0.1:$mport" >"$work/shoal.log" 2>&1 &
+shoal_pid=$!
+for _ in $(seq 100); do grep -q "Shoal is listening" "$work/shoal.log" && break; sleep 0.1; done
+target/release/shoal-bench --bootstrap "127.0.0.1:$port" --label shoal-playground \
+  --metrics-url "http://127.0.0.1:$mport/metrics" --pid "$shoal_pid" "${bench_args[@]}" | tee "$work/shoal.out"
+results+=("$(grep '^RESULT' "$work/shoal.out")")
+kill -TERM "$shoal_pid"; wait "$shoal_pid" 2>/dev/null || true; shoal_pid=""
+
+if [[ "${SKIP_KAFKA:-}" != 1 ]]; then
+  echo "==> Apache Kafka" >&2
+  kport="$(free_port)"
+  kpid="$(SHOAL_KAFKA_WATCH_PID=$$ bench/kafka/start-kafka.sh "$kport" "$work/kafka")"
+  target/release/shoal-bench --bootstrap "127.0.0.1:$kport" --label apache-kafka-3.9.1 \
+    --pid "$kpid" "${bench_args[@]}" | tee "$work/kafka.out"
+  results+=("$(grep '^RESULT' "$work/kafka.out")")
+fi
+
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+printf '%s\n' "${results[@]}"
