@@ -388,3 +388,7 @@ async fn commit_one(
     }
     committed.send_modify(|n| *n += 1);
 }
+
+#[cfg(test)]
+#[path = "write_path_tests.rs"]
+mod tests;

@@ -1,0 +1,228 @@
+use std::collections::BTreeMap;
+
+use object_store::memory::InMemory;
+use shoal_meta::{SqliteStore, TopicSpec};
+use shoal_object::ObjectIndex;
+
+use super::*;
+
+struct Harness {
+    writer: WritePath,
+    meta: Arc<dyn MetaStore>,
+    store: Arc<dyn ObjectStore>,
+    stop: CancellationToken,
+    run: tokio::task::JoinHandle<anyhow::Result<()>>,
+    topic: Uuid,
+}
+
+async fn harness(store: Arc<dyn ObjectStore>, timeout_ms: u64) -> Harness {
+    let meta: Arc<dyn MetaStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let topic = meta
+        .create_topic(TopicSpec {
+            name: "t".into(),
+            partitions: 4,
+            configs: BTreeMap::new(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let config = AgentConfig {
+        batch_timeout: Duration::from_millis(timeout_ms),
+        batch_max_bytes: 64 * 1024,
+        ..AgentConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let (writer, run) = WritePath::new(
+        &config,
+        meta.clone(),
+        store.clone(),
+        Arc::new(Metrics::default()),
+        Arc::new(ChunkCache::new(1 << 20, 1 << 16)),
+        Arc::new(tokio::sync::watch::channel(0).0),
+        CancellationToken::new(),
+        stop.clone(),
+    );
+    Harness {
+        writer,
+        meta,
+        store,
+        stop,
+        run: tokio::spawn(run),
+        topic,
+    }
+}
+
+fn part(topic: Uuid, partition: i32, spans: &[u64]) -> PartitionAppend {
+    PartitionAppend {
+        topic_id: topic,
+        partition,
+        batches: spans
+            .iter()
+            .map(|s| BatchToWrite {
+                bytes: Bytes::from(vec![*s as u8; 100]),
+                offset_span: *s,
+                min_timestamp: 1,
+                max_timestamp: 2,
+            })
+            .collect(),
+        log_append_time: -1,
+    }
+}
+
+#[tokio::test]
+async fn acks_come_after_the_commit_with_contiguous_offsets() {
+    let h = harness(Arc::new(InMemory::new()), 5).await;
+    let mut next = 0;
+    for spans in [&[3u64, 2][..], &[1], &[5, 5, 5]] {
+        let rx = h
+            .writer
+            .append(vec![part(h.topic, 1, spans)])
+            .await
+            .unwrap();
+        let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
+        assert_eq!(ack.base_offset, next);
+        next += spans.iter().sum::<u64>() as i64;
+        // The commit is durable before the ack: the store already shows it.
+        let hwm = h
+            .meta
+            .partition_offsets(h.topic, 1)
+            .await
+            .unwrap()
+            .high_watermark;
+        assert!(
+            hwm >= next,
+            "acked offset {next} beyond the committed {hwm}"
+        );
+    }
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_appends_never_share_offsets_and_keep_per_task_order() {
+    let h = harness(Arc::new(InMemory::new()), 2).await;
+    let mut tasks = Vec::new();
+    for task in 0..8u64 {
+        let (writer, topic) = (h.writer.clone(), h.topic);
+        tasks.push(tokio::spawn(async move {
+            let mut pending = Vec::new();
+            for i in 0..40u64 {
+                let span = 1 + (task + i) % 4;
+                // Two partitions per request; both land in the same flush.
+                let rxs = writer
+                    .append(vec![
+                        part(topic, 0, &[span]),
+                        part(topic, (task % 3 + 1) as i32, &[1]),
+                    ])
+                    .await
+                    .unwrap();
+                pending.push((span, rxs));
+            }
+            let mut got = Vec::new();
+            for (span, rxs) in pending {
+                let mut it = rxs.into_iter();
+                let a = it.next().unwrap().await.unwrap().unwrap();
+                it.next().unwrap().await.unwrap().unwrap();
+                got.push((a.base_offset, span));
+            }
+            got
+        }));
+    }
+    let mut ranges = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        // Requests of one task get increasing offsets: appends keep arrival order.
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        ranges.extend(got);
+    }
+    ranges.sort();
+    let mut next = 0i64;
+    for (base, span) in &ranges {
+        assert_eq!(*base, next, "offsets must be dense and unshared");
+        next += *span as i64;
+    }
+    assert_eq!(
+        h.meta
+            .partition_offsets(h.topic, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        next
+    );
+    // Every object in the store parses and its index matches what was committed.
+    let entries = h.meta.index_from(h.topic, 0, 0, 10_000).await.unwrap();
+    for e in entries.iter().take(5) {
+        let obj = h
+            .store
+            .get(&Path::from(e.object_key.as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let idx = ObjectIndex::read(&obj).unwrap();
+        assert!(idx.segments.iter().any(|s| s.partition == 0
+            && s.data_offset == e.data_offset
+            && s.data_len == e.data_len));
+    }
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn unknown_partition_fails_alone() {
+    let h = harness(Arc::new(InMemory::new()), 2).await;
+    let rxs = h
+        .writer
+        .append(vec![part(h.topic, 9, &[1]), part(h.topic, 2, &[2])])
+        .await
+        .unwrap();
+    let mut it = rxs.into_iter();
+    assert!(matches!(
+        it.next().unwrap().await.unwrap(),
+        Err(WriteError::UnknownPartition)
+    ));
+    assert_eq!(it.next().unwrap().await.unwrap().unwrap().base_offset, 0);
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn failed_put_is_not_acknowledged_or_committed() {
+    // A store rooted at a regular file cannot write anything.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("not-a-dir");
+    std::fs::create_dir(&root).unwrap();
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap();
+    std::fs::remove_dir(&root).unwrap();
+    std::fs::write(&root, b"file").unwrap();
+    let h = harness(Arc::new(fs), 2).await;
+    let rx = h.writer.append(vec![part(h.topic, 0, &[4])]).await.unwrap();
+    let r = rx.into_iter().next().unwrap().await.unwrap();
+    assert!(matches!(r, Err(WriteError::ObjectStore(_))), "{r:?}");
+    assert_eq!(
+        h.meta
+            .partition_offsets(h.topic, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        0
+    );
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn stopping_flushes_what_is_buffered() {
+    // A timer that would never fire: only the stop flushes.
+    let h = harness(Arc::new(InMemory::new()), 3_600_000).await;
+    let rx = h.writer.append(vec![part(h.topic, 3, &[2])]).await.unwrap();
+    h.stop.cancel();
+    let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
+    assert_eq!(ack.base_offset, 0);
+    h.run.await.unwrap().unwrap();
+    assert!(matches!(
+        h.writer.append(vec![part(h.topic, 3, &[1])]).await,
+        Err(WriteError::ShuttingDown)
+    ));
+}
