@@ -64,6 +64,7 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
     } else {
         NOT_REQUESTED
     };
+    tracing::debug!(version, topics = ?req.topics, "metadata request");
     let mut topics = Vec::new();
     match shared.topics.snapshot().await {
         Err(e) => {
@@ -84,7 +85,13 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
             }
             Some(list) => {
                 for t in list {
-                    let entry = match &t.name {
+                    // By id when an id is given and no name (clients send null, which
+                    // may decode as an empty string).
+                    let name = t
+                        .name
+                        .as_ref()
+                        .filter(|n| !(n.0.is_empty() && !t.topic_id.is_nil()));
+                    let entry = match name {
                         Some(name) => {
                             by_name(
                                 shared,
