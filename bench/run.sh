@@ -27,7 +27,7 @@ results=()
 
 echo "==> Shoal playground" >&2
 port="$(free_port)"; mport="$(free_port)"
-timeout 1800 target/release/shoal playground --data-dir "$work/shoal" --listen "127.0.0.1:$port" \
+target/release/shoal playground --data-dir "$work/shoal" --listen "127.0.0.1:$port" \
   --metrics-listen "127.0.0.1:$mport" >"$work/shoal.log" 2>&1 &
 shoal_pid=$!
 for _ in $(seq 100); do grep -q "Shoal is listening" "$work/shoal.log" && break; sleep 0.1; done
