@@ -21,3 +21,5 @@ cargo test --workspace
 step "compatibility suites"
 cargo build -p shoal
 bash tests/compat/run-all.sh target/debug/shoal
+step "single agent on S3 (MinIO)"
+bash tests/s3/run.sh target/debug/shoal

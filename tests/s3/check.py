@@ -176,8 +176,10 @@ def verify(bootstrap, topic, state):
         for off, kv in expected[p].items():
             if off not in got[p]:
                 problems.append(f"p{p}@{off} ({kv[0]}) missing")
-            elif got[p][off] != kv:
-                problems.append(f"p{p}@{off} is {got[p][off][0]!r}, expected {kv[0]!r} (or a different value)")
+            elif got[p][off][0] != kv[0]:
+                problems.append(f"p{p}@{off} has key {got[p][off][0]!r}, acknowledged {kv[0]!r}")
+            elif got[p][off][1] != kv[1]:
+                problems.append(f"p{p}@{off} ({kv[0]}) has a different value than acknowledged")
         for off in got[p]:
             if off not in expected[p]:
                 extra.append(f"p{p}@{off} ({got[p][off][0]})")

@@ -90,7 +90,7 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
                     let name = t
                         .name
                         .as_ref()
-                        .filter(|n| !(n.0.is_empty() && !t.topic_id.is_nil()));
+                        .filter(|n| !n.0.is_empty() || t.topic_id.is_nil());
                     let entry = match name {
                         Some(name) => {
                             by_name(
