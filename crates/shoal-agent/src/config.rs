@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub max_in_flight_per_connection: usize,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long an empty group's first rebalance waits for more members.
+    pub group_initial_rebalance_delay: Duration,
 }
 
 impl Default for AgentConfig {
@@ -54,6 +56,7 @@ impl Default for AgentConfig {
             max_connections: 1024,
             max_in_flight_per_connection: 32,
             metrics_listen: None,
+            group_initial_rebalance_delay: Duration::from_millis(0),
         }
     }
 }

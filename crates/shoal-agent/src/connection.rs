@@ -47,14 +47,21 @@ pub async fn run(
 ) {
     let span = tracing::debug_span!("conn", %peer);
     Metrics::add(&shared.metrics.connections_open, 1);
-    serve(sock, shared.clone(), shutdown).instrument(span).await;
+    serve(sock, peer, shared.clone(), shutdown)
+        .instrument(span)
+        .await;
     shared
         .metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn serve(sock: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn serve(
+    sock: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let (mut rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Queued>(shared.config.max_in_flight_per_connection.max(1));
     let writer = tokio::spawn(write_loop(wr, rx).in_current_span());
@@ -78,7 +85,7 @@ async fn serve(sock: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken
                     Metrics::add(&shared.metrics.requests, 1);
                     let api_key =
                         ApiKey::try_from(header.request_api_key).expect("checked in decode");
-                    let reply = api::handle(&shared, &header, request).await;
+                    let reply = api::handle(&shared, &header, peer, request).await;
                     let body = match reply {
                         Reply::Now(r) => tokio::spawn(async move { r }),
                         Reply::Later(f) => tokio::spawn(f.in_current_span()),

@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod groups;
 pub mod metrics;
 pub mod read_path;
 pub mod server;
@@ -38,6 +39,8 @@ pub struct Shared {
     pub writer: write_path::WritePath,
     pub reader: read_path::ReadPath,
     pub metrics: Arc<metrics::Metrics>,
+    /// Consumer groups this agent coordinates.
+    pub groups: groups::Coordinator,
     /// Kafka cluster id, read once from the metadata store.
     pub cluster_id: String,
 }
@@ -87,6 +90,7 @@ impl Agent {
             flush_stop.clone(),
         );
         let shared = Arc::new(Shared {
+            groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
             topics: topics::TopicCache::new(meta.clone()),
             writer,
             reader,
@@ -104,6 +108,20 @@ impl Agent {
             metrics_addr = Some(l.local_addr()?);
             let (m, s) = (metrics.clone(), shutdown.clone());
             tasks.spawn(async move { metrics::serve(l, m, s).await });
+        }
+        {
+            // Drives group timeouts (session expiry, rebalance deadlines).
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = every.tick() => shared.groups.tick(),
+                    }
+                }
+            });
         }
         let server_shared = shared.clone();
         tasks.spawn(async move {

@@ -46,6 +46,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     index_lookups(&*store).await;
     concurrent_commits_never_overlap(store.clone()).await;
     cluster_id_is_stable(&*store).await;
+    group_offsets(&*store).await;
 }
 
 async fn topics_lifecycle(s: &dyn MetaStore) {
@@ -286,4 +287,46 @@ async fn cluster_id_is_stable(s: &dyn MetaStore) {
     let a = s.cluster_id().await.unwrap();
     assert!(!a.is_empty());
     assert_eq!(a, s.cluster_id().await.unwrap());
+}
+
+async fn group_offsets(s: &dyn MetaStore) {
+    let o = |topic: &str, partition, offset| GroupOffset {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        leader_epoch: -1,
+        metadata: Some(format!("m{offset}")),
+        commit_timestamp: 1,
+    };
+    assert!(s.group_offsets("conf-g").await.unwrap().is_empty());
+    s.commit_group_offsets("conf-g", &[o("b", 1, 5), o("a", 0, 7), o("a", 1, 9)])
+        .await
+        .unwrap();
+    s.commit_group_offsets("conf-g", &[o("a", 0, 8)])
+        .await
+        .unwrap();
+    s.commit_group_offsets("conf-h", &[o("a", 0, 1)])
+        .await
+        .unwrap();
+    let got = s.group_offsets("conf-g").await.unwrap();
+    assert_eq!(
+        got,
+        vec![o("a", 0, 8), o("a", 1, 9), o("b", 1, 5)],
+        "later commits replace earlier ones"
+    );
+    s.delete_group_offsets("conf-g", "a", &[1]).await.unwrap();
+    assert_eq!(
+        s.group_offsets("conf-g").await.unwrap(),
+        vec![o("a", 0, 8), o("b", 1, 5)]
+    );
+    let groups = s.offset_groups().await.unwrap();
+    assert!(groups.contains(&"conf-g".to_string()) && groups.contains(&"conf-h".to_string()));
+    assert!(s.delete_group("conf-g").await.unwrap());
+    assert!(!s.delete_group("conf-g").await.unwrap());
+    assert!(s.group_offsets("conf-g").await.unwrap().is_empty());
+    assert_eq!(
+        s.group_offsets("conf-h").await.unwrap().len(),
+        1,
+        "other groups untouched"
+    );
 }

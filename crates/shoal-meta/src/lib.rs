@@ -85,4 +85,29 @@ pub trait MetaStore: Send + Sync + 'static {
         topic_id: Uuid,
         partition: i32,
     ) -> Result<Option<IndexEntry>, MetaError>;
+
+    /// Stores committed offsets of a consumer group, replacing earlier ones for the same
+    /// partitions, all or nothing.
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<(), MetaError>;
+
+    /// Every committed offset of a group, ordered by topic and partition.
+    async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, MetaError>;
+
+    /// Removes committed offsets of the given partitions of one topic.
+    async fn delete_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), MetaError>;
+
+    /// Removes every committed offset of a group; returns whether it had any.
+    async fn delete_group(&self, group: &str) -> Result<bool, MetaError>;
+
+    /// Groups that have committed offsets, ordered by name.
+    async fn offset_groups(&self) -> Result<Vec<String>, MetaError>;
 }

@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS idx (
     min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition, base_offset)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    committed_offset INTEGER NOT NULL, leader_epoch INTEGER NOT NULL,
+    metadata TEXT, commit_ts INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, size INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -471,6 +477,113 @@ impl MetaStore for SqliteStore {
             )
             .optional()
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<(), MetaError> {
+        let (group, offsets) = (group.to_string(), offsets.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO group_offsets \
+                         (group_id, topic, partition, committed_offset, leader_epoch, metadata, commit_ts) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(backend)?;
+                for o in &offsets {
+                    stmt.execute(params![
+                        group,
+                        o.topic,
+                        o.partition,
+                        o.offset,
+                        o.leader_epoch,
+                        o.metadata,
+                        o.commit_timestamp
+                    ])
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, MetaError> {
+        let group = group.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT topic, partition, committed_offset, leader_epoch, metadata, commit_ts \
+                     FROM group_offsets WHERE group_id = ?1 ORDER BY topic, partition",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![group], |r| {
+                    Ok(GroupOffset {
+                        topic: r.get(0)?,
+                        partition: r.get(1)?,
+                        offset: r.get(2)?,
+                        leader_epoch: r.get(3)?,
+                        metadata: r.get(4)?,
+                        commit_timestamp: r.get(5)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), MetaError> {
+        let (group, topic, partitions) =
+            (group.to_string(), topic.to_string(), partitions.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for p in &partitions {
+                tx.execute(
+                    "DELETE FROM group_offsets WHERE group_id = ?1 AND topic = ?2 AND partition = ?3",
+                    params![group, topic, p],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<bool, MetaError> {
+        let group = group.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM group_offsets WHERE group_id = ?1",
+                    params![group],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT DISTINCT group_id FROM group_offsets ORDER BY group_id")
+                .map_err(backend)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
     }

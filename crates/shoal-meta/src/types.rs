@@ -98,3 +98,16 @@ pub struct IndexEntry {
     pub min_timestamp: i64,
     pub max_timestamp: i64,
 }
+
+/// A consumer group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The leader epoch the client saw, or -1.
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// When the commit was made (ms since the epoch).
+    pub commit_timestamp: i64,
+}

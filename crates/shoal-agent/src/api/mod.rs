@@ -16,12 +16,23 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// What a handler gives back. `None` means no response is sent (acks=0 produce).
 pub enum Reply {
@@ -30,7 +41,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    fn now(r: impl Into<ResponseKind>) -> Reply {
+    pub(crate) fn now(r: impl Into<ResponseKind>) -> Reply {
         Reply::Now(Some(Box::new(r.into())))
     }
 }
@@ -49,6 +60,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -63,9 +85,26 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 }
 
 /// Dispatches one decoded request.
-pub async fn handle(shared: &Arc<Shared>, header: &RequestHeader, request: RequestKind) -> Reply {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    header: &RequestHeader,
+    peer: std::net::SocketAddr,
+    request: RequestKind,
+) -> Reply {
     let v = header.request_api_version;
+    let client_id = header.client_id.as_ref().map(|c| c.as_str());
     match request {
+        RequestKind::FindCoordinator(r) => Reply::now(find_coordinator::handle(shared, r, v)),
+        RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, peer, r, v),
+        RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
+        RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
+        RequestKind::LeaveGroup(r) => Reply::now(leave_group::handle(shared, r, v)),
+        RequestKind::OffsetCommit(r) => Reply::now(offset_commit::handle(shared, r, v).await),
+        RequestKind::OffsetFetch(r) => Reply::now(offset_fetch::handle(shared, r, v).await),
+        RequestKind::ListGroups(r) => Reply::now(list_groups::handle(shared, r, v).await),
+        RequestKind::DescribeGroups(r) => Reply::now(describe_groups::handle(shared, r, v).await),
+        RequestKind::DeleteGroups(r) => Reply::now(delete_groups::handle(shared, r).await),
+        RequestKind::OffsetDelete(r) => Reply::now(offset_delete::handle(shared, r).await),
         RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
         RequestKind::Metadata(r) => Reply::now(metadata::handle(shared, r, v).await),
         RequestKind::CreateTopics(r) => Reply::now(create_topics::handle(shared, r, v).await),

@@ -1,0 +1,58 @@
+//! DescribeGroups: state, protocol and members with their metadata and assignments.
+//! Unknown groups are reported as Dead with no error, as Kafka does.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::sb;
+use crate::Shared;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let mut out = Vec::with_capacity(req.groups.len());
+    for id in req.groups {
+        let base = DescribedGroup::default()
+            .with_group_id(id.clone())
+            .with_authorized_operations(i32::MIN);
+        let described = match shared.groups.describe(id.0.as_str()) {
+            Some(d) => base
+                .with_group_state(sb(d.state))
+                .with_protocol_type(sb(d.protocol_type))
+                .with_protocol_data(sb(d.protocol))
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(sb(m.member_id))
+                                .with_group_instance_id(if version >= 4 {
+                                    m.instance_id.map(sb)
+                                } else {
+                                    None
+                                })
+                                .with_client_id(sb(m.client_id))
+                                .with_client_host(sb(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+            None => {
+                let has_offsets = shared
+                    .meta
+                    .group_offsets(id.0.as_str())
+                    .await
+                    .map(|o| !o.is_empty())
+                    .unwrap_or(false);
+                base.with_group_state(sb(if has_offsets { "Empty" } else { "Dead" }))
+            }
+        };
+        out.push(described);
+    }
+    DescribeGroupsResponse::default().with_groups(out)
+}

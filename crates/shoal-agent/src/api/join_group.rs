@@ -1,0 +1,84 @@
+//! JoinGroup: enter the group's next generation (see [`crate::groups`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::{sb, Reply};
+use crate::groups::{JoinArgs, JoinOutcome};
+use crate::Shared;
+
+fn response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
+    let members = o
+        .members
+        .into_iter()
+        .map(|(id, inst, meta)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(sb(id))
+                .with_group_instance_id(if version >= 5 { inst.map(sb) } else { None })
+                .with_metadata(meta)
+        })
+        .collect();
+    let mut r = JoinGroupResponse::default()
+        .with_error_code(o.error)
+        .with_generation_id(o.generation)
+        .with_leader(sb(o.leader))
+        .with_member_id(sb(o.member_id))
+        .with_members(members);
+    // protocol_name is non-nullable before v7.
+    r = r.with_protocol_name(match o.protocol_name {
+        Some(n) => Some(sb(n)),
+        None if version < 7 => Some(sb("")),
+        None => None,
+    });
+    if version >= 7 {
+        r = r.with_protocol_type(o.protocol_type.map(sb));
+    }
+    r
+}
+
+pub fn handle(
+    shared: &Arc<Shared>,
+    header_client_id: Option<&str>,
+    peer: SocketAddr,
+    req: JoinGroupRequest,
+    version: i16,
+) -> Reply {
+    let args = JoinArgs {
+        group_id: req.group_id.0.as_str().to_string(),
+        member_id: req.member_id.as_str().to_string(),
+        instance_id: req
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+        client_id: header_client_id.unwrap_or_default().to_string(),
+        client_host: format!("/{}", peer.ip()),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            -1
+        },
+        protocol_type: req.protocol_type.as_str().to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    match shared.groups.join(args) {
+        Err(o) => Reply::now(response(*o, version)),
+        Ok(rx) => Reply::Later(Box::pin(async move {
+            let o = rx.await.unwrap_or_else(|_| JoinOutcome {
+                error: ResponseError::RebalanceInProgress.code(),
+                generation: -1,
+                ..Default::default()
+            });
+            Some(Box::new(ResponseKind::JoinGroup(response(o, version))))
+        })),
+    }
+}

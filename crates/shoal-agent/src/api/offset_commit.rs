@@ -1,0 +1,124 @@
+//! OffsetCommit: store a group's consumed positions in the metadata store.
+//!
+//! Commits from members are checked against the group's generation; commits with
+//! generation -1 and no member id come from consumers outside any group (assign() plus
+//! a group id) and are accepted while the group has no members.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::ResponseError;
+use shoal_meta::GroupOffset;
+
+use crate::errors::meta_code;
+use crate::Shared;
+
+/// Kafka's `offset.metadata.max.bytes` default.
+const MAX_METADATA: usize = 4096;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let group = req.group_id.0.as_str().to_string();
+    let group_error = if group.is_empty() {
+        Some(ResponseError::InvalidGroupId.code())
+    } else {
+        shared
+            .groups
+            .check_commit(
+                &group,
+                req.generation_id_or_member_epoch,
+                req.member_id.as_str(),
+                req.group_instance_id.as_ref().map(|s| s.as_str()),
+            )
+            .err()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    // (topic index, partition index) → code, filled as we go.
+    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+    let mut to_store = Vec::new();
+    let mut stored_at = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = t.name.0.as_str();
+        let topic = match group_error {
+            Some(_) => None,
+            None => shared.topics.by_name(name).await.ok().flatten(),
+        };
+        let mut row = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let code = if let Some(code) = group_error {
+                code
+            } else if !topic
+                .as_ref()
+                .is_some_and(|t| p.partition_index >= 0 && p.partition_index < t.partitions)
+            {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA)
+            {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                to_store.push(GroupOffset {
+                    topic: name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.as_str().to_string()),
+                    commit_timestamp: now,
+                });
+                stored_at.push((ti, pi));
+                0
+            };
+            row.push(code);
+        }
+        codes.push(row);
+    }
+    if !to_store.is_empty() {
+        if let Err(e) = shared.meta.commit_group_offsets(&group, &to_store).await {
+            tracing::warn!(group = %group, error = %e, "offset commit failed");
+            let code = meta_code(&e);
+            for (ti, pi) in stored_at {
+                codes[ti][pi] = code;
+            }
+        }
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(t, row)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(row)
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}

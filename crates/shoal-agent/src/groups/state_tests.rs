@@ -1,0 +1,206 @@
+use super::*;
+
+fn args(group: &str, member: &str) -> JoinArgs {
+    JoinArgs {
+        group_id: group.into(),
+        member_id: member.into(),
+        instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        require_known_member_id: true,
+    }
+}
+
+/// Joins with the KIP-394 two-step and returns the member id and receiver.
+fn join_new(c: &Coordinator, group: &str) -> (String, oneshot::Receiver<JoinOutcome>) {
+    let first = c.join(args(group, "")).unwrap_err();
+    assert_eq!(first.error, ResponseError::MemberIdRequired.code());
+    let id = first.member_id.clone();
+    (id.clone(), c.join(args(group, &id)).unwrap())
+}
+
+#[tokio::test]
+async fn two_members_join_sync_and_heartbeat() {
+    let c = Coordinator::new(Duration::ZERO);
+    let (a, rx_a) = join_new(&c, "g");
+    let ja = rx_a.await.unwrap();
+    assert_eq!(
+        (ja.error, ja.generation, ja.leader.as_str()),
+        (0, 1, a.as_str())
+    );
+    assert_eq!(ja.members.len(), 1);
+    let s = c
+        .sync(
+            "g",
+            1,
+            &a,
+            None,
+            None,
+            None,
+            vec![(a.clone(), Bytes::from_static(b"all"))],
+        )
+        .unwrap();
+    assert_eq!(s.await.unwrap().assignment, Bytes::from_static(b"all"));
+    assert_eq!(c.heartbeat("g", 1, &a, None), 0);
+
+    // A second member triggers a rebalance; the first learns it from its heartbeat.
+    let (b, rx_b) = join_new(&c, "g");
+    assert_eq!(
+        c.heartbeat("g", 1, &a, None),
+        ResponseError::RebalanceInProgress.code()
+    );
+    let rx_a = c.join(args("g", &a)).unwrap();
+    let (ja, jb) = (rx_a.await.unwrap(), rx_b.await.unwrap());
+    assert_eq!((ja.generation, jb.generation), (2, 2));
+    assert_eq!(ja.leader, a, "the leader stays while it is a member");
+    assert_eq!(ja.members.len(), 2);
+    assert!(jb.members.is_empty(), "followers get no member list");
+    let sb = c.sync("g", 2, &b, None, None, None, vec![]).unwrap();
+    let sa = c
+        .sync(
+            "g",
+            2,
+            &a,
+            None,
+            None,
+            None,
+            vec![
+                (a.clone(), Bytes::from_static(b"p0")),
+                (b.clone(), Bytes::from_static(b"p1")),
+            ],
+        )
+        .unwrap();
+    assert_eq!(sa.await.unwrap().assignment, Bytes::from_static(b"p0"));
+    assert_eq!(sb.await.unwrap().assignment, Bytes::from_static(b"p1"));
+    assert_eq!(
+        c.heartbeat("g", 1, &a, None),
+        ResponseError::IllegalGeneration.code()
+    );
+    assert_eq!(
+        c.heartbeat("g", 2, "nobody", None),
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(c.describe("g").unwrap().state, "Stable");
+}
+
+#[tokio::test]
+async fn unknown_member_and_leave_and_expiry() {
+    let c = Coordinator::new(Duration::ZERO);
+    assert_eq!(
+        c.join(args("g", "made-up")).unwrap_err().error,
+        ResponseError::UnknownMemberId.code()
+    );
+    let (a, rx) = join_new(&c, "g");
+    rx.await.unwrap();
+    c.sync("g", 1, &a, None, None, None, vec![])
+        .unwrap()
+        .await
+        .unwrap();
+    let (b, rx_b) = join_new(&c, "g");
+    // a never rejoins: after the rebalance timeout it is dropped and b completes alone.
+    c.tick_at(Instant::now() + Duration::from_secs(11));
+    let jb = rx_b.await.unwrap();
+    assert_eq!((jb.generation, jb.leader.as_str()), (2, b.as_str()));
+    assert_eq!(
+        c.heartbeat("g", 2, &a, None),
+        ResponseError::UnknownMemberId.code()
+    );
+    c.sync("g", 2, &b, None, None, None, vec![])
+        .unwrap()
+        .await
+        .unwrap();
+    // b goes silent past its session timeout.
+    c.tick_at(Instant::now() + Duration::from_secs(11));
+    let d = c.describe("g").unwrap();
+    assert!(d.members.is_empty());
+    assert_eq!(d.state, "Empty");
+    // Leave of an unknown member.
+    assert_eq!(
+        c.leave("g", &[("x".into(), None)]).unwrap(),
+        vec![ResponseError::UnknownMemberId.code()]
+    );
+    assert_eq!(c.remove_if_empty("g"), Ok(true));
+}
+
+#[tokio::test]
+async fn static_member_rejoin_fences_the_old_id() {
+    let c = Coordinator::new(Duration::ZERO);
+    let mut a = args("g", "");
+    a.instance_id = Some("i1".into());
+    let j1 = c.join(a).unwrap().await.unwrap();
+    c.sync("g", 1, &j1.member_id, Some("i1"), None, None, vec![])
+        .unwrap()
+        .await
+        .unwrap();
+    let mut again = args("g", "");
+    again.instance_id = Some("i1".into());
+    let rx = c.join(again).unwrap();
+    let j2 = rx.await.unwrap();
+    assert_ne!(j1.member_id, j2.member_id);
+    assert_eq!(
+        c.heartbeat("g", j2.generation, &j1.member_id, Some("i1")),
+        ResponseError::FencedInstanceId.code()
+    );
+    assert_eq!(c.describe("g").unwrap().members.len(), 1);
+}
+
+#[tokio::test]
+async fn commits_are_checked_against_membership() {
+    let c = Coordinator::new(Duration::ZERO);
+    assert_eq!(c.check_commit("simple", -1, "", None), Ok(()));
+    assert_eq!(
+        c.check_commit("simple", 3, "m", None),
+        Err(ResponseError::IllegalGeneration.code())
+    );
+    let (a, rx) = join_new(&c, "g");
+    rx.await.unwrap();
+    assert_eq!(
+        c.check_commit("g", 1, &a, None),
+        Err(ResponseError::RebalanceInProgress.code())
+    );
+    c.sync("g", 1, &a, None, None, None, vec![])
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(c.check_commit("g", 1, &a, None), Ok(()));
+    assert_eq!(
+        c.check_commit("g", 0, &a, None),
+        Err(ResponseError::IllegalGeneration.code())
+    );
+    assert_eq!(
+        c.check_commit("g", -1, "", None),
+        Err(ResponseError::UnknownMemberId.code())
+    );
+    assert_eq!(
+        c.remove_if_empty("g"),
+        Err(ResponseError::NonEmptyGroup.code())
+    );
+}
+
+#[test]
+fn inconsistent_protocols_are_refused() {
+    let c = Coordinator::new(Duration::ZERO);
+    let (a, _rx) = join_new(&c, "g");
+    let mut other = args("g", "");
+    other.protocols = vec![("roundrobin".into(), Bytes::new())];
+    assert_eq!(
+        c.join(other).unwrap_err().error,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+    assert!(!a.is_empty());
+}
+
+#[test]
+fn subscriptions_parse() {
+    // version 1, two topics "ab" and "c"
+    let meta = [0u8, 1, 0, 0, 0, 2, 0, 2, b'a', b'b', 0, 1, b'c', 0, 0, 0, 0];
+    assert_eq!(
+        parse_subscription(&meta).unwrap(),
+        vec!["ab".to_string(), "c".to_string()]
+    );
+    assert!(parse_subscription(&[0, 1, 0, 0, 0, 9]).is_none());
+}
