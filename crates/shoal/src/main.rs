@@ -1,6 +1,7 @@
 //! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
 //! (production settings). Flags all have `SHOAL_*` environment equivalents.
 
+mod admin;
 mod alloc;
 mod stores;
 mod units;
@@ -39,6 +40,33 @@ enum Command {
     Playground(Playground),
     /// A production agent: metadata and object store given explicitly.
     Agent(AgentCmd),
+    /// Inspect consumer groups of a running Shoal (or any Kafka) cluster.
+    Groups(GroupsCmd),
+}
+
+#[derive(Args)]
+struct GroupsCmd {
+    /// Address of any agent.
+    #[arg(
+        long,
+        env = "SHOAL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    bootstrap: String,
+    #[command(subcommand)]
+    action: GroupsAction,
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    /// List groups and their states.
+    List,
+    /// Show a group's members and, per partition, committed offset, end offset and lag.
+    Describe {
+        /// The group id.
+        group: String,
+    },
 }
 
 #[derive(Args)]
@@ -127,6 +155,12 @@ impl Common {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Groups(g) = &cli.command {
+        return match &g.action {
+            GroupsAction::List => admin::list_groups(&g.bootstrap),
+            GroupsAction::Describe { group } => admin::describe_group(&g.bootstrap, group),
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
@@ -156,6 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let banner = format!("data in {}", p.data_dir.display());
             (p.common.config(p.batch_timeout)?, meta, store, banner)
         }
+        Command::Groups(_) => unreachable!("handled before the runtime starts"),
         Command::Agent(a) => {
             let meta = stores::metadata(&a.metadata)?;
             let store = stores::object_store(&a.object_store)?;
