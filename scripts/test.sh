@@ -21,5 +21,7 @@ cargo test --workspace
 step "compatibility suites"
 cargo build -p shoal
 bash tests/compat/run-all.sh target/debug/shoal
+step "a consumer group through agent restarts"
+bash tests/compat/groups-restart/run.sh target/debug/shoal
 step "single agent on S3 (MinIO)"
 bash tests/s3/run.sh target/debug/shoal
