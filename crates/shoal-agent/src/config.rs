@@ -56,7 +56,7 @@ impl Default for AgentConfig {
             max_connections: 1024,
             max_in_flight_per_connection: 32,
             metrics_listen: None,
-            group_initial_rebalance_delay: Duration::from_millis(0),
+            group_initial_rebalance_delay: Duration::from_millis(500),
         }
     }
 }

@@ -312,20 +312,7 @@ impl Versions {
     /// Picks the highest version of each API inside both our range and the server's.
     /// `advertised` holds (api key, min, max) triples from an ApiVersions response.
     pub fn negotiate(advertised: &[(i16, i16, i16)]) -> Result<Self> {
-        Self::from_fn(|key, lo, hi, _| {
-            let Some(&(_, min, max)) = advertised.iter().find(|(k, _, _)| *k == key as i16) else {
-                bail!(
-                    "the server does not support {key:?} at all (shoal-bench needs v{lo}..v{hi})"
-                );
-            };
-            let pick = hi.min(max);
-            if pick < lo.max(min) {
-                bail!(
-                    "the server supports {key:?} v{min}..v{max}, shoal-bench needs one of v{lo}..v{hi}"
-                );
-            }
-            Ok(pick)
-        })
+        Self::from_fn(|key, lo, hi, _| pick_version(advertised, key, lo, hi))
     }
 
     fn from_fn(mut pick: impl FnMut(ApiKey, i16, i16, i16) -> Result<i16>) -> Result<Self> {
@@ -348,6 +335,19 @@ impl Versions {
             self.produce, self.fetch, self.list_offsets, self.metadata, self.create_topics
         )
     }
+}
+
+/// The highest version of `key` inside both `lo..=hi` and what the server advertises
+/// (`advertised` holds (api key, min, max) triples from an ApiVersions response).
+pub fn pick_version(advertised: &[(i16, i16, i16)], key: ApiKey, lo: i16, hi: i16) -> Result<i16> {
+    let Some(&(_, min, max)) = advertised.iter().find(|(k, _, _)| *k == key as i16) else {
+        bail!("the server does not support {key:?} at all (shoal-bench needs v{lo}..v{hi})");
+    };
+    let pick = hi.min(max);
+    if pick < lo.max(min) {
+        bail!("the server supports {key:?} v{min}..v{max}, shoal-bench needs one of v{lo}..v{hi}");
+    }
+    Ok(pick)
 }
 
 /// Asks the server which API versions it supports: v3 first, then v0 for old servers,

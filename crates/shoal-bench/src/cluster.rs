@@ -32,6 +32,11 @@ pub struct Cluster {
     pub versions: Versions,
     /// Whether the versions came from the server's ApiVersions answer or are our guess.
     pub versions_negotiated: bool,
+    /// The bootstrap server's ApiVersions answer, (api key, min, max); `None` when it
+    /// could not be read. Later phases pick their own APIs' versions from it.
+    pub advertised: Option<Vec<(i16, i16, i16)>>,
+    /// The address the run started from, where cluster-wide questions are asked.
+    pub bootstrap: String,
     pub topic: String,
     /// False when the topic existed before this run.
     pub topic_created: bool,
@@ -49,16 +54,17 @@ impl Cluster {
         partitions: i32,
     ) -> Result<Self> {
         let mut conn = Connection::connect(bootstrap, client_id).await?;
-        let (versions, versions_negotiated) = match api_versions(&conn).await {
-            Ok(advertised) => (Versions::negotiate(&advertised)?, true),
+        let (versions, advertised) = match api_versions(&conn).await {
+            Ok(advertised) => (Versions::negotiate(&advertised)?, Some(advertised)),
             Err(e) => {
                 eprintln!(
                     "warning: ApiVersions to {bootstrap} failed ({e:#}); using fixed versions"
                 );
                 conn = Connection::connect(bootstrap, client_id).await?;
-                (Versions::fallback(), false)
+                (Versions::fallback(), None)
             }
         };
+        let versions_negotiated = advertised.is_some();
 
         let metadata = fetch_metadata(&conn, versions.metadata, topic).await?;
         let existing = metadata
@@ -85,6 +91,8 @@ impl Cluster {
                         client_id: client_id.to_string(),
                         versions,
                         versions_negotiated,
+                        advertised,
+                        bootstrap: bootstrap.to_string(),
                         topic: topic.to_string(),
                         topic_created,
                         brokers,

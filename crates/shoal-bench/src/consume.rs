@@ -15,7 +15,8 @@
 //! ([`walk_batches`]: base offset, length, attributes, last offset delta) to count records
 //! and find the next offset, so it measures the server rather than this client. Neither
 //! consumer uses fetch sessions (session id 0, epoch -1), consumer groups or offset
-//! commits; both read uncommitted.
+//! commits; both read uncommitted. The group phase ([`crate::group`]) reuses the Fetch
+//! and batch-walking pieces.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +32,13 @@ use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::client::{describe_error, is_retriable, Connection};
+use crate::client::{describe_error, is_retriable, Connection, ResponseFuture};
 use crate::cluster::Cluster;
 use crate::produce::{stamp_of, Clock};
 use crate::report::new_histogram;
 
 /// The catch-up read asks for big responses: throughput is all that matters there.
-const CATCH_UP_LIMITS: FetchLimits = FetchLimits {
+pub const CATCH_UP_LIMITS: FetchLimits = FetchLimits {
     max_wait_ms: 500,
     max_bytes: 50 << 20,
     partition_max_bytes: 8 << 20,
@@ -137,7 +138,7 @@ fn read_i32(data: &[u8], at: usize) -> i32 {
 
 /// Size and wait bounds of one kind of Fetch.
 #[derive(Clone, Copy)]
-struct FetchLimits {
+pub struct FetchLimits {
     max_wait_ms: i32,
     max_bytes: i32,
     partition_max_bytes: i32,
@@ -165,66 +166,96 @@ fn fetch_request(topic: &TopicName, positions: &[(i32, i64)], limits: FetchLimit
 }
 
 /// One partition's answer in a Fetch response.
-struct PartitionAnswer {
-    partition: i32,
-    records: Bytes,
+pub struct PartitionAnswer {
+    pub partition: i32,
+    pub records: Bytes,
 }
 
-/// Sends a Fetch and returns the partitions' answers. Partitions with a retriable error are
-/// left out after a short pause (the caller simply asks again); other errors stop the run.
+/// A Fetch written to the wire whose answer has not been read yet, so a caller can have
+/// Fetches to several leaders in flight at once.
+pub struct PendingFetch {
+    response: ResponseFuture<FetchResponse>,
+    addr: String,
+    positions: Vec<(i32, i64)>,
+}
+
+/// Writes a Fetch for `positions` (partition, offset) of the benchmark topic.
+pub async fn start_fetch(
+    conn: &Connection,
+    cluster: &Cluster,
+    positions: &[(i32, i64)],
+    limits: FetchLimits,
+) -> Result<PendingFetch> {
+    let topic = cluster.topic_name();
+    let request = fetch_request(&topic, positions, limits);
+    Ok(PendingFetch {
+        response: conn.send(&request, cluster.versions.fetch).await?,
+        addr: conn.addr().to_string(),
+        positions: positions.to_vec(),
+    })
+}
+
+impl PendingFetch {
+    /// Waits for the answer and returns the partitions' answers and when it arrived.
+    /// Partitions with a retriable error are left out after a short pause (the caller
+    /// simply asks again); other errors stop the run.
+    pub async fn finish(self, cluster: &Cluster) -> Result<(Vec<PartitionAnswer>, Instant)> {
+        let timed = self.response.wait().await?;
+        let response: FetchResponse = timed.response;
+        if response.error_code != 0 {
+            bail!(
+                "Fetch from {} failed: {}",
+                self.addr,
+                describe_error(response.error_code, None)
+            );
+        }
+        let mut answers = Vec::new();
+        let mut retry_later = false;
+        for t in response.responses {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    if is_retriable(p.error_code) {
+                        retry_later = true;
+                        continue;
+                    }
+                    let offset = self
+                        .positions
+                        .iter()
+                        .find(|(q, _)| *q == p.partition_index)
+                        .map(|(_, o)| *o)
+                        .unwrap_or(-1);
+                    bail!(
+                        "Fetch {}-{} at offset {offset} from {} failed: {}",
+                        cluster.topic,
+                        p.partition_index,
+                        self.addr,
+                        describe_error(p.error_code, None)
+                    );
+                }
+                answers.push(PartitionAnswer {
+                    partition: p.partition_index,
+                    records: p.records.unwrap_or_default(),
+                });
+            }
+        }
+        if retry_later {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+        Ok((answers, timed.received))
+    }
+}
+
+/// Sends a Fetch and waits for its answer (see [`PendingFetch::finish`]).
 async fn fetch(
     conn: &Connection,
     cluster: &Cluster,
     positions: &[(i32, i64)],
     limits: FetchLimits,
 ) -> Result<(Vec<PartitionAnswer>, Instant)> {
-    let topic = cluster.topic_name();
-    let request = fetch_request(&topic, positions, limits);
-    let timed = conn
-        .send(&request, cluster.versions.fetch)
+    start_fetch(conn, cluster, positions, limits)
         .await?
-        .wait()
-        .await?;
-    let response: FetchResponse = timed.response;
-    if response.error_code != 0 {
-        bail!(
-            "Fetch from {} failed: {}",
-            conn.addr(),
-            describe_error(response.error_code, None)
-        );
-    }
-    let mut answers = Vec::new();
-    let mut retry_later = false;
-    for t in response.responses {
-        for p in t.partitions {
-            if p.error_code != 0 {
-                if is_retriable(p.error_code) {
-                    retry_later = true;
-                    continue;
-                }
-                let offset = positions
-                    .iter()
-                    .find(|(q, _)| *q == p.partition_index)
-                    .map(|(_, o)| *o)
-                    .unwrap_or(-1);
-                bail!(
-                    "Fetch {}-{} at offset {offset} from {} failed: {}",
-                    cluster.topic,
-                    p.partition_index,
-                    conn.addr(),
-                    describe_error(p.error_code, None)
-                );
-            }
-            answers.push(PartitionAnswer {
-                partition: p.partition_index,
-                records: p.records.unwrap_or_default(),
-            });
-        }
-    }
-    if retry_later {
-        tokio::time::sleep(RETRY_BACKOFF).await;
-    }
-    Ok((answers, timed.received))
+        .finish(cluster)
+        .await
 }
 
 /// What the tailing consumer saw.

@@ -4,9 +4,12 @@
 //! systems the same way: discover the cluster and create the topic ([`cluster`]), produce
 //! with pipelined requests while a tailing consumer measures end-to-end latency
 //! ([`produce`], [`consume`]), read everything back as fast as possible and check the count,
-//! optionally watch the server's object-store counters and memory ([`metrics`]), then print
-//! a block of figures and one `RESULT` line ([`report`]). The exit status is 0 for a clean
-//! run, 1 for an error, 2 when the records read back differ from those acknowledged.
+//! optionally consume everything again through a consumer group of N members
+//! ([`group`], `--group-consumers N`), optionally watch the server's object-store counters
+//! and memory ([`metrics`]), then print a block of figures and one `RESULT` line
+//! ([`report`]). The exit status is 0 for a clean run, 1 for an error, 2 when the records
+//! read back differ from those acknowledged or the group missed records or committed
+//! offsets other than the end offsets.
 //!
 //! ```text
 //! shoal-bench --bootstrap 127.0.0.1:9092 --records 500000 --record-size 1024 \
@@ -20,6 +23,9 @@
 mod client;
 mod cluster;
 mod consume;
+mod consumer_protocol;
+mod group;
+mod group_client;
 mod metrics;
 mod produce;
 mod report;
@@ -131,6 +137,11 @@ struct Args {
     #[arg(long, env = "SHOAL_BENCH_CATCH_UP_CONNECTIONS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     catch_up_connections: u32,
+    /// Consumers in one consumer group that read the topic once more after the catch-up
+    /// read, timing joins, rebalances and throughput (0 = no group phase).
+    #[arg(long, env = "SHOAL_BENCH_GROUP_CONSUMERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    group_consumers: u32,
 }
 
 fn parse_acks(s: &str) -> Result<i16, String> {
@@ -173,13 +184,23 @@ fn main() -> ExitCode {
         Ok(report) => {
             print!("{}", report.human());
             println!("{}", report.result_line());
-            if report.consume.matches() {
-                ExitCode::SUCCESS
-            } else {
+            let mut clean = true;
+            if !report.consume.matches() {
                 eprintln!(
                     "MISMATCH: read back {} records but {} were acknowledged",
                     report.consume.records, report.consume.expected
                 );
+                clean = false;
+            }
+            if let Some(group) = report.group.as_ref().filter(|g| !g.matches()) {
+                for problem in &group.problems {
+                    eprintln!("MISMATCH: consumer group {}: {problem}", group.group);
+                }
+                clean = false;
+            }
+            if clean {
+                ExitCode::SUCCESS
+            } else {
                 ExitCode::from(2)
             }
         }
@@ -298,12 +319,31 @@ async fn run(args: Args) -> Result<Report> {
     let caught_up = consume::run_catch_up(
         cluster.clone(),
         start_offsets,
-        end_offsets,
+        end_offsets.clone(),
         args.catch_up_connections as usize,
     )
     .await
     .context("catch-up consume phase")?;
     let scrape_after = scrape_optional(args.metrics_url.as_deref()).await;
+    let group = if args.group_consumers > 0 {
+        let earliest = cluster
+            .list_offsets(-2)
+            .await
+            .context("find the earliest offsets for the consumer group")?;
+        Some(
+            group::run(
+                cluster.clone(),
+                args.group_consumers as usize,
+                earliest,
+                end_offsets.clone(),
+                record_size,
+            )
+            .await
+            .context("consumer group phase")?,
+        )
+    } else {
+        None
+    };
     let peak_rss_mib = match sampler {
         Some(s) => s.finish().await,
         None => None,
@@ -329,7 +369,7 @@ async fn run(args: Args) -> Result<Report> {
         versions: cluster.versions.describe(),
         workload: format!(
             "{} records of {} B, {} producer(s), {} records/batch, {} in flight, acks={}, \
-             compression={}, {} tail + {} catch-up connection(s) per leader",
+             compression={}, {} tail + {} catch-up connection(s) per leader{}",
             produced.acked_records,
             record_size,
             args.producers,
@@ -338,7 +378,11 @@ async fn run(args: Args) -> Result<Report> {
             args.acks,
             format!("{:?}", args.compression).to_lowercase(),
             args.tail_connections,
-            args.catch_up_connections
+            args.catch_up_connections,
+            match args.group_consumers {
+                0 => String::new(),
+                n => format!(", {n} group consumer(s)"),
+            }
         ),
         produce: ProduceFigures {
             records: produced.acked_records,
@@ -360,6 +404,7 @@ async fn run(args: Args) -> Result<Report> {
             elapsed: caught_up.elapsed,
         },
         object_store,
+        group,
         pid: args.pid,
         peak_rss_mib,
     })
@@ -464,6 +509,9 @@ mod tests {
         assert_eq!(args.acks, -1);
         assert!(matches!(args.compression, CompressionArg::Zstd));
         assert_eq!(args.records, None);
+        assert_eq!(args.group_consumers, 0);
+        let args = Args::try_parse_from(["shoal-bench", "--group-consumers", "3"]).unwrap();
+        assert_eq!(args.group_consumers, 3);
         assert!(Args::try_parse_from(["shoal-bench", "--record-size", "4"]).is_err());
     }
 

@@ -70,6 +70,79 @@ impl ConsumeFigures {
     }
 }
 
+/// The rebalance after one member's LeaveGroup.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaveFigures {
+    /// From the LeaveGroup until the others held every partition again.
+    pub took: Duration,
+    /// From the LeaveGroup until the last of the others heard of it from a heartbeat
+    /// (`None` if one learned another way).
+    pub told: Option<Duration>,
+    pub generation: i32,
+}
+
+/// What the group phase measured (see [`crate::group`]).
+pub struct GroupFigures {
+    pub members: usize,
+    pub group: String,
+    pub coordinator: String,
+    pub versions: String,
+    /// How long the coordinator took to be found and serve the group, before the members
+    /// started (Kafka creates and loads its offsets topic then); part of no figure below.
+    pub coordinator_wait: Duration,
+    /// Per member that received records: from starting to join to its first record.
+    pub join_to_first_record: Vec<Duration>,
+    /// From starting all members until all held their assignments in one generation.
+    pub rebalance: Duration,
+    pub generation: i32,
+    /// The rebalance after one member left; `None` with one member.
+    pub leave: Option<LeaveFigures>,
+    /// Records that had to be consumed (earliest to end offsets), each counted once.
+    pub records: u64,
+    /// Records the members fetched, re-deliveries after rebalances included.
+    pub delivered: u64,
+    /// Record bytes `records` stand for (records × record size).
+    pub payload_bytes: u64,
+    pub batch_bytes: u64,
+    /// From the first SyncGroup with partitions until every record was consumed.
+    pub elapsed: Duration,
+    pub rejoins: u64,
+    pub commits: u64,
+    /// Offsets nobody consumed and committed offsets other than the end offsets.
+    pub problems: Vec<String>,
+}
+
+impl GroupFigures {
+    pub fn matches(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The median join-to-first-record time, in milliseconds.
+    pub fn join_p50_ms(&self) -> Option<f64> {
+        nearest_rank(&self.join_to_first_record, 0.5).map(ms)
+    }
+
+    pub fn join_max_ms(&self) -> Option<f64> {
+        nearest_rank(&self.join_to_first_record, 1.0).map(ms)
+    }
+
+    pub fn mb_s(&self) -> Option<f64> {
+        mb_per_s(self.payload_bytes, self.elapsed)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The nearest-rank quantile `q` (0 < q ≤ 1) of a few durations.
+fn nearest_rank(values: &[Duration], q: f64) -> Option<Duration> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
 pub struct ObjectStoreFigures {
     pub url: String,
     /// PUTs and GETs counted between the first and the last scrape; `None` when a scrape
@@ -115,6 +188,8 @@ pub struct Report {
     pub tail_records: u64,
     pub consume: ConsumeFigures,
     pub object_store: Option<ObjectStoreFigures>,
+    /// `None` when the group phase was not asked for.
+    pub group: Option<GroupFigures>,
     pub pid: Option<u32>,
     pub peak_rss_mib: Option<f64>,
 }
@@ -172,6 +247,7 @@ impl Report {
     pub fn result_line(&self) -> String {
         let p = self.produce.latency;
         let os = self.object_store.as_ref();
+        let g = self.group.as_ref();
         let fields = [
             ("produce_mb_s", fmt_opt(self.produce_mb_s(), 2)),
             (
@@ -187,6 +263,19 @@ impl Report {
             ("puts_per_mb", fmt_opt(os.and_then(|o| o.puts_per_mb()), 3)),
             ("gets_per_mb", fmt_opt(os.and_then(|o| o.gets_per_mb()), 3)),
             ("peak_rss_mib", fmt_opt(self.peak_rss_mib, 1)),
+            (
+                "group_join_first_record_ms",
+                fmt_opt(g.and_then(GroupFigures::join_p50_ms), 1),
+            ),
+            ("group_rebalance_ms", fmt_opt(g.map(|g| ms(g.rebalance)), 1)),
+            (
+                "group_rebalance_leave_ms",
+                fmt_opt(g.and_then(|g| g.leave).map(|l| ms(l.took)), 1),
+            ),
+            (
+                "group_consume_mb_s",
+                fmt_opt(g.and_then(GroupFigures::mb_s), 2),
+            ),
         ];
         let mut line = format!("RESULT label={}", token(&self.label));
         for (key, value) in fields {
@@ -274,6 +363,10 @@ impl Report {
                 c.records as i128 - c.expected as i128
             );
         }
+        match &self.group {
+            None => {}
+            Some(g) => group_text(&mut out, g),
+        }
         let _ = writeln!(out, "-- object store");
         match &self.object_store {
             None => {
@@ -313,6 +406,76 @@ impl Report {
             }
         }
         out
+    }
+}
+
+fn group_text(out: &mut String, g: &GroupFigures) {
+    let _ = writeln!(
+        out,
+        "-- group consume ({} consumers, group {}, coordinator {})",
+        g.members, g.group, g.coordinator
+    );
+    let _ = writeln!(out, "  protocol  {}", g.versions);
+    let _ = writeln!(
+        out,
+        "  join      first record after p50 {} ms, max {} ms ({} of {} consumers got records; \
+         coordinator ready {} ms before)",
+        fmt_opt(g.join_p50_ms(), 1),
+        fmt_opt(g.join_max_ms(), 1),
+        g.join_to_first_record.len(),
+        g.members,
+        g.coordinator_wait.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "  rebalance {} ms until all {} held their partitions (generation {})",
+        fmt_opt(Some(ms(g.rebalance)), 1),
+        g.members,
+        g.generation
+    );
+    match g.leave {
+        Some(l) => {
+            let told = l.told.map(ms);
+            let _ = writeln!(
+                out,
+                "  leave     {} ms from one LeaveGroup until the other {} held all partitions \
+                 (generation {}): {} ms until heartbeats told them, {} ms to rejoin and sync",
+                fmt_opt(Some(ms(l.took)), 1),
+                g.members - 1,
+                l.generation,
+                fmt_opt(told, 1),
+                fmt_opt(told.map(|t| ms(l.took) - t), 1)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  leave     n/a (one consumer)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  read      {} records in {:.2} s ({} delivered, {} rejoins, {} commits)",
+        g.records,
+        g.elapsed.as_secs_f64(),
+        g.delivered,
+        g.rejoins,
+        g.commits
+    );
+    let _ = writeln!(
+        out,
+        "  rate      {} MB/s, {} records/s (record values+keys; {} MB/s as record batches)",
+        fmt_opt(g.mb_s(), 2),
+        fmt_opt(per_s(g.records, g.elapsed), 0),
+        fmt_opt(mb_per_s(g.batch_bytes, g.elapsed), 2)
+    );
+    if g.matches() {
+        let _ = writeln!(
+            out,
+            "  check     OK: every offset consumed; committed offsets = end offsets"
+        );
+    } else {
+        for problem in &g.problems {
+            let _ = writeln!(out, "  check     MISMATCH: {problem}");
+        }
     }
 }
 
@@ -372,8 +535,39 @@ mod tests {
                 consumed_bytes: 20 << 20,
                 note: None,
             }),
+            group: None,
             pid: None,
             peak_rss_mib: None,
+        }
+    }
+
+    fn group() -> GroupFigures {
+        GroupFigures {
+            members: 3,
+            group: "g".into(),
+            coordinator: "c:1".into(),
+            versions: "JoinGroup v5".into(),
+            coordinator_wait: Duration::from_millis(30),
+            join_to_first_record: vec![
+                Duration::from_millis(300),
+                Duration::from_millis(100),
+                Duration::from_millis(200),
+            ],
+            rebalance: Duration::from_micros(250_500),
+            generation: 3,
+            leave: Some(LeaveFigures {
+                took: Duration::from_millis(1200),
+                told: Some(Duration::from_millis(900)),
+                generation: 4,
+            }),
+            records: 1000,
+            delivered: 1010,
+            payload_bytes: 4 << 20,
+            batch_bytes: 5 << 20,
+            elapsed: Duration::from_secs(2),
+            rejoins: 4,
+            commits: 9,
+            problems: Vec::new(),
         }
     }
 
@@ -394,8 +588,50 @@ mod tests {
             "RESULT label=kafka_3.9_run produce_mb_s=5.00 produce_rec_s=500 \
              produce_p50_ms=5.003 produce_p99_ms=9.903 produce_max_ms=10.007 \
              e2e_p50_ms=n/a e2e_p99_ms=n/a consume_mb_s=20.00 puts_per_mb=0.500 \
-             gets_per_mb=n/a peak_rss_mib=n/a"
+             gets_per_mb=n/a peak_rss_mib=n/a group_join_first_record_ms=n/a \
+             group_rebalance_ms=n/a group_rebalance_leave_ms=n/a group_consume_mb_s=n/a"
         );
+        let mut r = report();
+        r.group = Some(group());
+        assert!(
+            r.result_line().ends_with(
+                " group_join_first_record_ms=200.0 group_rebalance_ms=250.5 \
+                 group_rebalance_leave_ms=1200.0 group_consume_mb_s=2.00"
+            ),
+            "{}",
+            r.result_line()
+        );
+    }
+
+    #[test]
+    fn group_figures_and_mismatch() {
+        let mut g = group();
+        assert_eq!(g.join_p50_ms(), Some(200.0));
+        assert_eq!(g.join_max_ms(), Some(300.0));
+        g.join_to_first_record.truncate(2);
+        assert_eq!(g.join_p50_ms(), Some(100.0));
+        g.join_to_first_record.clear();
+        assert_eq!(g.join_p50_ms(), None);
+        let mut r = report();
+        r.group = Some(group());
+        let text = r.human();
+        assert!(text.contains("OK: every offset consumed"), "{text}");
+        assert!(text.contains("500 records/s"), "{text}");
+        assert!(
+            text.contains("900.0 ms until heartbeats told them, 300.0 ms to rejoin"),
+            "{text}"
+        );
+        g.problems
+            .push("t-0: committed offset 9, end offset 10".into());
+        g.leave = None;
+        assert!(!g.matches());
+        r.group = Some(g);
+        let text = r.human();
+        assert!(
+            text.contains("check     MISMATCH: t-0: committed"),
+            "{text}"
+        );
+        assert!(text.contains("leave     n/a"), "{text}");
     }
 
     #[test]

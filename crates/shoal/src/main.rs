@@ -126,6 +126,10 @@ struct Common {
     /// Partitions of auto-created topics and of CreateTopics asking for the default.
     #[arg(long, env = "SHOAL_DEFAULT_PARTITIONS", default_value_t = 1)]
     default_partitions: i32,
+    /// How long an empty consumer group's first rebalance waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, env = "SHOAL_GROUP_INITIAL_REBALANCE_DELAY", default_value = "500ms", value_parser = units::parse_duration)]
+    group_initial_rebalance_delay: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SHOAL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -148,6 +152,7 @@ impl Common {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             metrics_listen: self.metrics_listen,
+            group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             ..AgentConfig::default()
         })
     }

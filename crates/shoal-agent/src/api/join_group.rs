@@ -37,6 +37,9 @@ fn response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
     if version >= 7 {
         r = r.with_protocol_type(o.protocol_type.map(sb));
     }
+    if version >= 9 {
+        r = r.with_skip_assignment(o.skip_assignment);
+    }
     r
 }
 
@@ -69,6 +72,7 @@ pub fn handle(
             .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     match shared.groups.join(args) {
         Err(o) => Reply::now(response(*o, version)),

@@ -39,6 +39,9 @@ pub async fn handle(
             )
             .err()
     };
+    if let Some(code) = group_error {
+        tracing::debug!(group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, code, "offset commit refused");
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -90,6 +93,9 @@ pub async fn handle(
             row.push(code);
         }
         codes.push(row);
+    }
+    for o in &to_store {
+        tracing::debug!(group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, topic = %o.topic, partition = o.partition, offset = o.offset, "offset commit");
     }
     if !to_store.is_empty() {
         if let Err(e) = shared.meta.commit_group_offsets(&group, &to_store).await {

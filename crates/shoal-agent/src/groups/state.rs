@@ -44,6 +44,8 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// For the leader only: (member id, instance id, metadata for the chosen protocol).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// KIP-814: a returning static leader gets the roster but must not reassign.
+    pub skip_assignment: bool,
 }
 
 impl JoinOutcome {
@@ -88,6 +90,8 @@ pub struct JoinArgs {
     pub protocols: Vec<(String, Bytes)>,
     /// KIP-394: v4+ clients must first obtain a member id.
     pub require_known_member_id: bool,
+    /// KIP-814 (v9+): the client understands `skip_assignment`.
+    pub supports_skip_assignment: bool,
 }
 
 struct Member {
@@ -239,19 +243,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         let leader = self.leader.clone().unwrap_or_default();
-        let roster: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), m.instance_id.clone(), meta)
-            })
-            .collect();
+        let roster = self.roster();
         self.state = State::CompletingRebalance;
         self.deadline = Some(now + self.max_rebalance_timeout());
         let (generation, ptype) = (self.generation, self.protocol_type.clone());
@@ -266,6 +258,7 @@ impl Group {
                     protocol_name: Some(protocol.clone()),
                     leader: leader.clone(),
                     member_id: id.clone(),
+                    skip_assignment: false,
                     members: if *id == leader {
                         roster.clone()
                     } else {
@@ -274,6 +267,23 @@ impl Group {
                 });
             }
         }
+    }
+
+    /// Every member with its metadata for the chosen protocol.
+    fn roster(&self) -> Vec<(String, Option<String>, Bytes)> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect()
     }
 
     /// The protocol every member supports with the most first-choice votes.
@@ -378,8 +388,9 @@ impl Coordinator {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Handles a JoinGroup: an immediate answer (errors, MEMBER_ID_REQUIRED) or a
-    /// receiver completed when the rebalance's join phase ends.
+    /// Handles a JoinGroup: an immediate answer (errors, MEMBER_ID_REQUIRED, a static
+    /// member's return to a stable group) or a receiver completed when the rebalance's
+    /// join phase ends.
     pub fn join(&self, a: JoinArgs) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
         let now = Instant::now();
         if a.group_id.is_empty() {
@@ -452,9 +463,45 @@ impl Coordinator {
                                     ResponseError::FencedInstanceId.code(),
                                 ));
                             }
-                            if g.leader.as_deref() == Some(old.as_str()) {
+                            let was_leader = g.leader.as_deref() == Some(old.as_str());
+                            if was_leader {
                                 g.leader = Some(new_id.clone());
                             }
+                            // KIP-345: a follower that comes back unchanged to a stable
+                            // group keeps its assignment without a rebalance.
+                            // "Unchanged": the same protocols and subscribed topics; the
+                            // rest of the metadata (owned partitions, generation)
+                            // naturally differs after a restart.
+                            let topics = |b: &Bytes| {
+                                let mut t = parse_subscription(b).unwrap_or_default();
+                                t.sort();
+                                t
+                            };
+                            let unchanged = m.protocols.len() == a.protocols.len()
+                                && m.protocols
+                                    .iter()
+                                    .zip(&a.protocols)
+                                    .all(|(x, y)| x.0 == y.0 && topics(&x.1) == topics(&y.1));
+                            let skip = was_leader && a.supports_skip_assignment;
+                            if g.state == State::Stable && (!was_leader || skip) && unchanged {
+                                m.last_seen = now;
+                                m.session_timeout = session;
+                                m.rebalance_timeout = rebalance;
+                                g.members.insert(new_id.clone(), m);
+                                g.static_ids.insert(inst.clone(), new_id.clone());
+                                tracing::info!(group = %a.group_id, instance = %inst, "static member rejoined without a rebalance");
+                                return Err(Box::new(JoinOutcome {
+                                    error: 0,
+                                    generation: g.generation,
+                                    protocol_type: g.protocol_type.clone(),
+                                    protocol_name: g.protocol.clone(),
+                                    leader: g.leader.clone().unwrap_or_default(),
+                                    members: if skip { g.roster() } else { Vec::new() },
+                                    member_id: new_id,
+                                    skip_assignment: skip,
+                                }));
+                            }
+                            tracing::info!(group = %a.group_id, instance = %inst, was_leader, unchanged, "static member rejoined; rebalancing");
                             g.members.insert(new_id.clone(), m);
                         }
                     }

@@ -12,6 +12,7 @@ fn args(group: &str, member: &str) -> JoinArgs {
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
         require_known_member_id: true,
+        supports_skip_assignment: true,
     }
 }
 
@@ -138,8 +139,11 @@ async fn static_member_rejoin_fences_the_old_id() {
         .unwrap();
     let mut again = args("g", "");
     again.instance_id = Some("i1".into());
-    let rx = c.join(again).unwrap();
-    let j2 = rx.await.unwrap();
+    // A static member returning unchanged to a stable group is answered at once.
+    let j2 = match c.join(again) {
+        Err(o) => *o,
+        Ok(rx) => rx.await.unwrap(),
+    };
     assert_ne!(j1.member_id, j2.member_id);
     assert_eq!(
         c.heartbeat("g", j2.generation, &j1.member_id, Some("i1")),
@@ -203,4 +207,88 @@ fn subscriptions_parse() {
         vec!["ab".to_string(), "c".to_string()]
     );
     assert!(parse_subscription(&[0, 1, 0, 0, 0, 9]).is_none());
+}
+
+#[tokio::test]
+async fn static_follower_returns_without_a_rebalance() {
+    let c = Coordinator::new(Duration::ZERO);
+    let static_args = |inst: &str, member: &str| {
+        let mut a = args("g", member);
+        a.instance_id = Some(inst.into());
+        a
+    };
+    // i1 forms the group alone and leads it.
+    let lead = c.join(static_args("i1", "")).unwrap().await.unwrap();
+    c.sync("g", 1, &lead.member_id, Some("i1"), None, None, vec![])
+        .unwrap()
+        .await
+        .unwrap();
+    // i2 joins; i1 rejoins; generation 2 with both.
+    let rx2 = c.join(static_args("i2", "")).unwrap();
+    let lead = c
+        .join(static_args("i1", &lead.member_id))
+        .unwrap()
+        .await
+        .unwrap();
+    let follow = rx2.await.unwrap();
+    assert_eq!((lead.generation, follow.generation), (2, 2));
+    assert_eq!(lead.leader, lead.member_id);
+    let sf = c
+        .sync("g", 2, &follow.member_id, Some("i2"), None, None, vec![])
+        .unwrap();
+    c.sync(
+        "g",
+        2,
+        &lead.member_id,
+        Some("i1"),
+        None,
+        None,
+        vec![
+            (lead.member_id.clone(), Bytes::from_static(b"L")),
+            (follow.member_id.clone(), Bytes::from_static(b"F")),
+        ],
+    )
+    .unwrap()
+    .await
+    .unwrap();
+    assert_eq!(sf.await.unwrap().assignment, Bytes::from_static(b"F"));
+    // The follower restarts: same instance, new member id, same generation, no rebalance.
+    let back = *c.join(static_args("i2", "")).unwrap_err();
+    assert_eq!(back.error, 0);
+    assert_eq!(back.generation, 2);
+    assert_ne!(back.member_id, follow.member_id);
+    assert_eq!(c.describe("g").unwrap().state, "Stable");
+    assert_eq!(
+        c.heartbeat("g", 2, &lead.member_id, Some("i1")),
+        0,
+        "the leader is not disturbed"
+    );
+    assert_eq!(
+        c.heartbeat("g", 2, &follow.member_id, Some("i2")),
+        ResponseError::FencedInstanceId.code(),
+        "the old incarnation is fenced"
+    );
+    let again = c
+        .sync("g", 2, &back.member_id, Some("i2"), None, None, vec![])
+        .unwrap_err();
+    assert_eq!(again.assignment, Bytes::from_static(b"F"));
+    // The leader restarts too (KIP-814): it gets the roster with skip_assignment, and its
+    // sync keeps everyone's assignment.
+    let leader_back = *c.join(static_args("i1", "")).unwrap_err();
+    assert!(leader_back.skip_assignment);
+    assert_eq!(leader_back.leader, leader_back.member_id);
+    assert_eq!(leader_back.members.len(), 2);
+    let mine = c
+        .sync(
+            "g",
+            2,
+            &leader_back.member_id,
+            Some("i1"),
+            None,
+            None,
+            vec![],
+        )
+        .unwrap_err();
+    assert_eq!(mine.assignment, Bytes::from_static(b"L"));
+    assert_eq!(c.describe("g").unwrap().state, "Stable");
 }
