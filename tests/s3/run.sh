@@ -56,12 +56,8 @@ if [[ -z "$minio" ]]; then
 fi
 echo "using $minio"
 
-python="${SHOAL_CACHE:-$HOME/.cache/shoal}/venv/bin/python"
-if ! "$python" -c 'import confluent_kafka' 2>/dev/null; then
-  echo "installing confluent-kafka into ${python%/bin/python}"
-  [[ -x "$python" ]] || python3 -m venv "${python%/bin/python}"
-  "$python" -m pip install -q --disable-pip-version-check confluent-kafka || abort "pip install confluent-kafka"
-fi
+# The pinned clients of the Python compat suite, in its shared venv.
+python="$(bash "$here/../compat/python/venv.sh")" || abort "set up the Python client venv"
 command -v curl >/dev/null || abort "curl is needed"
 
 # ------------------------------------------------------------------ MinIO

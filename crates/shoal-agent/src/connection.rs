@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,7 +79,7 @@ async fn serve(
                     break 'read;
                 }
             };
-            match decode(&shared, frame) {
+            match decode(frame) {
                 Ok(Decoded::Request(boxed)) => {
                     let (header, request) = *boxed;
                     Metrics::add(&shared.metrics.requests, 1);
@@ -135,7 +135,7 @@ enum Decoded {
     Answer(Queued),
 }
 
-fn decode(shared: &Shared, frame: Bytes) -> Result<Decoded, String> {
+fn decode(frame: Bytes) -> Result<Decoded, String> {
     if frame.len() < 8 {
         return Err(format!(
             "request of {} bytes is too short for a header",
@@ -171,7 +171,6 @@ fn decode(shared: &Shared, frame: Bytes) -> Result<Decoded, String> {
         .map_err(|e| format!("malformed {api_key:?} v{version} header: {e}"))?;
     let request = RequestKind::decode(api_key, &mut body, version)
         .map_err(|e| format!("malformed {api_key:?} v{version} request: {e}"))?;
-    let _ = shared;
     Ok(Decoded::Request(Box::new((header, request))))
 }
 
@@ -207,5 +206,4 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
         }
     }
     let _ = wr.shutdown().await;
-    let _ = Buf::remaining(&out);
 }

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
@@ -71,7 +71,6 @@ impl Conn {
             );
         }
         let resp = R::Response::decode(&mut bytes, version)?;
-        let _ = bytes.remaining();
         Ok(resp)
     }
 }

@@ -9,8 +9,7 @@ set -euo pipefail
 bootstrap="$1"
 command -v kcat >/dev/null || { echo "kcat is not installed (apt-get install kcat)" >&2; exit 1; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-py="${SHOAL_CACHE:-$HOME/.cache/shoal}/venv/bin/python"
-[[ -x "$py" ]] || py=python3
+py="$(bash "$here/../python/venv.sh")"
 topic="kcat-$RANDOM$RANDOM"
 "$py" - "$bootstrap" "$topic" <<'PY'
 import sys

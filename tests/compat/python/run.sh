@@ -4,9 +4,8 @@
 #
 #   tests/compat/python/run.sh HOST:PORT [extra pytest args...]
 #
-# The clients are installed from requirements.txt into a virtualenv under
-# ${SHOAL_CACHE:-$HOME/.cache/shoal}/venv the first time (and again whenever
-# requirements.txt changes). pytest's summary is the last line printed.
+# The clients come from requirements.txt in a virtualenv set up by venv.sh.
+# pytest's summary is the last line printed.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -17,23 +16,9 @@ bootstrap="$1"
 shift
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${SHOAL_CACHE:-$HOME/.cache/shoal}"
-venv="$cache/venv"
-python="${PYTHON:-python3}"
-
-req="$here/requirements.txt"
-stamp="$venv/.shoal-compat-requirements.sha256"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [[ ! -x "$venv/bin/python" ]]; then
-    mkdir -p "$cache"
-    "$python" -m venv "$venv"
-fi
-if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
-    echo "$want" > "$stamp"
-fi
+py="$(bash "$here/venv.sh")"
 
 cd "$here"
 export PYTHONDONTWRITEBYTECODE=1  # keep __pycache__ out of the work tree
 export SHOAL_BOOTSTRAP="$bootstrap"
-exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+exec "$py" -m pytest -p no:cacheprovider "$@"

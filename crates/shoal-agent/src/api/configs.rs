@@ -33,7 +33,6 @@ const SOURCE_DEFAULT: i8 = 5;
 pub async fn describe(
     shared: &Arc<Shared>,
     req: DescribeConfigsRequest,
-    version: i16,
 ) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
@@ -94,9 +93,6 @@ pub async fn describe(
                     .with_value(Some(sb(value.clone())))
                     .with_config_source(source)
                     .with_config_type(*ty as i8);
-                if version == 0 {
-                    c = c.with_config_source(if source == SOURCE_DEFAULT { -1 } else { source });
-                }
                 if req.include_synonyms {
                     c = c.with_synonyms(vec![DescribeConfigsSynonym::default()
                         .with_name(sb(*k))

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicN
 use kafka_protocol::ResponseError;
 use shoal_meta::TopicInfo;
 
-use super::{topic_name, Reply};
+use super::Reply;
 use crate::errors::meta_code;
 use crate::Shared;
 
@@ -142,7 +142,6 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
             } else {
                 name.clone()
             };
-            let _ = topic_name;
             responses.push(
                 FetchableTopicResponse::default()
                     .with_topic(name)

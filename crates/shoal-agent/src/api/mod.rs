@@ -110,7 +110,7 @@ pub async fn handle(
         RequestKind::CreateTopics(r) => Reply::now(create_topics::handle(shared, r, v).await),
         RequestKind::DeleteTopics(r) => Reply::now(delete_topics::handle(shared, r, v).await),
         RequestKind::CreatePartitions(r) => Reply::now(create_partitions::handle(shared, r).await),
-        RequestKind::DescribeConfigs(r) => Reply::now(configs::describe(shared, r, v).await),
+        RequestKind::DescribeConfigs(r) => Reply::now(configs::describe(shared, r).await),
         RequestKind::AlterConfigs(r) => Reply::now(configs::alter(shared, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::now(configs::incremental_alter(shared, r).await)
