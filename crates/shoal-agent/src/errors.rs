@@ -1,7 +1,7 @@
 //! The one place internal errors become Kafka error codes.
 
 use kafka_protocol::ResponseError;
-use shoal_meta::MetaError;
+use shoal_meta::{MetaError, ProducerRefusal};
 
 /// The Kafka error code for a metadata-store error.
 pub fn meta_code(e: &MetaError) -> i16 {
@@ -11,6 +11,7 @@ pub fn meta_code(e: &MetaError) -> i16 {
             ResponseError::UnknownTopicOrPartition.code()
         }
         MetaError::Invalid(_) => ResponseError::InvalidRequest.code(),
+        MetaError::Conflict(_) => ResponseError::ConcurrentTransactions.code(),
         // Retriable on the client side: the store may be back in a moment.
         MetaError::Backend(_) => ResponseError::KafkaStorageError.code(),
     }
@@ -27,6 +28,22 @@ pub enum WriteError {
     UnknownPartition,
     #[error("agent is shutting down")]
     ShuttingDown,
+    #[error("{}", refusal_text(*.0))]
+    Refused(ProducerRefusal),
+}
+
+fn refusal_text(r: ProducerRefusal) -> &'static str {
+    match r {
+        ProducerRefusal::OutOfOrderSequence => {
+            "the batch's sequence number does not follow the last one written for this producer"
+        }
+        ProducerRefusal::InvalidProducerEpoch => {
+            "the producer epoch is older than the current one: this producer was fenced"
+        }
+        ProducerRefusal::InvalidTxnState => {
+            "transactional batch for a partition not added to an ongoing transaction of this producer"
+        }
+    }
 }
 
 impl WriteError {
@@ -38,6 +55,15 @@ impl WriteError {
             }
             WriteError::UnknownPartition => ResponseError::UnknownTopicOrPartition.code(),
             WriteError::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
+            WriteError::Refused(ProducerRefusal::OutOfOrderSequence) => {
+                ResponseError::OutOfOrderSequenceNumber.code()
+            }
+            WriteError::Refused(ProducerRefusal::InvalidProducerEpoch) => {
+                ResponseError::InvalidProducerEpoch.code()
+            }
+            WriteError::Refused(ProducerRefusal::InvalidTxnState) => {
+                ResponseError::InvalidTxnState.code()
+            }
         }
     }
 }

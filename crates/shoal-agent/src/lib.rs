@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod read_path;
 pub mod server;
 pub mod topics;
+pub mod txn;
 pub mod write_path;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     /// Consumer groups this agent coordinates.
     pub groups: groups::Coordinator,
+    /// Per-id ordering of the transactions this agent coordinates.
+    pub txns: txn::TxnCoordinator,
     /// Kafka cluster id, read once from the metadata store.
     pub cluster_id: String,
 }
@@ -91,6 +94,7 @@ impl Agent {
         );
         let shared = Arc::new(Shared {
             groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
+            txns: txn::TxnCoordinator::default(),
             topics: topics::TopicCache::new(meta.clone()),
             writer,
             reader,
@@ -119,6 +123,20 @@ impl Agent {
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
                         _ = every.tick() => shared.groups.tick(),
+                    }
+                }
+            });
+        }
+        {
+            // Aborts transactions past their timeout; finishes ends left half done.
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = every.tick() => txn::TxnCoordinator::tick(&shared).await,
                     }
                 }
             });

@@ -57,6 +57,8 @@ pub struct ReadPath {
 pub struct PartitionRead {
     /// Whole batches with patched base offsets.
     pub records: Bytes,
+    /// The offset after the last batch returned (`offset` when none was).
+    pub next_offset: i64,
 }
 
 impl ReadPath {
@@ -104,6 +106,7 @@ impl ReadPath {
     ) -> Result<PartitionRead, ReadError> {
         let mut out = BytesMut::new();
         let mut from = offset;
+        let mut read_to = offset;
         'entries: while from < high_watermark {
             let entries = self.meta.index_from(topic_id, partition, from, 16).await?;
             if entries.is_empty() {
@@ -135,6 +138,7 @@ impl ReadPath {
                     let start = out.len();
                     out.extend_from_slice(bytes);
                     batch::set_base_offset(&mut out[start..], base);
+                    read_to = next;
                     if out.len() >= max_bytes {
                         break 'entries;
                     }
@@ -152,6 +156,7 @@ impl ReadPath {
         Metrics::add(&self.metrics.fetched_bytes, out.len() as u64);
         Ok(PartitionRead {
             records: out.freeze(),
+            next_offset: read_to,
         })
     }
 

@@ -14,6 +14,11 @@
 //! 4. Waiters get their base offsets; the object's bytes go into the chunk cache so tail
 //!    reads need no GET; long-polling fetches are woken.
 //!
+//! Batches that carry a producer id (idempotent or transactional data, transaction
+//! markers) become commit segments of their own, so the metadata commit can check each
+//! one's sequence and epoch; runs of other batches of a partition share one segment.
+//! A refused or duplicate batch's bytes stay in the object, unreferenced by the index.
+//!
 //! Nothing is acknowledged before both the PUT and the commit succeeded. A failed PUT or
 //! commit fails that flush's waiters with a retriable error; the object of a failed
 //! commit is left for GC.
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use object_store::{path::Path, ObjectStore, ObjectStoreExt, PutPayload};
-use shoal_meta::{MetaStore, ObjectRef, SegmentAppend, SegmentOutcome};
+use shoal_meta::{MetaStore, ObjectRef, ProducerBatch, SegmentAppend, SegmentOutcome};
 use shoal_object::{format::BatchSlot, ChunkCache, ObjectBuilder};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +46,8 @@ pub struct BatchToWrite {
     pub offset_span: u64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// Producer fields for the commit's sequence checks, when the batch has a producer id.
+    pub producer: Option<ProducerBatch>,
 }
 
 /// One partition's batches from one produce request.
@@ -63,14 +70,26 @@ pub struct AppendAck {
 pub type AckReceiver = oneshot::Receiver<Result<AppendAck, WriteError>>;
 
 struct Waiter {
-    slot: BatchSlot,
+    /// This request-partition's batches: indexes into the flush's batch list.
+    batches: std::ops::Range<usize>,
     log_append_time: i64,
     tx: oneshot::Sender<Result<AppendAck, WriteError>>,
+}
+
+/// What the commit needs to know of one buffered batch.
+struct PendingBatch {
+    slot: BatchSlot,
+    len: u64,
+    offset_span: u64,
+    min_timestamp: i64,
+    max_timestamp: i64,
+    producer: Option<ProducerBatch>,
 }
 
 #[derive(Default)]
 struct Pending {
     builder: ObjectBuilder,
+    batches: Vec<PendingBatch>,
     waiters: Vec<Waiter>,
     first_at: Option<Instant>,
     permits: Vec<OwnedSemaphorePermit>,
@@ -80,6 +99,8 @@ struct FlushJob {
     key: String,
     size: u64,
     segments: Vec<SegmentAppend>,
+    /// For each buffered batch: its commit segment and the offsets before it there.
+    placement: Vec<(usize, u64)>,
     waiters: Vec<Waiter>,
     object: Bytes,
     put: tokio::task::JoinHandle<Result<(), String>>,
@@ -168,8 +189,9 @@ impl WritePath {
             }
             for part in parts {
                 let (tx, rx) = oneshot::channel();
-                let mut first_slot = None;
+                let first = p.batches.len();
                 for b in part.batches {
+                    let len = b.bytes.len() as u64;
                     let slot = p.builder.add(
                         part.topic_id,
                         part.partition,
@@ -178,11 +200,19 @@ impl WritePath {
                         b.min_timestamp,
                         b.max_timestamp,
                     );
-                    first_slot.get_or_insert(slot);
-                }
-                if let Some(slot) = first_slot {
-                    p.waiters.push(Waiter {
+                    p.batches.push(PendingBatch {
                         slot,
+                        len,
+                        offset_span: b.offset_span,
+                        min_timestamp: b.min_timestamp,
+                        max_timestamp: b.max_timestamp,
+                        producer: b.producer,
+                    });
+                }
+                let end = p.batches.len();
+                if end > first {
+                    p.waiters.push(Waiter {
+                        batches: first..end,
                         log_append_time: part.log_append_time,
                         tx,
                     });
@@ -203,6 +233,87 @@ fn object_key() -> String {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     format!("data/{ms:013}-{}.shoal", Uuid::new_v4().simple())
+}
+
+/// Splits each partition's data into commit segments: every batch with a producer id on
+/// its own, runs of other batches together. Returns the segments and, for each batch,
+/// its segment and the offsets that precede it within that segment.
+fn commit_segments(
+    infos: &[shoal_object::format::SegmentInfo],
+    batches: &[PendingBatch],
+) -> (Vec<SegmentAppend>, Vec<(usize, u64)>) {
+    let mut by_segment: Vec<Vec<usize>> = vec![Vec::new(); infos.len()];
+    for (i, b) in batches.iter().enumerate() {
+        by_segment[b.slot.segment].push(i);
+    }
+    let mut segments: Vec<SegmentAppend> = Vec::new();
+    let mut placement = vec![(0usize, 0u64); batches.len()];
+    for (info, members) in infos.iter().zip(by_segment) {
+        let mut at = info.data_offset;
+        let mut open_run: Option<usize> = None;
+        for i in members {
+            let b = &batches[i];
+            let joins = b.producer.is_none() && open_run.is_some();
+            if joins {
+                let run = open_run.unwrap_or_default();
+                let seg = &mut segments[run];
+                placement[i] = (run, seg.offset_span);
+                seg.data_len += b.len;
+                seg.offset_span += b.offset_span;
+                seg.min_timestamp = seg.min_timestamp.min(b.min_timestamp);
+                seg.max_timestamp = seg.max_timestamp.max(b.max_timestamp);
+            } else {
+                placement[i] = (segments.len(), 0);
+                segments.push(SegmentAppend {
+                    topic_id: info.topic_id,
+                    partition: info.partition,
+                    data_offset: at,
+                    data_len: b.len,
+                    offset_span: b.offset_span,
+                    min_timestamp: b.min_timestamp,
+                    max_timestamp: b.max_timestamp,
+                    producer: b.producer,
+                });
+                open_run = b.producer.is_none().then_some(segments.len() - 1);
+            }
+            at += b.len;
+        }
+    }
+    (segments, placement)
+}
+
+/// The answer for one request-partition: the offset of its first batch (the original
+/// one for a duplicate), or the first refusal among its batches.
+fn answer(
+    w: &Waiter,
+    placement: &[(usize, u64)],
+    outcomes: &[SegmentOutcome],
+) -> Result<AppendAck, WriteError> {
+    let mut first = None;
+    for i in w.batches.clone() {
+        let (segment, delta) = placement[i];
+        let (base, log_start) = match outcomes.get(segment) {
+            Some(SegmentOutcome::Committed {
+                base_offset,
+                log_start_offset,
+            }) => (base_offset + delta as i64, *log_start_offset),
+            Some(SegmentOutcome::Duplicate {
+                base_offset,
+                log_start_offset,
+            }) => (*base_offset, *log_start_offset),
+            Some(SegmentOutcome::Refused(why)) => return Err(WriteError::Refused(*why)),
+            Some(SegmentOutcome::UnknownPartition) | None => {
+                return Err(WriteError::UnknownPartition)
+            }
+        };
+        first.get_or_insert((base, log_start));
+    }
+    let (base_offset, log_start_offset) = first.ok_or(WriteError::UnknownPartition)?;
+    Ok(AppendAck {
+        base_offset,
+        log_start_offset,
+        log_append_time: w.log_append_time,
+    })
 }
 
 async fn flusher(
@@ -256,18 +367,7 @@ async fn flusher(
         let taken = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let (object, infos) = taken.builder.finish();
         let key = object_key();
-        let segments = infos
-            .iter()
-            .map(|s| SegmentAppend {
-                topic_id: s.topic_id,
-                partition: s.partition,
-                data_offset: s.data_offset,
-                data_len: s.data_len,
-                offset_span: s.offset_span,
-                min_timestamp: s.min_timestamp,
-                max_timestamp: s.max_timestamp,
-            })
-            .collect();
+        let (segments, placement) = commit_segments(&infos, &taken.batches);
         let put = {
             let span = tracing::debug_span!("put", key = %key);
             let (store, metrics, key, object) =
@@ -297,6 +397,7 @@ async fn flusher(
             size: object.len() as u64,
             key,
             segments,
+            placement,
             waiters: taken.waiters,
             object,
             put,
@@ -373,17 +474,7 @@ async fn commit_one(
         at = end;
     }
     for w in job.waiters {
-        let r = match outcomes.get(w.slot.segment) {
-            Some(SegmentOutcome::Committed {
-                base_offset,
-                log_start_offset,
-            }) => Ok(AppendAck {
-                base_offset: base_offset + w.slot.offset_delta as i64,
-                log_start_offset: *log_start_offset,
-                log_append_time: w.log_append_time,
-            }),
-            _ => Err(WriteError::UnknownPartition),
-        };
+        let r = answer(&w, &job.placement, &outcomes);
         let _ = w.tx.send(r);
     }
     committed.send_modify(|n| *n += 1);

@@ -63,10 +63,130 @@ fn part(topic: Uuid, partition: i32, spans: &[u64]) -> PartitionAppend {
                 offset_span: *s,
                 min_timestamp: 1,
                 max_timestamp: 2,
+                producer: None,
             })
             .collect(),
         log_append_time: -1,
     }
+}
+
+/// One idempotent batch of `span` records from producer 7, epoch 0, at `seq`.
+fn idempotent(topic: Uuid, partition: i32, span: u64, seq: i32) -> PartitionAppend {
+    let mut p = part(topic, partition, &[span]);
+    p.batches[0].producer = Some(ProducerBatch {
+        producer_id: 7,
+        epoch: 0,
+        first_sequence: seq,
+        last_sequence: seq + span as i32 - 1,
+        kind: shoal_meta::BatchKind::Data {
+            transactional: false,
+        },
+    });
+    p
+}
+
+#[test]
+fn producer_batches_get_commit_segments_of_their_own() {
+    let mut b = ObjectBuilder::new();
+    let topic = Uuid::new_v4();
+    let plain = |b: &mut ObjectBuilder, partition, span| PendingBatch {
+        slot: b.add(topic, partition, Bytes::from(vec![0u8; 10]), span, 1, 2),
+        len: 10,
+        offset_span: span,
+        min_timestamp: 1,
+        max_timestamp: 2,
+        producer: None,
+    };
+    let producer = Some(ProducerBatch {
+        producer_id: 1,
+        epoch: 0,
+        first_sequence: 0,
+        last_sequence: 0,
+        kind: shoal_meta::BatchKind::Data {
+            transactional: false,
+        },
+    });
+    // Partition 0: plain, plain, producer, plain; partition 1: plain.
+    let mut batches = vec![plain(&mut b, 0, 2), plain(&mut b, 0, 3)];
+    let mut p = plain(&mut b, 0, 1);
+    p.producer = producer;
+    batches.push(p);
+    batches.push(plain(&mut b, 1, 4));
+    batches.push(plain(&mut b, 0, 5));
+    let (_, infos) = b.finish();
+    let (segments, placement) = commit_segments(&infos, &batches);
+    let shape: Vec<(i32, u64, u64, u64, bool)> = segments
+        .iter()
+        .map(|s| {
+            (
+                s.partition,
+                s.data_offset,
+                s.data_len,
+                s.offset_span,
+                s.producer.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (0, 0, 20, 5, false),
+            (0, 20, 10, 1, true),
+            (0, 30, 10, 5, false),
+            (1, 40, 10, 4, false),
+        ]
+    );
+    assert_eq!(placement, vec![(0, 0), (0, 2), (1, 0), (3, 0), (2, 0)]);
+}
+
+#[tokio::test]
+async fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
+    let h = harness(Arc::new(InMemory::new()), 2).await;
+    let send = |p: PartitionAppend| {
+        let w = h.writer.clone();
+        async move {
+            let rx = w.append(vec![p]).await.unwrap();
+            rx.into_iter().next().unwrap().await.unwrap()
+        }
+    };
+    assert_eq!(send(part(h.topic, 0, &[3])).await.unwrap().base_offset, 0);
+    assert_eq!(
+        send(idempotent(h.topic, 0, 4, 0))
+            .await
+            .unwrap()
+            .base_offset,
+        3
+    );
+    // The retry of a batch whose ack was lost: same offset, nothing new written.
+    assert_eq!(
+        send(idempotent(h.topic, 0, 4, 0))
+            .await
+            .unwrap()
+            .base_offset,
+        3
+    );
+    assert!(matches!(
+        send(idempotent(h.topic, 0, 1, 9)).await,
+        Err(WriteError::Refused(
+            shoal_meta::ProducerRefusal::OutOfOrderSequence
+        ))
+    ));
+    assert_eq!(
+        send(idempotent(h.topic, 0, 1, 4))
+            .await
+            .unwrap()
+            .base_offset,
+        7
+    );
+    let hwm = h
+        .meta
+        .partition_offsets(h.topic, 0)
+        .await
+        .unwrap()
+        .high_watermark;
+    assert_eq!(hwm, 8);
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ pub fn segment(
         offset_span: span,
         min_timestamp: ts,
         max_timestamp: ts + span as i64 - 1,
+        producer: None,
     }
 }
 
@@ -47,6 +48,319 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     concurrent_commits_never_overlap(store.clone()).await;
     cluster_id_is_stable(&*store).await;
     group_offsets(&*store).await;
+    idempotent_sequences(&*store).await;
+    transactions_and_markers(&*store).await;
+    transaction_records(&*store).await;
+}
+
+fn producer_segment(
+    topic_id: Uuid,
+    data_offset: u64,
+    span: u64,
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+    kind: BatchKind,
+) -> SegmentAppend {
+    let mut s = segment(topic_id, 0, data_offset, 1_000, span);
+    s.producer = Some(ProducerBatch {
+        producer_id,
+        epoch,
+        first_sequence,
+        last_sequence: first_sequence + span as i32 - 1,
+        kind,
+    });
+    s
+}
+
+const DATA: BatchKind = BatchKind::Data {
+    transactional: false,
+};
+const TXN_DATA: BatchKind = BatchKind::Data {
+    transactional: true,
+};
+
+async fn commit(s: &dyn MetaStore, key: &str, segs: &[SegmentAppend]) -> Vec<SegmentOutcome> {
+    s.commit_flush(
+        &ObjectRef {
+            key: key.to_string(),
+            size: 1_000,
+        },
+        segs,
+    )
+    .await
+    .expect("commit")
+}
+
+fn committed(base: i64) -> SegmentOutcome {
+    SegmentOutcome::Committed {
+        base_offset: base,
+        log_start_offset: 0,
+    }
+}
+
+async fn idempotent_sequences(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-idem", 1)).await.unwrap();
+    let a = s.allocate_producer_id().await.unwrap();
+    let b = s.allocate_producer_id().await.unwrap();
+    assert!(b > a && a >= 0, "producer ids must be fresh: {a}, {b}");
+    let seg = |off, span, pid, epoch, seq| producer_segment(t.id, off, span, pid, epoch, seq, DATA);
+
+    // Two batches of one producer in one commit: in order, one index entry.
+    let out = commit(s, "idem-1", &[seg(0, 5, a, 0, 0), seg(100, 5, a, 0, 5)]).await;
+    assert_eq!(out, vec![committed(0), committed(5)]);
+    let idx = s.index_from(t.id, 0, 0, 10).await.unwrap();
+    assert_eq!(
+        idx.len(),
+        1,
+        "adjacent segments of one commit share an entry: {idx:?}"
+    );
+    assert_eq!((idx[0].end_offset, idx[0].data_len), (10, 200));
+
+    // A retry of a remembered batch is a duplicate with its original offset.
+    let out = commit(s, "idem-2", &[seg(0, 5, a, 0, 0), seg(100, 5, a, 0, 10)]).await;
+    assert_eq!(
+        out,
+        vec![
+            SegmentOutcome::Duplicate {
+                base_offset: 0,
+                log_start_offset: 0
+            },
+            committed(10)
+        ]
+    );
+    // A gap, an old epoch, a new epoch not starting at 0: refused, nothing written.
+    let out = commit(
+        s,
+        "idem-3",
+        &[
+            seg(0, 5, a, 0, 20),
+            seg(100, 1, a, -1, 15),
+            seg(200, 1, a, 1, 3),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            SegmentOutcome::Refused(ProducerRefusal::OutOfOrderSequence),
+            SegmentOutcome::Refused(ProducerRefusal::InvalidProducerEpoch),
+            SegmentOutcome::Refused(ProducerRefusal::OutOfOrderSequence),
+        ]
+    );
+    assert_eq!(
+        s.partition_offsets(t.id, 0).await.unwrap().high_watermark,
+        15
+    );
+    // A new epoch from 0; an unknown producer may start anywhere.
+    let out = commit(s, "idem-4", &[seg(0, 2, a, 1, 0), seg(100, 2, b, 0, 77)]).await;
+    assert_eq!(out, vec![committed(15), committed(17)]);
+    // The old epoch is now fenced.
+    let out = commit(s, "idem-5", &[seg(0, 5, a, 0, 15)]).await;
+    assert_eq!(
+        out,
+        vec![SegmentOutcome::Refused(
+            ProducerRefusal::InvalidProducerEpoch
+        )]
+    );
+    let producers = s.producers(t.id, 0).await.unwrap();
+    assert_eq!(producers.len(), 2);
+    assert_eq!(
+        (
+            producers[0].producer_id,
+            producers[0].epoch,
+            producers[0].last_sequence
+        ),
+        (a, 1, 1)
+    );
+    assert_eq!(
+        (producers[1].producer_id, producers[1].last_sequence),
+        (b, 78)
+    );
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!(o.last_stable, o.high_watermark, "no open transaction");
+}
+
+fn txn(id: &str, producer_id: i64, topic: &TopicInfo, state: TxnState) -> Transaction {
+    Transaction {
+        transactional_id: id.to_string(),
+        producer_id,
+        epoch: 0,
+        state,
+        timeout_ms: 60_000,
+        started_ms: 1,
+        updated_ms: 1,
+        partitions: vec![TxnPartition {
+            topic: topic.name.clone(),
+            topic_id: topic.id,
+            partition: 0,
+        }],
+        groups: vec![],
+        version: 0,
+    }
+}
+
+async fn transactions_and_markers(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-txn", 1)).await.unwrap();
+    let other = s.create_topic(spec("conf-txn-other", 1)).await.unwrap();
+    let (a, b) = (
+        s.allocate_producer_id().await.unwrap(),
+        s.allocate_producer_id().await.unwrap(),
+    );
+    let seg = |off, span, pid, seq, kind| producer_segment(t.id, off, span, pid, 0, seq, kind);
+    let marker = |pid, commit| seg(0, 1, pid, -1, BatchKind::Marker { commit });
+
+    // Transactional data needs an ongoing transaction listing the partition.
+    let out = commit(s, "txn-0", &[seg(0, 3, a, 0, TXN_DATA)]).await;
+    assert_eq!(
+        out,
+        vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)]
+    );
+    let mut ta = txn("conf-txn-a", a, &other, TxnState::Ongoing);
+    ta.version = s.save_transaction(&ta).await.unwrap();
+    let out = commit(s, "txn-1", &[seg(0, 3, a, 0, TXN_DATA)]).await;
+    assert_eq!(
+        out,
+        vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)],
+        "the partition is not in the transaction"
+    );
+    let mut ta = txn("conf-txn-a", a, &t, TxnState::Ongoing);
+    ta.version = 1;
+    s.save_transaction(&ta).await.unwrap();
+    let tb = txn("conf-txn-b", b, &t, TxnState::Ongoing);
+    s.save_transaction(&tb).await.unwrap();
+
+    // a: offsets 0..3 (open), plain 3..5, b: 5..7 (open).
+    let out = commit(
+        s,
+        "txn-2",
+        &[
+            seg(0, 3, a, 0, TXN_DATA),
+            segment(t.id, 0, 300, 1_000, 2),
+            seg(400, 2, b, 0, TXN_DATA),
+        ],
+    )
+    .await;
+    assert_eq!(out, vec![committed(0), committed(3), committed(5)]);
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!((o.high_watermark, o.last_stable), (7, 0));
+
+    // a aborts (marker at 7): LSO moves to b's first offset; the abort is recorded.
+    assert_eq!(
+        commit(s, "txn-3", &[marker(a, false)]).await,
+        vec![committed(7)]
+    );
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!((o.high_watermark, o.last_stable), (8, 5));
+    // b commits (marker at 8): nothing open, no abort recorded for b.
+    assert_eq!(
+        commit(s, "txn-4", &[marker(b, true)]).await,
+        vec![committed(8)]
+    );
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!((o.high_watermark, o.last_stable), (9, 9));
+    let aborted = s.aborted_transactions(t.id, 0, 0, 9).await.unwrap();
+    assert_eq!(
+        aborted,
+        vec![AbortedTxn {
+            producer_id: a,
+            first_offset: 0,
+            last_offset: 7
+        }]
+    );
+    assert!(s
+        .aborted_transactions(t.id, 0, 8, 9)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.aborted_transactions(t.id, 0, 7, 8).await.unwrap().len(),
+        1
+    );
+    // Sequences go on across transactions within an epoch.
+    let out = commit(
+        s,
+        "txn-5",
+        &[seg(0, 1, a, 3, TXN_DATA), seg(100, 3, a, 0, TXN_DATA)],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            committed(9),
+            SegmentOutcome::Duplicate {
+                base_offset: 0,
+                log_start_offset: 0
+            }
+        ]
+    );
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!(o.last_stable, 9, "a's new transaction holds the LSO back");
+    s.delete_topic("conf-txn").await.unwrap();
+    s.delete_topic("conf-txn-other").await.unwrap();
+}
+
+async fn transaction_records(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-txn-rec", 2)).await.unwrap();
+    assert_eq!(s.transaction("conf-rec").await.unwrap(), None);
+    let mut r = txn("conf-rec", 7, &t, TxnState::Ongoing);
+    r.groups = vec!["g1".into()];
+    r.version = s.save_transaction(&r).await.unwrap();
+    assert_eq!(r.version, 1);
+    assert_eq!(s.transaction("conf-rec").await.unwrap().as_ref(), Some(&r));
+    // A stale version loses.
+    let mut stale = r.clone();
+    stale.version = 0;
+    assert!(matches!(
+        s.save_transaction(&stale).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert!(s
+        .transactions()
+        .await
+        .unwrap()
+        .iter()
+        .any(|x| x.transactional_id == "conf-rec"));
+
+    let offset = |p, o| GroupOffset {
+        topic: "conf-txn-rec".into(),
+        partition: p,
+        offset: o,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp: 5,
+    };
+    s.stage_txn_offsets("conf-rec", "g1", &[offset(0, 10), offset(1, 20)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.pending_txn_offsets("g1").await.unwrap(),
+        vec![
+            ("conf-txn-rec".to_string(), 0),
+            ("conf-txn-rec".to_string(), 1)
+        ]
+    );
+    assert!(
+        s.group_offsets("g1").await.unwrap().is_empty(),
+        "staged, not committed"
+    );
+    // Abort drops them.
+    r.state = TxnState::CompleteAbort;
+    r.version = s.complete_transaction(&r, false).await.unwrap();
+    assert!(s.pending_txn_offsets("g1").await.unwrap().is_empty());
+    assert!(s.group_offsets("g1").await.unwrap().is_empty());
+    // Commit applies them.
+    s.stage_txn_offsets("conf-rec", "g1", &[offset(0, 11)])
+        .await
+        .unwrap();
+    r.state = TxnState::CompleteCommit;
+    r.partitions.clear();
+    r.groups.clear();
+    r.version = s.complete_transaction(&r, true).await.unwrap();
+    assert_eq!(s.group_offsets("g1").await.unwrap(), vec![offset(0, 11)]);
+    assert!(s.pending_txn_offsets("g1").await.unwrap().is_empty());
+    let stored = s.transaction("conf-rec").await.unwrap().unwrap();
+    assert_eq!(stored, r);
 }
 
 async fn topics_lifecycle(s: &dyn MetaStore) {
@@ -76,7 +390,8 @@ async fn topics_lifecycle(s: &dyn MetaStore) {
         s.partition_offsets(t.id, 4).await.unwrap(),
         PartitionOffsets {
             log_start: 0,
-            high_watermark: 0
+            high_watermark: 0,
+            last_stable: 0,
         }
     );
     assert!(matches!(

@@ -12,6 +12,7 @@
 
 pub mod conformance;
 mod sqlite;
+mod sqlite_producers;
 mod types;
 
 pub use sqlite::SqliteStore;
@@ -49,6 +50,17 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Atomically assigns offsets to every segment of one flushed object and records the
     /// index entries. Segments of partitions that no longer exist get
     /// [`SegmentOutcome::UnknownPartition`]; the others are committed together or not at all.
+    ///
+    /// Segments with a [`ProducerBatch`] are checked in order, inside the same commit,
+    /// against the partition's producer state (Kafka's rules): an older epoch is refused;
+    /// within an epoch the first sequence must follow the last one written, and a batch
+    /// equal to one of the last five is a [`SegmentOutcome::Duplicate`]; a new epoch
+    /// must start at sequence 0; an unknown producer may start anywhere. Transactional
+    /// data must belong to an ongoing transaction of that producer id and epoch that
+    /// lists the partition. The first transactional batch opens the producer's
+    /// transaction on the partition (holding back the last stable offset); a marker
+    /// closes it and, for an abort, records an [`AbortedTxn`]. Refused and duplicate
+    /// segments get no offsets and no index entry.
     async fn commit_flush(
         &self,
         object: &ObjectRef,
@@ -85,6 +97,53 @@ pub trait MetaStore: Send + Sync + 'static {
         topic_id: Uuid,
         partition: i32,
     ) -> Result<Option<IndexEntry>, MetaError>;
+
+    /// A producer id never handed out before.
+    async fn allocate_producer_id(&self) -> Result<i64, MetaError>;
+
+    /// Aborted transactions of a partition overlapping offsets `[from, to)`, ordered by
+    /// first offset.
+    async fn aborted_transactions(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AbortedTxn>, MetaError>;
+
+    /// Producers that have written to a partition, by producer id.
+    async fn producers(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Vec<ProducerState>, MetaError>;
+
+    /// The record of one transactional id.
+    async fn transaction(&self, transactional_id: &str) -> Result<Option<Transaction>, MetaError>;
+
+    /// Every transaction record, by transactional id.
+    async fn transactions(&self) -> Result<Vec<Transaction>, MetaError>;
+
+    /// Saves a transaction record if the stored one still has `txn.version` (0: none may
+    /// exist yet); returns the new version. [`MetaError::Conflict`] otherwise.
+    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError>;
+
+    /// Stages offsets a transaction will commit for a group when it commits.
+    async fn stage_txn_offsets(
+        &self,
+        transactional_id: &str,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<(), MetaError>;
+
+    /// Saves `txn` like [`MetaStore::save_transaction`] and, in the same atomic step,
+    /// moves the offsets the transaction staged into its groups' committed offsets
+    /// (`commit`) or drops them.
+    async fn complete_transaction(&self, txn: &Transaction, commit: bool)
+        -> Result<u64, MetaError>;
+
+    /// Partitions of a group with offsets staged by an unfinished transaction.
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError>;
 
     /// Stores committed offsets of a consumer group, replacing earlier ones for the same
     /// partitions, all or nothing.

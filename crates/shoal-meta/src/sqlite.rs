@@ -10,9 +10,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use crate::sqlite_producers as producers;
 use crate::*;
 
 const SCHEMA: &str = "
@@ -80,6 +81,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.execute_batch(producers::SCHEMA).map_err(backend)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -133,7 +135,12 @@ fn require_topic(tx: &Connection, name: &str) -> Result<TopicInfo, MetaError> {
     load_topic(tx, name)?.ok_or_else(|| MetaError::UnknownTopic(name.to_string()))
 }
 
-fn add_partitions(tx: &Transaction, id: Uuid, from: i32, to: i32) -> Result<(), MetaError> {
+fn add_partitions(
+    tx: &rusqlite::Transaction,
+    id: Uuid,
+    from: i32,
+    to: i32,
+) -> Result<(), MetaError> {
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO partitions (topic_id, partition, log_start, hwm) VALUES (?1, ?2, 0, 0)",
@@ -161,6 +168,13 @@ fn entry_from_row(r: &rusqlite::Row) -> rusqlite::Result<IndexEntry> {
 
 const ENTRY_COLUMNS: &str =
     "base_offset, end_offset, object_key, object_size, data_offset, data_len, min_ts, max_ts";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// Base64url without padding, as Kafka prints cluster ids.
 fn base64url(bytes: &[u8]) -> String {
@@ -253,6 +267,7 @@ impl MetaStore for SqliteStore {
                 .map_err(backend)?;
             tx.execute("DELETE FROM idx WHERE topic_id = ?1", params![id])
                 .map_err(backend)?;
+            producers::forget_topic(&tx, &id)?;
             tx.commit().map_err(backend)?;
             Ok(info)
         })
@@ -336,7 +351,12 @@ impl MetaStore for SqliteStore {
                 params![object.key, object.size as i64],
             )
             .map_err(backend)?;
+            let now = now_ms();
             let mut outcomes = Vec::with_capacity(segments.len());
+            // The index entry each partition got last in this commit, so adjacent accepted
+            // segments of one partition share one entry: (topic, partition) -> (base, end, data end).
+            let mut last_entry: std::collections::HashMap<(Uuid, i32), (i64, i64, u64)> =
+                std::collections::HashMap::new();
             for s in &segments {
                 let id = s.topic_id.as_bytes().as_slice();
                 let state: Option<(i64, i64)> = tx
@@ -351,6 +371,24 @@ impl MetaStore for SqliteStore {
                     outcomes.push(SegmentOutcome::UnknownPartition);
                     continue;
                 };
+                if let Some(b) = &s.producer {
+                    match producers::check(&tx, id, s.partition, b)? {
+                        producers::Decision::Append => {
+                            producers::record(&tx, id, s.partition, b, hwm, now)?;
+                        }
+                        producers::Decision::Duplicate(base_offset) => {
+                            outcomes.push(SegmentOutcome::Duplicate {
+                                base_offset,
+                                log_start_offset: log_start,
+                            });
+                            continue;
+                        }
+                        producers::Decision::Refuse(why) => {
+                            outcomes.push(SegmentOutcome::Refused(why));
+                            continue;
+                        }
+                    }
+                }
                 let end = hwm + s.offset_span as i64;
                 tx.prepare_cached(
                     "UPDATE partitions SET hwm = ?1 WHERE topic_id = ?2 AND partition = ?3",
@@ -358,24 +396,51 @@ impl MetaStore for SqliteStore {
                 .map_err(backend)?
                 .execute(params![end, id, s.partition])
                 .map_err(backend)?;
-                tx.prepare_cached(&format!(
-                    "INSERT INTO idx (topic_id, partition, {ENTRY_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ))
-                .map_err(backend)?
-                .execute(params![
-                    id,
-                    s.partition,
-                    hwm,
-                    end,
-                    object.key,
-                    object.size as i64,
-                    s.data_offset as i64,
-                    s.data_len as i64,
-                    s.min_timestamp,
-                    s.max_timestamp
-                ])
-                .map_err(backend)?;
+                let key = (s.topic_id, s.partition);
+                match last_entry.get(&key) {
+                    Some(&(base, prev_end, data_end))
+                        if prev_end == hwm && data_end == s.data_offset =>
+                    {
+                        tx.prepare_cached(
+                            "UPDATE idx SET end_offset = ?1, data_len = data_len + ?2, \
+                             min_ts = MIN(min_ts, ?3), max_ts = MAX(max_ts, ?4) \
+                             WHERE topic_id = ?5 AND partition = ?6 AND base_offset = ?7",
+                        )
+                        .map_err(backend)?
+                        .execute(params![
+                            end,
+                            s.data_len as i64,
+                            s.min_timestamp,
+                            s.max_timestamp,
+                            id,
+                            s.partition,
+                            base
+                        ])
+                        .map_err(backend)?;
+                        last_entry.insert(key, (base, end, s.data_offset + s.data_len));
+                    }
+                    _ => {
+                        tx.prepare_cached(&format!(
+                            "INSERT INTO idx (topic_id, partition, {ENTRY_COLUMNS}) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                        ))
+                        .map_err(backend)?
+                        .execute(params![
+                            id,
+                            s.partition,
+                            hwm,
+                            end,
+                            object.key,
+                            object.size as i64,
+                            s.data_offset as i64,
+                            s.data_len as i64,
+                            s.min_timestamp,
+                            s.max_timestamp
+                        ])
+                        .map_err(backend)?;
+                        last_entry.insert(key, (hwm, end, s.data_offset + s.data_len));
+                    }
+                }
                 outcomes.push(SegmentOutcome::Committed {
                     base_offset: hwm,
                     log_start_offset: log_start,
@@ -401,6 +466,7 @@ impl MetaStore for SqliteStore {
                 Ok(PartitionOffsets {
                     log_start: r.get(0)?,
                     high_watermark: r.get(1)?,
+                    last_stable: 0,
                 })
             })
             .optional()
@@ -408,6 +474,11 @@ impl MetaStore for SqliteStore {
             .ok_or(MetaError::UnknownPartition {
                 topic_id,
                 partition,
+            })
+            .and_then(|mut o| {
+                let open = producers::first_open_txn(c, topic_id.as_bytes().as_slice(), partition)?;
+                o.last_stable = open.unwrap_or(o.high_watermark);
+                Ok(o)
             })
         })
         .await
@@ -479,6 +550,121 @@ impl MetaStore for SqliteStore {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn allocate_producer_id(&self) -> Result<i64, MetaError> {
+        self.with(|c| {
+            let tx = c.transaction().map_err(backend)?;
+            let next: i64 = tx
+                .query_row(
+                    "SELECT v FROM cluster WHERE k = 'next_producer_id'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(backend)?
+                .map(|v| v.parse().map_err(backend))
+                .transpose()?
+                .unwrap_or(1000);
+            tx.execute(
+                "INSERT OR REPLACE INTO cluster (k, v) VALUES ('next_producer_id', ?1)",
+                params![(next + 1).to_string()],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn aborted_transactions(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AbortedTxn>, MetaError> {
+        self.with(move |c| producers::aborted(c, topic_id, partition, from, to))
+            .await
+    }
+
+    async fn producers(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Vec<ProducerState>, MetaError> {
+        self.with(move |c| producers::producers(c, topic_id, partition))
+            .await
+    }
+
+    async fn transaction(&self, transactional_id: &str) -> Result<Option<Transaction>, MetaError> {
+        let id = transactional_id.to_string();
+        self.with(move |c| producers::load_transaction(c, &id))
+            .await
+    }
+
+    async fn transactions(&self) -> Result<Vec<Transaction>, MetaError> {
+        self.with(|c| {
+            let ids = producers::transaction_ids(c)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(producers::load_transaction(c, &id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError> {
+        let txn = txn.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let v = producers::save_transaction(&tx, &txn)?;
+            tx.commit().map_err(backend)?;
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn stage_txn_offsets(
+        &self,
+        transactional_id: &str,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<(), MetaError> {
+        let (id, group, offsets) = (
+            transactional_id.to_string(),
+            group.to_string(),
+            offsets.to_vec(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            producers::stage_offsets(&tx, &id, &group, &offsets)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn complete_transaction(
+        &self,
+        txn: &Transaction,
+        commit: bool,
+    ) -> Result<u64, MetaError> {
+        let txn = txn.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let v = producers::save_transaction(&tx, &txn)?;
+            producers::settle_offsets(&tx, &txn.transactional_id, commit)?;
+            tx.commit().map_err(backend)?;
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError> {
+        let group = group.to_string();
+        self.with(move |c| producers::pending_offsets(c, &group))
+            .await
     }
 
     async fn commit_group_offsets(

@@ -14,6 +14,9 @@ pub enum MetaError {
     UnknownPartition { topic_id: Uuid, partition: i32 },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A compare-and-swap lost: the record changed since it was read. Re-read and retry.
+    #[error("conflict: {0} changed concurrently")]
+    Conflict(String),
     /// The backend failed (I/O, lost connection, corrupt file); may succeed if retried.
     #[error("metadata backend failed: {0}")]
     Backend(String),
@@ -63,6 +66,43 @@ pub struct SegmentAppend {
     pub offset_span: u64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// Set for a batch that carries a producer id (idempotent or transactional data, or a
+    /// transaction marker): the commit checks and records its sequence. Such a segment
+    /// holds exactly that one batch.
+    pub producer: Option<ProducerBatch>,
+}
+
+/// The producer fields of one batch, checked inside the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence of the first record (-1 for markers).
+    pub first_sequence: i32,
+    /// Sequence of the last record (`first + count - 1`, wrapping at `i32::MAX`).
+    pub last_sequence: i32,
+    pub kind: BatchKind,
+}
+
+/// What a producer batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Ordinary records; `transactional` when written inside a transaction.
+    Data { transactional: bool },
+    /// A control batch ending the producer's transaction on the partition.
+    Marker { commit: bool },
+}
+
+/// Why a commit refused a producer batch. Nothing was written for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerRefusal {
+    /// The sequence does not follow the last one written (a gap, or a duplicate older
+    /// than the remembered batches).
+    OutOfOrderSequence,
+    /// The epoch is older than the partition's (a fenced zombie).
+    InvalidProducerEpoch,
+    /// A transactional batch for a partition not in an ongoing transaction of that producer.
+    InvalidTxnState,
 }
 
 /// What a commit did with one segment.
@@ -75,6 +115,14 @@ pub enum SegmentOutcome {
     },
     /// The partition does not exist (any more); nothing was committed for it.
     UnknownPartition,
+    /// A retry of a batch already written: nothing new was written; the original batch
+    /// starts at `base_offset`.
+    Duplicate {
+        base_offset: i64,
+        log_start_offset: i64,
+    },
+    /// The producer checks refused the batch.
+    Refused(ProducerRefusal),
 }
 
 /// Offsets of one partition.
@@ -82,6 +130,97 @@ pub enum SegmentOutcome {
 pub struct PartitionOffsets {
     pub log_start: i64,
     pub high_watermark: i64,
+    /// Last stable offset: the first offset of the oldest open transaction, else the
+    /// high watermark. read_committed consumers see only offsets below it.
+    pub last_stable: i64,
+}
+
+/// A transaction aborted on a partition: records of `producer_id` in
+/// `[first_offset, last_offset]` are hidden from read_committed consumers
+/// (`last_offset` is the abort marker's offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A producer's state on one partition, as DescribeProducers shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerState {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence of the last record written, or -1.
+    pub last_sequence: i32,
+    /// When the producer last wrote (ms since the epoch).
+    pub last_timestamp: i64,
+    /// First offset of its open transaction on this partition, or -1.
+    pub txn_start_offset: i64,
+}
+
+/// Where a transaction is in its life (Kafka's coordinator states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// The name Kafka's admin APIs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TxnState> {
+        [
+            TxnState::Empty,
+            TxnState::Ongoing,
+            TxnState::PrepareCommit,
+            TxnState::PrepareAbort,
+            TxnState::CompleteCommit,
+            TxnState::CompleteAbort,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// A partition taking part in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TxnPartition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// The coordinator's record of one transactional id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub state: TxnState,
+    pub timeout_ms: i32,
+    /// When the current transaction began (ms), or -1.
+    pub started_ms: i64,
+    /// When the record last changed (ms).
+    pub updated_ms: i64,
+    pub partitions: Vec<TxnPartition>,
+    /// Consumer groups whose offsets the transaction commits.
+    pub groups: Vec<String>,
+    /// Bumped by the store on every save; saves compare it (optimistic concurrency).
+    pub version: u64,
 }
 
 /// Where a run of offsets lives: `[base_offset, end_offset)` in `object` at

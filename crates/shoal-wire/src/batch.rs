@@ -281,6 +281,56 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// `seq + delta` as Kafka counts producer sequences: wrapping from `i32::MAX` to 0.
+pub fn add_sequence(seq: i32, delta: i32) -> i32 {
+    ((i64::from(seq) + i64::from(delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// A transaction marker: a control batch of one record ending a producer's transaction
+/// on a partition (Kafka's end-transaction marker: key = version 0 + type, 0 abort /
+/// 1 commit; value = version 0 + coordinator epoch). Base offset 0, CRC filled in.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let key: [u8; 4] = [0, 0, 0, u8::from(commit)];
+    let mut value = vec![0u8, 0];
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    // Record: length, attributes, timestamp delta, offset delta, key, value, no headers.
+    // Every varint here is small and non-negative, so zig-zag is one byte: n * 2.
+    let body: Vec<u8> = [
+        &[0u8, 0, 0, (key.len() * 2) as u8][..],
+        &key,
+        &[(value.len() * 2) as u8],
+        &value,
+        &[0u8],
+    ]
+    .concat();
+    let mut b = Vec::with_capacity(HEADER_LEN + body.len() + 1);
+    b.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (HEADER_LEN - LOG_OVERHEAD + 1 + body.len()) as i32;
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&[0; 4]); // crc, below
+    b.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&1i32.to_be_bytes()); // records
+    b.push((body.len() * 2) as u8);
+    b.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 #[path = "batch_tests.rs"]
 mod tests;

@@ -189,3 +189,30 @@ proptest! {
         prop_assert!(validate_batches(&buf).is_err());
     }
 }
+
+#[test]
+fn sequences_wrap_like_kafka() {
+    assert_eq!(add_sequence(0, 4), 4);
+    assert_eq!(add_sequence(i32::MAX, 0), i32::MAX);
+    assert_eq!(add_sequence(i32::MAX, 1), 0);
+    assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
+}
+
+#[test]
+fn control_batches_validate_and_say_what_they_end() {
+    for commit in [false, true] {
+        let b = control_batch(42, 3, commit, 0, 1_700_000_000_000);
+        let infos = validate_batches(&b).expect("a marker is a valid batch");
+        assert_eq!(infos.len(), 1);
+        let h = &infos[0].header;
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.records_count),
+            (42, 3, 1)
+        );
+        assert_eq!(h.offset_span(), 1);
+        // Record body: len, attrs, ts delta, offset delta, key len 4, key = [0,0,0,type].
+        let key_at = HEADER_LEN + 5;
+        assert_eq!(&b[key_at..key_at + 4], &[0, 0, 0, u8::from(commit)]);
+    }
+}

@@ -51,6 +51,14 @@ fn api_versions_lists_the_implemented_apis() {
         (ApiKey::DescribeGroups, 0, 5),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::OffsetDelete, 0, 0),
+        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::AddPartitionsToTxn, 0, 3),
+        (ApiKey::AddOffsetsToTxn, 0, 3),
+        (ApiKey::EndTxn, 0, 3),
+        (ApiKey::TxnOffsetCommit, 0, 3),
+        (ApiKey::DescribeProducers, 0, 0),
+        (ApiKey::DescribeTransactions, 0, 0),
+        (ApiKey::ListTransactions, 0, 1),
     ];
     for (key, min, max) in expected {
         let listed = resp

@@ -3,14 +3,18 @@
 //! The whole request is answered from a task (the connection keeps reading meanwhile).
 //! Each round reads every requested partition; if fewer than `min_bytes` came back and
 //! `max_wait_ms` has not passed, the task sleeps until the next commit signal (not a
-//! polling timer) and tries again. Fetch sessions (KIP-227) are not kept: the answer's
+//! polling timer) and tries again. read_committed fetches stop at the last stable offset
+//! and carry the aborted transactions overlapping what they return, so clients can drop
+//! aborted records (control batches travel with the data, as in Kafka). Fetch sessions (KIP-227) are not kept: the answer's
 //! session id is 0, which tells clients to keep sending full requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 use shoal_meta::TopicInfo;
 
@@ -100,8 +104,13 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
                 };
                 pd = pd
                     .with_high_watermark(offsets.high_watermark)
-                    .with_last_stable_offset(offsets.high_watermark)
+                    .with_last_stable_offset(offsets.last_stable)
                     .with_log_start_offset(offsets.log_start);
+                let visible_end = if read_committed {
+                    offsets.last_stable
+                } else {
+                    offsets.high_watermark
+                };
                 if p.fetch_offset < offsets.log_start || p.fetch_offset > offsets.high_watermark {
                     any_error = true;
                     parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
@@ -109,7 +118,7 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
                 }
                 let budget =
                     (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-                if p.fetch_offset == offsets.high_watermark {
+                if p.fetch_offset >= visible_end {
                     parts.push(pd.with_records(Some(Default::default())));
                     continue;
                 }
@@ -120,12 +129,44 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
                         topic.id,
                         p.partition,
                         p.fetch_offset,
-                        offsets.high_watermark,
+                        visible_end,
                         budget,
                         total == 0,
                     )
                     .await
                 {
+                    Ok(read) if read_committed => {
+                        let aborted = shared
+                            .meta
+                            .aborted_transactions(
+                                topic.id,
+                                p.partition,
+                                p.fetch_offset,
+                                read.next_offset.max(p.fetch_offset + 1),
+                            )
+                            .await;
+                        match aborted {
+                            Ok(list) => {
+                                total += read.records.len();
+                                parts.push(
+                                    pd.with_records(Some(read.records))
+                                        .with_aborted_transactions(Some(
+                                            list.iter()
+                                                .map(|a| {
+                                                    AbortedTransaction::default()
+                                                        .with_producer_id(ProducerId(a.producer_id))
+                                                        .with_first_offset(a.first_offset)
+                                                })
+                                                .collect(),
+                                        )),
+                                );
+                            }
+                            Err(e) => {
+                                any_error = true;
+                                parts.push(pd.with_error_code(meta_code(&e)));
+                            }
+                        }
+                    }
                     Ok(read) => {
                         total += read.records.len();
                         parts.push(pd.with_records(Some(read.records)));

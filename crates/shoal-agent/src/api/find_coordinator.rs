@@ -1,7 +1,10 @@
-//! FindCoordinator: which agent coordinates a group (v0–v3: one key; v4+: batched).
+//! FindCoordinator: which agent coordinates a group or a transactional id (v0–v3: one
+//! key; v4+: batched).
 //!
 //! The coordinator is chosen by rendezvous hashing over the live agents
-//! ([`crate::groups::coordinator_for`]); with one agent it is this one.
+//! ([`crate::groups::coordinator_for`]); with one agent it is this one. Transaction state
+//! lives in the metadata store, so the transaction coordinator is only a home for the
+//! per-id ordering and the timeout scan.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -13,17 +16,12 @@ use crate::groups::coordinator_for;
 use crate::Shared;
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 /// `(error, node, host, port)` for one key.
 fn locate(shared: &Shared, key: &str, key_type: i8) -> (i16, i32, String, i32) {
-    if key_type != GROUP {
-        // Transactions are not implemented: there is no transaction coordinator.
-        return (
-            ResponseError::CoordinatorNotAvailable.code(),
-            -1,
-            String::new(),
-            -1,
-        );
+    if key_type != GROUP && key_type != TRANSACTION {
+        return (ResponseError::InvalidRequest.code(), -1, String::new(), -1);
     }
     let me = shared.config.node_id;
     match coordinator_for(key, &[me]) {

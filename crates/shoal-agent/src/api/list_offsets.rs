@@ -1,7 +1,6 @@
 //! ListOffsets: earliest, latest, by timestamp and max timestamp.
 //!
-//! Latest is the high watermark (also for read_committed until transactions exist, when
-//! it becomes the last stable offset). A timestamp lookup asks the index for the first
+//! Latest is the high watermark, or the last stable offset for read_committed. A timestamp lookup asks the index for the first
 //! entry whose max timestamp reaches the target, then reads that segment and decodes
 //! the batch that holds it (decompressing if needed) to find the exact record, as
 //! Kafka's time index plus scan does.
@@ -56,7 +55,15 @@ pub async fn handle(
                     continue;
                 }
             };
-            match lookup(shared, info, p.partition_index, p.timestamp).await {
+            match lookup(
+                shared,
+                info,
+                p.partition_index,
+                p.timestamp,
+                req.isolation_level == 1,
+            )
+            .await
+            {
                 Ok((ts, offset)) => parts.push(
                     base.with_timestamp(ts)
                         .with_offset(offset)
@@ -80,6 +87,7 @@ async fn lookup(
     topic: &TopicInfo,
     partition: i32,
     target: i64,
+    read_committed: bool,
 ) -> Result<(i64, i64), i16> {
     let offsets = shared
         .meta
@@ -87,6 +95,7 @@ async fn lookup(
         .await
         .map_err(|e| meta_code(&e))?;
     match target {
+        LATEST if read_committed => return Ok((-1, offsets.last_stable)),
         LATEST => return Ok((-1, offsets.high_watermark)),
         EARLIEST | EARLIEST_LOCAL => return Ok((-1, offsets.log_start)),
         _ => {}

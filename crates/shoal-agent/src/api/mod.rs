@@ -12,6 +12,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 
 use crate::Shared;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
@@ -20,9 +22,13 @@ pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_producers;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -33,6 +39,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 /// What a handler gives back. `None` means no response is sent (acks=0 produce).
 pub enum Reply {
@@ -71,6 +78,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -119,12 +134,47 @@ pub async fn handle(
         RequestKind::ListOffsets(r) => Reply::now(list_offsets::handle(shared, r, v).await),
         RequestKind::Produce(r) => produce::handle(shared, r, v).await,
         RequestKind::Fetch(r) => fetch::handle(shared, r, v),
+        // Transaction requests may wait for a flush (markers): answered from a task.
+        RequestKind::InitProducerId(r) => later(shared, move |s| async move {
+            init_producer_id::handle(&s, r, v).await.into()
+        }),
+        RequestKind::AddPartitionsToTxn(r) => later(shared, move |s| async move {
+            add_partitions_to_txn::handle(&s, r, v).await.into()
+        }),
+        RequestKind::AddOffsetsToTxn(r) => later(shared, move |s| async move {
+            add_offsets_to_txn::handle(&s, r, v).await.into()
+        }),
+        RequestKind::EndTxn(r) => later(shared, move |s| async move {
+            end_txn::handle(&s, r, v).await.into()
+        }),
+        RequestKind::TxnOffsetCommit(r) => later(shared, move |s| async move {
+            txn_offset_commit::handle(&s, r, v).await.into()
+        }),
+        RequestKind::DescribeProducers(r) => {
+            Reply::now(describe_producers::handle(shared, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            Reply::now(describe_transactions::describe(shared, r).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            Reply::now(describe_transactions::list(shared, r).await)
+        }
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a supported API");
             Reply::Now(None)
         }
     }
+}
+
+/// Answers from a task, so the connection keeps reading while `f` waits.
+fn later<F, Fut>(shared: &Arc<Shared>, f: F) -> Reply
+where
+    F: FnOnce(Arc<Shared>) -> Fut,
+    Fut: Future<Output = ResponseKind> + Send + 'static,
+{
+    let fut = f(shared.clone());
+    Reply::Later(Box::pin(async move { Some(Box::new(fut.await)) }))
 }
 
 /// `StrBytes` from a `String`.

@@ -1,5 +1,7 @@
 //! OffsetFetch: a group's committed offsets (v1–v7 one group, v8+ batched groups).
-//! Partitions without a committed offset answer offset -1, as Kafka does.
+//! Partitions without a committed offset answer offset -1, as Kafka does. With
+//! `require_stable` (v7+), partitions whose offsets an unfinished transaction staged
+//! answer UNSTABLE_OFFSET_COMMIT, which clients retry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use super::{sb, topic_name};
 use crate::errors::meta_code;
 use crate::Shared;
 
-/// One answered partition: (offset, leader epoch, metadata).
-type Answer = (i64, i32, String);
+/// One answered partition: (offset, leader epoch, metadata, error code).
+type Answer = (i64, i32, String, i16);
 /// topic → partition → answer, in order.
 type Answers = BTreeMap<String, BTreeMap<i32, Answer>>;
 
@@ -25,6 +27,7 @@ async fn lookup(
     shared: &Shared,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Answers, i16> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId.code());
@@ -38,8 +41,26 @@ async fn lookup(
     for o in stored {
         by_key.entry(o.topic).or_default().insert(
             o.partition,
-            (o.offset, o.leader_epoch, o.metadata.unwrap_or_default()),
+            (o.offset, o.leader_epoch, o.metadata.unwrap_or_default(), 0),
         );
+    }
+    if require_stable {
+        let pending = shared
+            .meta
+            .pending_txn_offsets(group)
+            .await
+            .map_err(|e| meta_code(&e))?;
+        for (topic, p) in pending {
+            by_key.entry(topic).or_default().insert(
+                p,
+                (
+                    -1,
+                    -1,
+                    String::new(),
+                    ResponseError::UnstableOffsetCommit.code(),
+                ),
+            );
+        }
     }
     match wanted {
         None => Ok(by_key),
@@ -52,7 +73,7 @@ async fn lookup(
                     let a =
                         have.and_then(|h| h.get(&p))
                             .cloned()
-                            .unwrap_or((-1, -1, String::new()));
+                            .unwrap_or((-1, -1, String::new(), 0));
                     entry.insert(p, a);
                 }
             }
@@ -73,7 +94,8 @@ pub async fn handle(
                 .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes))
                 .collect()
         });
-        return match lookup(shared, req.group_id.0.as_str(), wanted).await {
+        let stable = version >= 7 && req.require_stable;
+        return match lookup(shared, req.group_id.0.as_str(), wanted, stable).await {
             Err(code) => {
                 OffsetFetchResponse::default().with_error_code(if version >= 2 { code } else { 0 })
             }
@@ -86,9 +108,10 @@ pub async fn handle(
                             .with_partitions(
                                 parts
                                     .into_iter()
-                                    .map(|(p, (offset, e, meta))| {
+                                    .map(|(p, (offset, e, meta, code))| {
                                         OffsetFetchResponsePartition::default()
                                             .with_partition_index(p)
+                                            .with_error_code(code)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch(e))
                                             .with_metadata(Some(sb(meta)))
@@ -108,30 +131,33 @@ pub async fn handle(
                 .collect()
         });
         let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-        groups.push(match lookup(shared, g.group_id.0.as_str(), wanted).await {
-            Err(code) => group.with_error_code(code),
-            Ok(answers) => group.with_topics(
-                answers
-                    .into_iter()
-                    .map(|(topic, parts)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(topic_name(&topic))
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .map(|(p, (offset, e, meta))| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(offset)
-                                            .with_committed_leader_epoch(e)
-                                            .with_metadata(Some(sb(meta)))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
-        });
+        groups.push(
+            match lookup(shared, g.group_id.0.as_str(), wanted, req.require_stable).await {
+                Err(code) => group.with_error_code(code),
+                Ok(answers) => group.with_topics(
+                    answers
+                        .into_iter()
+                        .map(|(topic, parts)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(topic_name(&topic))
+                                .with_partitions(
+                                    parts
+                                        .into_iter()
+                                        .map(|(p, (offset, e, meta, code))| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_error_code(code)
+                                                .with_committed_offset(offset)
+                                                .with_committed_leader_epoch(e)
+                                                .with_metadata(Some(sb(meta)))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            },
+        );
     }
     OffsetFetchResponse::default().with_groups(groups)
 }

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
+use shoal_meta::{BatchKind, ProducerBatch};
 use shoal_wire::batch;
 
 use super::{sb, Reply};
@@ -88,7 +89,7 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
                 )));
                 continue;
             }
-            match prepare(topic, pd.records) {
+            match prepare(topic, pd.records, acks) {
                 Ok((batches, lat)) => {
                     slots.push(Slot::Pending {
                         partition: p,
@@ -180,6 +181,7 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
 fn prepare(
     topic: &shoal_meta::TopicInfo,
     records: Option<Bytes>,
+    acks: i16,
 ) -> Result<(Vec<BatchToWrite>, i64), (i16, String)> {
     let records = records.ok_or((
         ResponseError::CorruptMessage.code(),
@@ -205,6 +207,7 @@ fn prepare(
                 "clients may not produce control batches".to_string(),
             ));
         }
+        let producer = producer_fields(&info.header, acks)?;
         let mut bytes = records.slice(info.range.clone());
         let mut max_ts = info.header.max_timestamp;
         if lat >= 0 {
@@ -222,7 +225,49 @@ fn prepare(
                 info.header.base_timestamp
             },
             max_timestamp: max_ts,
+            producer,
         });
     }
     Ok((out, lat))
+}
+
+/// The producer fields the commit checks, for a batch written with a producer id
+/// (idempotent or transactional); `None` for plain batches.
+fn producer_fields(
+    h: &batch::BatchHeader,
+    acks: i16,
+) -> Result<Option<ProducerBatch>, (i16, String)> {
+    if h.producer_id < 0 {
+        if h.is_transactional() {
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "a transactional batch must carry a producer id".to_string(),
+            ));
+        }
+        return Ok(None);
+    }
+    if acks != -1 {
+        return Err((
+            ResponseError::InvalidRequiredAcks.code(),
+            "idempotent and transactional producers must use acks=all (-1)".to_string(),
+        ));
+    }
+    if h.base_sequence < 0 || h.producer_epoch < 0 {
+        return Err((
+            ResponseError::InvalidRecord.code(),
+            format!(
+                "batch with producer id {} has an invalid sequence {} or epoch {}",
+                h.producer_id, h.base_sequence, h.producer_epoch
+            ),
+        ));
+    }
+    Ok(Some(ProducerBatch {
+        producer_id: h.producer_id,
+        epoch: h.producer_epoch,
+        first_sequence: h.base_sequence,
+        last_sequence: batch::add_sequence(h.base_sequence, h.last_offset_delta),
+        kind: BatchKind::Data {
+            transactional: h.is_transactional(),
+        },
+    }))
 }

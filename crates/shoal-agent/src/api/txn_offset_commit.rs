@@ -1,0 +1,69 @@
+//! TxnOffsetCommit: offsets staged by a transaction, applied when it commits. Every
+//! partition of the request gets the same outcome.
+
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use shoal_meta::GroupOffset;
+
+use crate::txn;
+use crate::Shared;
+
+pub async fn handle(
+    shared: &Shared,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let now = txn::now_ms();
+    let offsets: Vec<GroupOffset> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| GroupOffset {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                commit_timestamp: now,
+            })
+        })
+        .collect();
+    let code = match txn::stage_offsets(
+        shared,
+        req.transactional_id.0.as_str(),
+        req.producer_id.0,
+        req.producer_epoch,
+        req.group_id.0.as_str(),
+        &offsets,
+    )
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            let e = txn::for_version(e, version, 3);
+            tracing::debug!(error = %e.message, "TxnOffsetCommit refused");
+            e.code()
+        }
+    };
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}

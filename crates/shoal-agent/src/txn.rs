@@ -1,0 +1,530 @@
+//! The transaction coordinator: producer ids, transaction state, markers, timeouts.
+//!
+//! Every transactional id has one record in the metadata store ([`Transaction`]); the
+//! coordinator changes it with compare-and-swap saves, so any agent could take over. On
+//! this agent, the operations of one transactional id run one at a time (a lock per id),
+//! which keeps EndTxn, InitProducerId and the timeout scan from interleaving.
+//!
+//! Ending a transaction: the record goes to PrepareCommit/PrepareAbort (the decision is
+//! durable), then one marker per partition is written through the ordinary write path
+//! (flush, PUT, commit: the same durability as records), then the record goes to
+//! CompleteCommit/CompleteAbort together with the group offsets the transaction staged
+//! (applied on commit, dropped on abort). EndTxn answers after all of it. If the agent
+//! dies in between, the record stays in a Prepare state and the next operation on the
+//! id, or the scan ([`TxnCoordinator::tick`]), writes the markers again and completes it.
+//! Markers written twice are harmless: the second closes nothing.
+//!
+//! Transactions older than their timeout are aborted by the scan with the epoch bumped,
+//! which fences the producer that left them open (Kafka's behaviour).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::ResponseError;
+use shoal_meta::{
+    BatchKind, GroupOffset, MetaError, ProducerBatch, ProducerRefusal, Transaction, TxnPartition,
+    TxnState,
+};
+use shoal_wire::batch;
+
+use crate::errors::WriteError;
+use crate::write_path::{BatchToWrite, PartitionAppend};
+use crate::Shared;
+
+/// Kafka's `transaction.max.timeout.ms` default: longer timeouts are refused.
+pub const MAX_TIMEOUT_MS: i32 = 15 * 60 * 1000;
+/// How often a save that lost a compare-and-swap is retried before giving up.
+const CAS_ATTEMPTS: usize = 5;
+
+/// A Kafka error for a transactional request, with a message for the log.
+#[derive(Debug)]
+pub struct TxnError {
+    pub error: ResponseError,
+    pub message: String,
+}
+
+impl TxnError {
+    fn new(error: ResponseError, message: impl Into<String>) -> Self {
+        TxnError {
+            error,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.error.code()
+    }
+}
+
+impl From<MetaError> for TxnError {
+    fn from(e: MetaError) -> Self {
+        let error = match e {
+            MetaError::Conflict(_) => ResponseError::ConcurrentTransactions,
+            // Retriable: clients look the coordinator up again and retry.
+            _ => ResponseError::CoordinatorNotAvailable,
+        };
+        TxnError::new(error, e.to_string())
+    }
+}
+
+/// Maps PRODUCER_FENCED to INVALID_PRODUCER_EPOCH for request versions older than
+/// `fenced_since`, which predate the PRODUCER_FENCED code.
+pub fn for_version(e: TxnError, version: i16, fenced_since: i16) -> TxnError {
+    if e.error == ResponseError::ProducerFenced && version < fenced_since {
+        TxnError::new(ResponseError::InvalidProducerEpoch, e.message)
+    } else {
+        e
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Per-id ordering for the transactions this agent coordinates.
+#[derive(Default)]
+pub struct TxnCoordinator {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl TxnCoordinator {
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(id.to_string()).or_default().clone()
+    }
+}
+
+/// The producer id and epoch a client should use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdAndEpoch {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
+
+/// InitProducerId. Without a transactional id: a fresh producer id. With one: aborts or
+/// finishes what the previous incarnation left, then bumps the epoch (fencing it), or
+/// starts a new producer id once the epoch is exhausted. `expected` is the KIP-360
+/// producer id and epoch a client sends to recover; they must match the record.
+pub async fn init_producer_id(
+    shared: &Shared,
+    transactional_id: Option<&str>,
+    timeout_ms: i32,
+    expected: Option<ProducerIdAndEpoch>,
+) -> Result<ProducerIdAndEpoch, TxnError> {
+    let Some(id) = transactional_id else {
+        return Ok(ProducerIdAndEpoch {
+            producer_id: shared.meta.allocate_producer_id().await?,
+            epoch: 0,
+        });
+    };
+    if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+        return Err(TxnError::new(
+            ResponseError::InvalidTransactionTimeout,
+            format!("transaction timeout {timeout_ms} ms must be between 1 and {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    let lock = shared.txns.lock_for(id);
+    let _held = lock.lock().await;
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(mut rec) = shared.meta.transaction(id).await? else {
+            let rec = Transaction {
+                transactional_id: id.to_string(),
+                producer_id: shared.meta.allocate_producer_id().await?,
+                epoch: 0,
+                state: TxnState::Empty,
+                timeout_ms,
+                started_ms: -1,
+                updated_ms: now_ms(),
+                partitions: vec![],
+                groups: vec![],
+                version: 0,
+            };
+            match shared.meta.save_transaction(&rec).await {
+                Ok(_) => return Ok(pid_epoch(&rec)),
+                Err(MetaError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(exp) = expected {
+            if exp.producer_id != rec.producer_id || exp.epoch != rec.epoch {
+                return Err(TxnError::new(
+                    ResponseError::ProducerFenced,
+                    format!(
+                        "producer {}/{} is not the current one ({}/{}) of '{id}'",
+                        exp.producer_id, exp.epoch, rec.producer_id, rec.epoch
+                    ),
+                ));
+            }
+        }
+        match rec.state {
+            TxnState::Ongoing => {
+                tracing::info!(
+                    transactional_id = id,
+                    "aborting the open transaction of a previous producer"
+                );
+                rec = prepare_end(shared, rec, false, true).await?;
+                rec = finish(shared, rec).await?;
+            }
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                rec = finish(shared, rec).await?;
+            }
+            _ => {}
+        }
+        if rec.epoch >= i16::MAX - 1 {
+            rec.producer_id = shared.meta.allocate_producer_id().await?;
+            rec.epoch = 0;
+        } else {
+            rec.epoch += 1;
+        }
+        rec.state = TxnState::Empty;
+        rec.timeout_ms = timeout_ms;
+        rec.started_ms = -1;
+        rec.updated_ms = now_ms();
+        rec.partitions.clear();
+        rec.groups.clear();
+        match shared.meta.save_transaction(&rec).await {
+            Ok(_) => return Ok(pid_epoch(&rec)),
+            Err(MetaError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TxnError::new(
+        ResponseError::ConcurrentTransactions,
+        format!("transaction '{id}' kept changing; retry"),
+    ))
+}
+
+fn pid_epoch(rec: &Transaction) -> ProducerIdAndEpoch {
+    ProducerIdAndEpoch {
+        producer_id: rec.producer_id,
+        epoch: rec.epoch,
+    }
+}
+
+/// Loads the record of `id` and checks that the caller is its current producer.
+async fn load_current(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+) -> Result<Transaction, TxnError> {
+    let rec = shared.meta.transaction(id).await?.ok_or_else(|| {
+        TxnError::new(
+            ResponseError::InvalidProducerIdMapping,
+            format!("no producer is registered for transactional id '{id}'; call InitProducerId"),
+        )
+    })?;
+    if rec.producer_id != producer_id {
+        return Err(TxnError::new(
+            ResponseError::InvalidProducerIdMapping,
+            format!(
+                "producer id {producer_id} does not belong to transactional id '{id}' (current {})",
+                rec.producer_id
+            ),
+        ));
+    }
+    if epoch != rec.epoch {
+        return Err(TxnError::new(
+            ResponseError::ProducerFenced,
+            format!(
+                "epoch {epoch} of '{id}' was fenced by a newer producer (epoch {})",
+                rec.epoch
+            ),
+        ));
+    }
+    Ok(rec)
+}
+
+/// Runs `change` on the current record of `id` (after finishing a pending end) and saves
+/// it as part of an ongoing transaction, retrying lost compare-and-swaps.
+async fn update_ongoing<F>(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    change: F,
+) -> Result<Transaction, TxnError>
+where
+    F: Fn(&mut Transaction),
+{
+    let lock = shared.txns.lock_for(id);
+    let _held = lock.lock().await;
+    for _ in 0..CAS_ATTEMPTS {
+        let mut rec = load_current(shared, id, producer_id, epoch).await?;
+        if matches!(rec.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            rec = finish(shared, rec).await?;
+        }
+        if rec.state != TxnState::Ongoing {
+            rec.state = TxnState::Ongoing;
+            rec.started_ms = now_ms();
+        }
+        change(&mut rec);
+        rec.updated_ms = now_ms();
+        match shared.meta.save_transaction(&rec).await {
+            Ok(v) => {
+                rec.version = v;
+                return Ok(rec);
+            }
+            Err(MetaError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TxnError::new(
+        ResponseError::ConcurrentTransactions,
+        format!("transaction '{id}' kept changing; retry"),
+    ))
+}
+
+/// AddPartitionsToTxn: the partitions (already resolved to topics) join the transaction.
+pub async fn add_partitions(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[TxnPartition],
+) -> Result<(), TxnError> {
+    update_ongoing(shared, id, producer_id, epoch, |rec| {
+        for p in partitions {
+            if !rec.partitions.contains(p) {
+                rec.partitions.push(p.clone());
+            }
+        }
+        rec.partitions.sort();
+    })
+    .await
+    .map(|_| ())
+}
+
+/// AddOffsetsToTxn: the transaction will commit offsets of `group`.
+pub async fn add_offsets(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    group: &str,
+) -> Result<(), TxnError> {
+    update_ongoing(shared, id, producer_id, epoch, |rec| {
+        if !rec.groups.iter().any(|g| g == group) {
+            rec.groups.push(group.to_string());
+            rec.groups.sort();
+        }
+    })
+    .await
+    .map(|_| ())
+}
+
+/// TxnOffsetCommit: stages offsets that the transaction commits with its records.
+pub async fn stage_offsets(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    group: &str,
+    offsets: &[GroupOffset],
+) -> Result<(), TxnError> {
+    let lock = shared.txns.lock_for(id);
+    let _held = lock.lock().await;
+    let rec = load_current(shared, id, producer_id, epoch).await?;
+    if rec.state != TxnState::Ongoing || !rec.groups.iter().any(|g| g == group) {
+        return Err(TxnError::new(
+            ResponseError::InvalidTxnState,
+            format!("group '{group}' was not added to an ongoing transaction of '{id}' (AddOffsetsToTxn first)"),
+        ));
+    }
+    shared.meta.stage_txn_offsets(id, group, offsets).await?;
+    Ok(())
+}
+
+/// EndTxn: commits or aborts the ongoing transaction; answers once markers are written
+/// and staged offsets applied. A retry of a finished end succeeds again.
+pub async fn end(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<(), TxnError> {
+    let lock = shared.txns.lock_for(id);
+    let _held = lock.lock().await;
+    let rec = load_current(shared, id, producer_id, epoch).await?;
+    let wrong_state = |rec: &Transaction| {
+        TxnError::new(
+            ResponseError::InvalidTxnState,
+            format!(
+                "cannot {} transaction '{id}' in state {}",
+                if commit { "commit" } else { "abort" },
+                rec.state.as_str()
+            ),
+        )
+    };
+    match (rec.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let rec = prepare_end(shared, rec, commit, false).await?;
+            finish(shared, rec).await?;
+            Ok(())
+        }
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+            finish(shared, rec).await.map(|_| ())
+        }
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+        (TxnState::PrepareCommit, false) | (TxnState::PrepareAbort, true) => {
+            let err = wrong_state(&rec);
+            finish(shared, rec).await?;
+            Err(err)
+        }
+        _ => Err(wrong_state(&rec)),
+    }
+}
+
+/// Records the decision (Prepare state), bumping the epoch when `fence` (timeouts and
+/// a new producer taking over), so the old producer can no longer write or end it.
+async fn prepare_end(
+    shared: &Shared,
+    mut rec: Transaction,
+    commit: bool,
+    fence: bool,
+) -> Result<Transaction, TxnError> {
+    rec.state = if commit {
+        TxnState::PrepareCommit
+    } else {
+        TxnState::PrepareAbort
+    };
+    if fence && rec.epoch < i16::MAX - 1 {
+        rec.epoch += 1;
+    }
+    rec.updated_ms = now_ms();
+    rec.version = shared.meta.save_transaction(&rec).await?;
+    Ok(rec)
+}
+
+/// Writes the markers of a prepared transaction and completes it.
+async fn finish(shared: &Shared, mut rec: Transaction) -> Result<Transaction, TxnError> {
+    let commit = match rec.state {
+        TxnState::PrepareCommit => true,
+        TxnState::PrepareAbort => false,
+        _ => return Ok(rec),
+    };
+    write_markers(shared, &rec, commit).await?;
+    rec.state = if commit {
+        TxnState::CompleteCommit
+    } else {
+        TxnState::CompleteAbort
+    };
+    rec.partitions.clear();
+    rec.groups.clear();
+    rec.started_ms = -1;
+    rec.updated_ms = now_ms();
+    rec.version = shared.meta.complete_transaction(&rec, commit).await?;
+    tracing::debug!(transactional_id = %rec.transactional_id, commit, "transaction ended");
+    Ok(rec)
+}
+
+async fn write_markers(shared: &Shared, rec: &Transaction, commit: bool) -> Result<(), TxnError> {
+    if rec.partitions.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let parts = rec
+        .partitions
+        .iter()
+        .map(|p| {
+            let bytes = batch::control_batch(rec.producer_id, rec.epoch, commit, 0, now);
+            PartitionAppend {
+                topic_id: p.topic_id,
+                partition: p.partition,
+                batches: vec![BatchToWrite {
+                    bytes: bytes.into(),
+                    offset_span: 1,
+                    min_timestamp: now,
+                    max_timestamp: now,
+                    producer: Some(ProducerBatch {
+                        producer_id: rec.producer_id,
+                        epoch: rec.epoch,
+                        first_sequence: -1,
+                        last_sequence: -1,
+                        kind: BatchKind::Marker { commit },
+                    }),
+                }],
+                log_append_time: -1,
+            }
+        })
+        .collect();
+    let retriable = |e: WriteError| {
+        TxnError::new(
+            ResponseError::ConcurrentTransactions,
+            format!(
+                "writing the markers of '{}' failed ({e}); the end is retried",
+                rec.transactional_id
+            ),
+        )
+    };
+    let receivers = shared.writer.append(parts).await.map_err(retriable)?;
+    for (rx, p) in receivers.into_iter().zip(&rec.partitions) {
+        match rx.await.unwrap_or(Err(WriteError::ShuttingDown)) {
+            Ok(_) => {}
+            // The topic went away: nothing left to end there.
+            Err(WriteError::UnknownPartition) => {}
+            Err(WriteError::Refused(ProducerRefusal::InvalidProducerEpoch)) => {
+                tracing::warn!(transactional_id = %rec.transactional_id, topic = %p.topic, partition = p.partition,
+                    "a newer producer epoch already wrote to the partition; marker skipped");
+            }
+            Err(e) => return Err(retriable(e)),
+        }
+    }
+    Ok(())
+}
+
+impl TxnCoordinator {
+    /// The scan: aborts transactions past their timeout (fencing their producer) and
+    /// finishes ends an earlier agent left half done. Runs about once a second.
+    pub async fn tick(shared: &Shared) {
+        let all = match shared.meta.transactions().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "transaction scan could not read the metadata store");
+                return;
+            }
+        };
+        let now = now_ms();
+        for rec in all {
+            let expired = rec.state == TxnState::Ongoing
+                && rec.started_ms >= 0
+                && now - rec.started_ms > i64::from(rec.timeout_ms);
+            let stuck = matches!(rec.state, TxnState::PrepareCommit | TxnState::PrepareAbort);
+            if !expired && !stuck {
+                continue;
+            }
+            let id = rec.transactional_id.clone();
+            let lock = shared.txns.lock_for(&id);
+            // Busy ids are being handled by a request right now.
+            let Ok(_held) = lock.try_lock() else { continue };
+            let result = async {
+                let Some(rec) = shared.meta.transaction(&id).await? else {
+                    return Ok(());
+                };
+                let rec = match rec.state {
+                    TxnState::Ongoing if now_ms() - rec.started_ms > i64::from(rec.timeout_ms) => {
+                        tracing::info!(transactional_id = %id, timeout_ms = rec.timeout_ms,
+                            "aborting a transaction past its timeout");
+                        prepare_end(shared, rec, false, true).await?
+                    }
+                    TxnState::PrepareCommit | TxnState::PrepareAbort => rec,
+                    _ => return Ok(()),
+                };
+                finish(shared, rec).await.map(|_| ())
+            }
+            .await;
+            if let Err(e) = result {
+                let e: TxnError = e;
+                tracing::warn!(transactional_id = %id, error = %e.message, "transaction scan could not end a transaction; will retry");
+            }
+        }
+    }
+}
