@@ -1,0 +1,273 @@
+//! Idempotent produce and transactions at the protocol level, through the real binary:
+//! lost acknowledgements and retries (also across a SIGKILL restart), sequence gaps,
+//! fencing, markers, the last stable offset, aborted-transaction lists and timeouts.
+//! Real clients are exercised by tests/compat/txn, txn-restart and lost-ack.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, DescribeProducersRequest, DescribeTransactionsRequest,
+    EndTxnRequest, InitProducerIdRequest, ListOffsetsRequest, ProducerId, TransactionalId,
+};
+use kafka_protocol::records::Compression;
+
+const NONE: i16 = 0;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const INVALID_TXN_STATE: i16 = 48;
+const PRODUCER_FENCED: i16 = 90;
+
+/// A batch of `n` records from a producer, sequences `seq..seq+n`.
+fn producer_batch(
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    n: usize,
+    transactional: bool,
+    tag: &str,
+) -> Bytes {
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let mut r = record(None, Some(format!("{tag}-{i}").as_bytes()));
+            r.producer_id = pid;
+            r.producer_epoch = epoch;
+            r.sequence = seq + i as i32;
+            r.offset = i as i64;
+            r.transactional = transactional;
+            r
+        })
+        .collect();
+    encode_records(&records, Compression::None)
+}
+
+fn init_producer_id(c: &mut Client, txn: Option<&str>, timeout_ms: i32) -> (i16, i64, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(txn.map(|t| TransactionalId(sb(t))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r = c.send(&req, 4);
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+fn add_partition(c: &mut Client, txn: &str, pid: i64, epoch: i16, topic: &str, p: i32) -> i16 {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(sb(txn)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![p])]);
+    let r = c.send(&req, 3);
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+fn end_txn(c: &mut Client, txn: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(sb(txn)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    c.send(&req, 3).error_code
+}
+
+/// (high watermark, last stable offset, aborted (pid, first offset), records) of a
+/// read_committed fetch.
+fn fetch_committed(c: &mut Client, topic: &str, from: i64) -> (i64, i64, Vec<(i64, i64)>, usize) {
+    let req = fetch_request(topic, 0, from, 0, 1 << 20).with_isolation_level(1);
+    let resp = c.send(&req, 12);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, NONE);
+    let aborted = p
+        .aborted_transactions
+        .as_ref()
+        .expect("read_committed answers carry an aborted list")
+        .iter()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    let n = decode_records(&p.records.clone().unwrap_or_default()).len();
+    (p.high_watermark, p.last_stable_offset, aborted, n)
+}
+
+fn latest_committed(c: &mut Client, topic: &str) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(1)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(-1)])]);
+    c.send(&req, 7).topics[0].partitions[0].offset
+}
+
+#[test]
+fn a_retry_after_a_lost_ack_is_written_once_also_after_a_sigkill_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_in(dir.path(), &[]);
+    let mut c = agent.connect();
+    c.create_topic("idem", 1, &[]);
+    let (code, pid, epoch) = init_producer_id(&mut c, None, 60_000);
+    assert_eq!((code, epoch), (NONE, 0));
+    assert!(pid >= 0);
+
+    // The first send's answer is lost: the connection goes away before it is read.
+    let first = producer_batch(pid, 0, 0, 5, false, "a");
+    let mut lost = agent.connect();
+    lost.send_only(&produce_request("idem", vec![(0, first.clone())]), 9);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(lost);
+    let r = c.produce_batch("idem", 0, first.clone());
+    assert_eq!(
+        (r.error_code, r.base_offset),
+        (NONE, 0),
+        "the retry gets the original offset"
+    );
+    let r = c.produce_batch("idem", 0, producer_batch(pid, 0, 5, 3, false, "b"));
+    assert_eq!((r.error_code, r.base_offset), (NONE, 5));
+
+    // The producer state is in the metadata store: a restarted agent still knows it.
+    agent.kill9();
+    let agent = Agent::start_in(dir.path(), &[]);
+    let mut c = agent.connect();
+    let r = c.produce_batch("idem", 0, producer_batch(pid, 0, 5, 3, false, "b"));
+    assert_eq!(
+        (r.error_code, r.base_offset),
+        (NONE, 5),
+        "duplicate after restart"
+    );
+    let r = c.produce_batch("idem", 0, producer_batch(pid, 0, 10, 1, false, "gap"));
+    assert_eq!(r.error_code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    let r = c.produce_batch("idem", 0, producer_batch(pid, 0, 8, 2, false, "c"));
+    assert_eq!((r.error_code, r.base_offset), (NONE, 8));
+
+    let got: Vec<String> = c
+        .fetch_all("idem", 0, 0)
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    let want: Vec<String> = [
+        "a-0", "a-1", "a-2", "a-3", "a-4", "b-0", "b-1", "b-2", "c-0", "c-1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(got, want, "every record exactly once, in order");
+
+    let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(topic_name("idem"))
+        .with_partition_indexes(vec![0])]);
+    let d = c.send(&req, 0);
+    let producers = &d.topics[0].partitions[0].active_producers;
+    assert_eq!(producers.len(), 1);
+    assert_eq!(
+        (producers[0].producer_id.0, producers[0].last_sequence),
+        (pid, 9)
+    );
+}
+
+#[test]
+fn transactions_hold_back_the_lso_abort_is_listed_and_zombies_are_fenced() {
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("txn", 1, &[]);
+    let (code, pid, epoch) = init_producer_id(&mut c, Some("t1"), 60_000);
+    assert_eq!(code, NONE);
+
+    // Not added to the transaction yet: refused.
+    let r = c.produce_batch("txn", 0, producer_batch(pid, epoch, 0, 2, true, "x"));
+    assert_eq!(r.error_code, INVALID_TXN_STATE);
+    assert_eq!(add_partition(&mut c, "t1", pid, epoch, "txn", 0), NONE);
+    let r = c.produce_batch("txn", 0, producer_batch(pid, epoch, 0, 3, true, "x"));
+    assert_eq!((r.error_code, r.base_offset), (NONE, 0));
+    assert_eq!(c.produce("txn", 0, &values(&["plain"])), (NONE, 3));
+
+    // Open transaction at 0: read_committed sees nothing, LSO 0.
+    let (hw, lso, aborted, n) = fetch_committed(&mut c, "txn", 0);
+    assert_eq!((hw, lso, n), (4, 0, 0));
+    assert!(aborted.is_empty());
+    assert_eq!(latest_committed(&mut c, "txn"), 0);
+    assert_eq!(
+        c.list_offsets("txn", 0, -1).1,
+        4,
+        "read_uncommitted latest is the HW"
+    );
+
+    assert_eq!(end_txn(&mut c, "t1", pid, epoch, false), NONE);
+    // Marker at 4; everything stable; the abort covers the producer's records from 0.
+    let (hw, lso, aborted, n) = fetch_committed(&mut c, "txn", 0);
+    assert_eq!((hw, lso), (5, 5));
+    assert_eq!(aborted, vec![(pid, 0)]);
+    assert_eq!(
+        n, 5,
+        "aborted records, the plain one and the marker travel; clients filter"
+    );
+    // Retrying the same end succeeds; the other end is refused.
+    assert_eq!(end_txn(&mut c, "t1", pid, epoch, false), NONE);
+    assert_eq!(end_txn(&mut c, "t1", pid, epoch, true), INVALID_TXN_STATE);
+
+    // A new producer with the same transactional id fences the old one.
+    let (code, pid2, epoch2) = init_producer_id(&mut c, Some("t1"), 60_000);
+    assert_eq!((code, pid2, epoch2), (NONE, pid, epoch + 1));
+    assert_eq!(
+        add_partition(&mut c, "t1", pid, epoch, "txn", 0),
+        PRODUCER_FENCED
+    );
+    assert_eq!(add_partition(&mut c, "t1", pid2, epoch2, "txn", 0), NONE);
+    let r = c.produce_batch("txn", 0, producer_batch(pid2, epoch2, 0, 2, true, "y"));
+    assert_eq!((r.error_code, r.base_offset), (NONE, 5));
+    let r = c.produce_batch("txn", 0, producer_batch(pid, epoch, 3, 1, true, "zombie"));
+    assert_eq!(r.error_code, INVALID_PRODUCER_EPOCH);
+    assert_eq!(end_txn(&mut c, "t1", pid, epoch, true), PRODUCER_FENCED);
+    assert_eq!(end_txn(&mut c, "t1", pid2, epoch2, true), NONE);
+    let (hw, lso, aborted, _) = fetch_committed(&mut c, "txn", 5);
+    assert_eq!((hw, lso), (8, 8));
+    assert!(
+        aborted.is_empty(),
+        "the committed transaction is not listed: {aborted:?}"
+    );
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("slow", 1, &[]);
+    let (_, pid, epoch) = init_producer_id(&mut c, Some("t-slow"), 1_000);
+    assert_eq!(add_partition(&mut c, "t-slow", pid, epoch, "slow", 0), NONE);
+    let r = c.produce_batch("slow", 0, producer_batch(pid, epoch, 0, 2, true, "s"));
+    assert_eq!(r.error_code, NONE);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (hw, lso, aborted, _) = fetch_committed(&mut c, "slow", 0);
+        if lso == hw && hw == 3 {
+            assert_eq!(aborted, vec![(pid, 0)]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transaction was not aborted (hw {hw}, lso {lso})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = c.send(
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(sb("t-slow"))]),
+        0,
+    );
+    let s = &d.transaction_states[0];
+    assert_eq!(s.transaction_state.as_str(), "CompleteAbort");
+    assert_eq!(s.producer_epoch, epoch + 1, "the abort bumped the epoch");
+    let r = c.produce_batch("slow", 0, producer_batch(pid, epoch, 2, 1, true, "late"));
+    assert_eq!(r.error_code, INVALID_PRODUCER_EPOCH);
+    assert_eq!(end_txn(&mut c, "t-slow", pid, epoch, true), PRODUCER_FENCED);
+}
