@@ -133,12 +133,16 @@ impl Agent {
             tasks.spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
+                for n in 0u64.. {
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
                         _ = every.tick() => txn::TxnCoordinator::tick(&shared).await,
                     }
+                    if n % 600 == 0 {
+                        txn::TxnCoordinator::expire_producers(&shared).await;
+                    }
                 }
+                Ok(())
             });
         }
         let server_shared = shared.clone();

@@ -34,6 +34,8 @@ use crate::Shared;
 
 /// Kafka's `transaction.max.timeout.ms` default: longer timeouts are refused.
 pub const MAX_TIMEOUT_MS: i32 = 15 * 60 * 1000;
+/// Kafka's `producer.id.expiration.ms` default: idle producers are forgotten after this.
+pub const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 /// How often a save that lost a compare-and-swap is retried before giving up.
 const CAS_ATTEMPTS: usize = 5;
 
@@ -482,6 +484,19 @@ async fn write_markers(shared: &Shared, rec: &Transaction, commit: bool) -> Resu
 }
 
 impl TxnCoordinator {
+    /// Forgets producers idle for [`PRODUCER_EXPIRATION_MS`] without an open transaction.
+    pub async fn expire_producers(shared: &Shared) {
+        match shared
+            .meta
+            .expire_producers(now_ms() - PRODUCER_EXPIRATION_MS)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "forgot idle producers"),
+            Err(e) => tracing::warn!(error = %e, "could not expire idle producers"),
+        }
+    }
+
     /// The scan: aborts transactions past their timeout (fencing their producer) and
     /// finishes ends an earlier agent left half done. Runs about once a second.
     pub async fn tick(shared: &Shared) {

@@ -179,6 +179,12 @@ async fn idempotent_sequences(s: &dyn MetaStore) {
     );
     let o = s.partition_offsets(t.id, 0).await.unwrap();
     assert_eq!(o.last_stable, o.high_watermark, "no open transaction");
+
+    // Expired producers are forgotten: any sequence is accepted again.
+    assert!(s.expire_producers(i64::MAX).await.unwrap() >= 2);
+    assert!(s.producers(t.id, 0).await.unwrap().is_empty());
+    let out = commit(s, "idem-6", &[seg(0, 1, a, 1, 40)]).await;
+    assert_eq!(out, vec![committed(19)]);
 }
 
 fn txn(id: &str, producer_id: i64, topic: &TopicInfo, state: TxnState) -> Transaction {

@@ -118,6 +118,10 @@ pub trait MetaStore: Send + Sync + 'static {
         partition: i32,
     ) -> Result<Vec<ProducerState>, MetaError>;
 
+    /// Forgets producers that last wrote before `before_ms` and have no open transaction
+    /// (Kafka's `producer.id.expiration.ms`); returns how many partition entries went.
+    async fn expire_producers(&self, before_ms: i64) -> Result<u64, MetaError>;
+
     /// The record of one transactional id.
     async fn transaction(&self, transactional_id: &str) -> Result<Option<Transaction>, MetaError>;
 

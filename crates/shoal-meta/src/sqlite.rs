@@ -597,6 +597,18 @@ impl MetaStore for SqliteStore {
             .await
     }
 
+    async fn expire_producers(&self, before_ms: i64) -> Result<u64, MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM producers WHERE last_ts < ?1 AND txn_first IS NULL",
+                params![before_ms],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn transaction(&self, transactional_id: &str) -> Result<Option<Transaction>, MetaError> {
         let id = transactional_id.to_string();
         self.with(move |c| producers::load_transaction(c, &id))
