@@ -75,8 +75,8 @@ def produce(bootstrap, topic, state, count, create, waves):
         {
             "bootstrap.servers": bootstrap,
             "acks": "all",
-            # Shoal has no InitProducerId yet, so no idempotent producer.
-            "enable.idempotence": False,
+            # Idempotent: a retry across the restart is written once.
+            "enable.idempotence": True,
             "linger.ms": 5,
             "message.timeout.ms": 60000,
         }

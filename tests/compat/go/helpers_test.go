@@ -3,10 +3,9 @@
 // (host:port); it may be Shoal or Apache Kafka, and every check must pass
 // against Kafka.
 //
-// The server is assumed to have topic auto-creation off and no consumer
-// groups, idempotent producer or transactions yet: topics are created with
-// kadm, consumers use explicit partition assignment (ConsumePartitions), and
-// every producer disables idempotent writes.
+// The server is assumed to have topic auto-creation off: topics are created
+// with kadm, consumers use explicit partition assignment (ConsumePartitions),
+// and producers keep franz-go's default idempotent writes.
 package compat
 
 import (
@@ -117,13 +116,10 @@ func baseOpts(t *testing.T) []kgo.Opt {
 func newProducer(t *testing.T, extra ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	opts := append(baseOpts(t),
-		// The server does not implement the idempotent producer yet
-		// (InitProducerId, sequence numbers), so franz-go's default
-		// idempotent writes are turned off.
-		kgo.DisableIdempotentWrite(),
+		// franz-go's default idempotent writes: sequence numbers keep order
+		// on retries.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.MaxProduceRequestsInflightPerBroker(1), // no reordering on retry
 		kgo.ProducerLinger(20*time.Millisecond),
 		kgo.ProduceRequestTimeout(15*time.Second),
 		kgo.RecordDeliveryTimeout(opTimeout),

@@ -2,9 +2,9 @@
 
 The broker under test is named by the SHOAL_BOOTSTRAP environment variable
 (host:port). It may be Shoal or Apache Kafka: every check here must pass
-against Kafka. The server is assumed to have topic auto-creation off and no
-consumer groups, idempotent producer or transactions, so topics are created
-through the admin API and consumers use explicit partition assignment.
+against Kafka. The server is assumed to have topic auto-creation off, so topics are created
+through the admin API; consumers use explicit partition assignment (groups
+have their own suites).
 """
 
 import os

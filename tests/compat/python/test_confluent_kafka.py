@@ -78,9 +78,9 @@ def wait_for_partitions(admin, name, partitions):
 def make_producer(bootstrap, **extra):
     conf = {
         "bootstrap.servers": bootstrap,
-        # The server does not implement the idempotent producer yet; librdkafka's
-        # default is already off, say it anyway.
-        "enable.idempotence": False,
+        # librdkafka's default is off; the idempotent producer is what
+        # pipelines need, so test it.
+        "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 20,
         # One request in flight so a retry can never reorder a partition.

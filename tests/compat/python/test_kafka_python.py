@@ -1,7 +1,7 @@
 """Compatibility tests with kafka-python (pure Python client).
 
-kafka-python 3.x turns the idempotent producer on by default; the server does
-not implement it yet, so every producer here sets enable_idempotence=False.
+kafka-python 3.x turns the idempotent producer on by default; the producers
+here keep that default.
 Consumers have group_id=None and use assign() + seek(): no group protocol.
 """
 
@@ -58,9 +58,7 @@ def wait_for_partitions(admin, name, partitions):
 def make_producer(bootstrap, **extra):
     conf = dict(
         bootstrap_servers=bootstrap,
-        # kafka-python 3 enables idempotence by default; the server does not
-        # implement the idempotent producer yet.
-        enable_idempotence=False,
+        # kafka-python 3 enables idempotence by default: kept.
         acks="all",
         linger_ms=20,
         max_in_flight_requests_per_connection=1,  # no reordering on retry

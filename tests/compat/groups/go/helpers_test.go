@@ -3,9 +3,9 @@
 // SHOAL_BOOTSTRAP (host:port); it may be Shoal or Apache Kafka, and every
 // check must pass against Kafka.
 //
-// The server is assumed to have topic auto-creation off and no idempotent
-// producer (every producer disables idempotent writes), but to implement the
-// classic consumer-group protocol.
+// The server is assumed to have topic auto-creation off and to implement the
+// classic consumer-group protocol; producers keep franz-go's default
+// idempotent writes.
 package groups
 
 import (
@@ -181,10 +181,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bo
 func produceKeyed(t *testing.T, topic string, l *ledger, start, end int) {
 	t.Helper()
 	cl, err := kgo.NewClient(append(baseOpts(t, "compat-go-groups-producer"),
-		// The server does not implement the idempotent producer yet.
-		kgo.DisableIdempotentWrite(),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.MaxProduceRequestsInflightPerBroker(1),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProduceRequestTimeout(15*time.Second),
 		kgo.RecordDeliveryTimeout(opTimeout),

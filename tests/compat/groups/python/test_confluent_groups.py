@@ -42,9 +42,8 @@ def create_topic(admin, name, partitions):
 
 
 def produce_keyed(bootstrap, topic, ledger, start, end):
-    # librdkafka's default is enable.idempotence=false, as the server needs.
     p = Producer({"bootstrap.servers": bootstrap, "client.id": "compat-groups-confluent-producer",
-                  "acks": "all", "linger.ms": 5, "message.timeout.ms": TIMEOUT * 1000})
+                  "acks": "all", "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": TIMEOUT * 1000})
     errors = []
 
     def on_delivery(err, msg):

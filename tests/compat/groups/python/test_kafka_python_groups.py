@@ -2,9 +2,8 @@
 
 A KafkaConsumer with group_id subscribes, consumes, commits, leaves; a second
 consumer of the same group resumes exactly at the committed offsets. Two
-members then share the partitions. kafka-python 3 enables the idempotent
-producer by default; the server does not implement it yet, so the producer
-sets enable_idempotence=False.
+members then share the partitions. The producer keeps kafka-python 3's
+default idempotence.
 """
 
 import threading
@@ -47,7 +46,7 @@ def create_topic(admin, name, partitions):
 
 def produce(bootstrap, topic, start, count):
     """count records into every partition, values p<P>-<i> for i in start..start+count-1."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5,
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                              max_in_flight_requests_per_connection=1, request_timeout_ms=15000,
                              delivery_timeout_ms=TIMEOUT_MS, max_block_ms=TIMEOUT_MS,
                              allow_auto_create_topics=False)

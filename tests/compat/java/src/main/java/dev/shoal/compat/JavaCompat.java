@@ -194,11 +194,8 @@ public final class JavaCompat {
         p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ProducerConfig.CLIENT_ID_CONFIG, "shoal-java-compat-producer");
         p.put(ProducerConfig.ACKS_CONFIG, "all");
-        // The server does not implement the idempotent producer (InitProducerId etc.) yet.
-        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
-        // Without idempotence, one in-flight request per connection keeps per-partition order
-        // even if a request is retried.
-        p.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, "1");
+        // Idempotence stays at the client's default (on): sequence numbers keep order and
+        // drop duplicates with up to 5 requests in flight.
         p.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, compression);
         p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
         p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "15000");
