@@ -22,6 +22,12 @@ pub struct Metrics {
     pub produced_bytes: AtomicU64,
     pub produced_batches: AtomicU64,
     pub produce_rejected_batches: AtomicU64,
+    /// Producer batches the commit found already written (retries) or refused.
+    pub producer_duplicates: AtomicU64,
+    pub producer_refusals: AtomicU64,
+    pub txn_commits: AtomicU64,
+    pub txn_aborts: AtomicU64,
+    pub txn_timeouts: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
@@ -91,6 +97,23 @@ impl Metrics {
             "shoal_produce_rejected_batches_total",
             "Record batches refused by validation.",
             &[("", g(&self.produce_rejected_batches))],
+        );
+        counter(
+            "shoal_producer_batches_total",
+            "Batches with a producer id that the commit did not append, by outcome.",
+            &[
+                ("{outcome=\"duplicate\"}", g(&self.producer_duplicates)),
+                ("{outcome=\"refused\"}", g(&self.producer_refusals)),
+            ],
+        );
+        counter(
+            "shoal_transactions_total",
+            "Transactions ended, by result (timeouts are also counted as aborts).",
+            &[
+                ("{result=\"commit\"}", g(&self.txn_commits)),
+                ("{result=\"abort\"}", g(&self.txn_aborts)),
+                ("{result=\"timeout\"}", g(&self.txn_timeouts)),
+            ],
         );
         counter(
             "shoal_fetched_bytes_total",

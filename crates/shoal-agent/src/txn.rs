@@ -29,6 +29,7 @@ use shoal_meta::{
 use shoal_wire::batch;
 
 use crate::errors::WriteError;
+use crate::metrics::Metrics;
 use crate::write_path::{BatchToWrite, PartitionAppend};
 use crate::Shared;
 
@@ -425,6 +426,14 @@ async fn finish(shared: &Shared, mut rec: Transaction) -> Result<Transaction, Tx
     rec.updated_ms = now_ms();
     rec.version = shared.meta.complete_transaction(&rec, commit).await?;
     tracing::debug!(transactional_id = %rec.transactional_id, commit, "transaction ended");
+    Metrics::add(
+        if commit {
+            &shared.metrics.txn_commits
+        } else {
+            &shared.metrics.txn_aborts
+        },
+        1,
+    );
     Ok(rec)
 }
 
@@ -528,6 +537,7 @@ impl TxnCoordinator {
                     TxnState::Ongoing if now_ms() - rec.started_ms > i64::from(rec.timeout_ms) => {
                         tracing::info!(transactional_id = %id, timeout_ms = rec.timeout_ms,
                             "aborting a transaction past its timeout");
+                        Metrics::add(&shared.metrics.txn_timeouts, 1);
                         prepare_end(shared, rec, false, true).await?
                     }
                     TxnState::PrepareCommit | TxnState::PrepareAbort => rec,

@@ -461,6 +461,13 @@ async fn commit_one(
         }
     };
     Metrics::add(&metrics.flushes, 1);
+    for o in &outcomes {
+        match o {
+            SegmentOutcome::Duplicate { .. } => Metrics::add(&metrics.producer_duplicates, 1),
+            SegmentOutcome::Refused(_) => Metrics::add(&metrics.producer_refusals, 1),
+            _ => {}
+        }
+    }
     // Write-through: the agent that wrote an object serves its tail reads from memory.
     let chunk = cache.chunk_size();
     let mut at = 0u64;
