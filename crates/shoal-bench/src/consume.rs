@@ -58,6 +58,7 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 const RECORD_BATCH_OVERHEAD: usize = 12;
 const BATCH_HEADER_LEN: usize = 61;
 const CONTROL_FLAG: i16 = 0x20;
+const TRANSACTIONAL_FLAG: i16 = 0x10;
 
 /// What a walk over a partition's fetched bytes found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -99,33 +100,120 @@ fn split_round_robin(items: &[i32], n: usize) -> Vec<Vec<i32>> {
 /// Walks v2 record batch headers without decoding records.
 pub fn walk_batches(data: &[u8], fetch_offset: i64) -> Result<BatchWalk> {
     let mut walk = BatchWalk::default();
-    let mut pos = 0usize;
-    while data.len() - pos >= RECORD_BATCH_OVERHEAD {
+    let mut headers = batch_headers(data);
+    for header in headers.by_ref() {
+        let header = header?;
+        if !header.is_control() {
+            walk.records += header.records_from(fetch_offset);
+        }
+        walk.batches += 1;
+        walk.bytes += header.len as u64;
+        walk.next_offset = Some(header.last_offset + 1);
+    }
+    walk.complete_len = headers.position();
+    Ok(walk)
+}
+
+/// The fields of a v2 record batch header that the readers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub attributes: i16,
+    pub producer_id: i64,
+    /// Bytes of the whole batch, offset and length fields included.
+    pub len: usize,
+}
+
+impl BatchHeader {
+    /// A transaction marker (attributes bit 5): no records for consumers.
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+
+    /// Written inside a transaction (attributes bit 4).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+
+    /// Records (offsets) of the batch at or after `fetch_offset`.
+    pub fn records_from(&self, fetch_offset: i64) -> u64 {
+        if self.last_offset < fetch_offset {
+            return 0;
+        }
+        (self.last_offset - self.base_offset.max(fetch_offset) + 1) as u64
+    }
+}
+
+/// The complete batches at the front of fetched bytes, in order; a fetch may end with a
+/// partial batch, which is left out ([`BatchHeaders::position`] says where it starts).
+pub fn batch_headers(data: &[u8]) -> BatchHeaders<'_> {
+    BatchHeaders {
+        data,
+        pos: 0,
+        failed: false,
+    }
+}
+
+pub struct BatchHeaders<'a> {
+    data: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl BatchHeaders<'_> {
+    /// Length of the complete batches returned so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn parse(&self) -> Result<Option<BatchHeader>> {
+        let (data, pos) = (self.data, self.pos);
+        if data.len() - pos < RECORD_BATCH_OVERHEAD {
+            return Ok(None);
+        }
         let base_offset = read_i64(data, pos);
         let length = read_i32(data, pos + 8);
         if length < (BATCH_HEADER_LEN - RECORD_BATCH_OVERHEAD) as i32 {
             bail!("record batch at offset {base_offset} has invalid length {length}");
         }
-        let total = RECORD_BATCH_OVERHEAD + length as usize;
-        if data.len() - pos < total {
-            break;
+        let len = RECORD_BATCH_OVERHEAD + length as usize;
+        if data.len() - pos < len {
+            return Ok(None);
         }
         let magic = data[pos + 16];
         if magic != 2 {
             bail!("record batch at offset {base_offset} has magic {magic}; only v2 batches are supported");
         }
-        let attributes = i16::from_be_bytes([data[pos + 21], data[pos + 22]]);
-        let last_offset = base_offset + read_i32(data, pos + 23) as i64;
-        if last_offset >= fetch_offset && attributes & CONTROL_FLAG == 0 {
-            walk.records += (last_offset - base_offset.max(fetch_offset) + 1) as u64;
-        }
-        walk.batches += 1;
-        walk.bytes += total as u64;
-        walk.next_offset = Some(last_offset + 1);
-        pos += total;
+        Ok(Some(BatchHeader {
+            base_offset,
+            last_offset: base_offset + read_i32(data, pos + 23) as i64,
+            attributes: i16::from_be_bytes([data[pos + 21], data[pos + 22]]),
+            producer_id: read_i64(data, pos + 43),
+            len,
+        }))
     }
-    walk.complete_len = pos;
-    Ok(walk)
+}
+
+impl Iterator for BatchHeaders<'_> {
+    type Item = Result<BatchHeader>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.parse() {
+            Ok(Some(header)) => {
+                self.pos += header.len;
+                Some(Ok(header))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 fn read_i64(data: &[u8], at: usize) -> i64 {

@@ -5,11 +5,14 @@
 //! with pipelined requests while a tailing consumer measures end-to-end latency
 //! ([`produce`], [`consume`]), read everything back as fast as possible and check the count,
 //! optionally consume everything again through a consumer group of N members
-//! ([`group`], `--group-consumers N`), optionally watch the server's object-store counters
-//! and memory ([`metrics`]), then print a block of figures and one `RESULT` line
-//! ([`report`]). The exit status is 0 for a clean run, 1 for an error, 2 when the records
-//! read back differ from those acknowledged or the group missed records or committed
-//! offsets other than the end offsets.
+//! ([`group`], `--group-consumers N`), optionally time N transactional commits and read
+//! them back with read_committed ([`txn`], `--txn-commits N`), optionally watch the
+//! server's object-store counters and memory ([`metrics`]), then print a block of figures
+//! and one `RESULT` line ([`report`]). With `--idempotent` the producers get producer ids
+//! and write sequence numbers ([`produce`], [`txn_client`]). The exit status is 0 for a
+//! clean run, 1 for an error, 2 when the records read back differ from those acknowledged,
+//! the group missed records or committed offsets other than the end offsets, or the
+//! read_committed read did not return exactly the committed records.
 //!
 //! ```text
 //! shoal-bench --bootstrap 127.0.0.1:9092 --records 500000 --record-size 1024 \
@@ -29,6 +32,8 @@ mod group_client;
 mod metrics;
 mod produce;
 mod report;
+mod txn;
+mod txn_client;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -42,8 +47,9 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::metrics::{counter_sum, scrape, RssSampler};
-use crate::produce::{Budget, Clock, ProduceSettings};
+use crate::produce::{Budget, Clock, ProduceSettings, MAX_IDEMPOTENT_IN_FLIGHT};
 use crate::report::{ConsumeFigures, Latency, ObjectStoreFigures, ProduceFigures, Report};
+use crate::txn_client::TxnVersions;
 
 const DEFAULT_RECORDS: u64 = 1_000_000;
 const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
@@ -104,7 +110,7 @@ struct Args {
     /// Bytes of record values per record batch [default: 65536 unless --batch-records is given].
     #[arg(long, env = "SHOAL_BENCH_BATCH_BYTES")]
     batch_bytes: Option<usize>,
-    /// Produce requests in flight per connection.
+    /// Produce requests in flight per connection (at most 5 with --idempotent).
     #[arg(long, env = "SHOAL_BENCH_MAX_IN_FLIGHT", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_in_flight: u32,
@@ -142,6 +148,15 @@ struct Args {
     #[arg(long, env = "SHOAL_BENCH_GROUP_CONSUMERS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     group_consumers: u32,
+    /// Idempotent producers: a producer id per connection (InitProducerId) and a sequence
+    /// number per partition in every batch. Needs acks=-1.
+    #[arg(long, env = "SHOAL_BENCH_IDEMPOTENT")]
+    idempotent: bool,
+    /// Transactions to commit one after the other after the other phases, timing EndTxn
+    /// and the whole transaction, then read back with read_committed (0 = no such phase).
+    #[arg(long, env = "SHOAL_BENCH_TXN_COMMITS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    txn_commits: u64,
 }
 
 fn parse_acks(s: &str) -> Result<i16, String> {
@@ -151,6 +166,28 @@ fn parse_acks(s: &str) -> Result<i16, String> {
         "1" => Ok(1),
         other => Err(format!("acks must be -1 (all), 0 or 1, not {other}")),
     }
+}
+
+/// Produce requests in flight per connection: idempotence needs acks=-1 and allows at
+/// most [`MAX_IDEMPOTENT_IN_FLIGHT`] batches per partition, and every request carries at
+/// most one batch per partition.
+fn in_flight_limit(args: &Args) -> Result<usize> {
+    let asked = args.max_in_flight as usize;
+    if !args.idempotent {
+        return Ok(asked);
+    }
+    if args.acks != -1 {
+        bail!("--idempotent needs --acks -1 (all), not {}", args.acks);
+    }
+    if asked > MAX_IDEMPOTENT_IN_FLIGHT {
+        eprintln!(
+            "note: --idempotent allows at most {MAX_IDEMPOTENT_IN_FLIGHT} requests in flight \
+             per connection (one batch per partition each); using {MAX_IDEMPOTENT_IN_FLIGHT}, \
+             not {asked}"
+        );
+        return Ok(MAX_IDEMPOTENT_IN_FLIGHT);
+    }
+    Ok(asked)
 }
 
 /// Records per batch from the two limits; bytes alone default to 64 KiB.
@@ -198,6 +235,15 @@ fn main() -> ExitCode {
                 }
                 clean = false;
             }
+            if let Some(txn) = report.txn.as_ref().filter(|t| !t.matches()) {
+                for problem in &txn.problems {
+                    eprintln!(
+                        "MISMATCH: transactional id {}: {problem}",
+                        txn.transactional_id
+                    );
+                }
+                clean = false;
+            }
             if clean {
                 ExitCode::SUCCESS
             } else {
@@ -222,6 +268,7 @@ async fn run(args: Args) -> Result<Report> {
             bail!("--duration must be a positive number of seconds");
         }
     }
+    let max_in_flight = in_flight_limit(&args)?;
     let batch_records = records_per_batch(record_size, args.batch_records, args.batch_bytes);
     if batch_records * record_size > 1_000_000 {
         eprintln!(
@@ -271,13 +318,21 @@ async fn run(args: Args) -> Result<Report> {
         args.tail_connections as usize,
     ));
 
+    let init_producer_id = if args.idempotent {
+        Some(TxnVersions::init_producer_id(
+            cluster.advertised.as_deref(),
+        )?)
+    } else {
+        None
+    };
     let settings = Arc::new(ProduceSettings {
         version: cluster.versions.produce,
         record_size,
         batch_records,
-        max_in_flight: args.max_in_flight as usize,
+        max_in_flight,
         acks: args.acks,
         compression: args.compression.into(),
+        init_producer_id,
     });
     let deadline = args
         .duration
@@ -344,6 +399,19 @@ async fn run(args: Args) -> Result<Report> {
     } else {
         None
     };
+    let txn = if args.txn_commits > 0 {
+        eprintln!(
+            "shoal-bench: committing {} transaction(s)...",
+            args.txn_commits
+        );
+        Some(
+            txn::run(cluster.clone(), args.txn_commits, record_size, clock)
+                .await
+                .context("transaction phase")?,
+        )
+    } else {
+        None
+    };
     let peak_rss_mib = match sampler {
         Some(s) => s.finish().await,
         None => None,
@@ -369,12 +437,12 @@ async fn run(args: Args) -> Result<Report> {
         versions: cluster.versions.describe(),
         workload: format!(
             "{} records of {} B, {} producer(s), {} records/batch, {} in flight, acks={}, \
-             compression={}, {} tail + {} catch-up connection(s) per leader{}",
+             compression={}, {} tail + {} catch-up connection(s) per leader{}{}{}",
             produced.acked_records,
             record_size,
             args.producers,
             batch_records,
-            args.max_in_flight,
+            max_in_flight,
             args.acks,
             format!("{:?}", args.compression).to_lowercase(),
             args.tail_connections,
@@ -382,6 +450,11 @@ async fn run(args: Args) -> Result<Report> {
             match args.group_consumers {
                 0 => String::new(),
                 n => format!(", {n} group consumer(s)"),
+            },
+            if args.idempotent { ", idempotent" } else { "" },
+            match args.txn_commits {
+                0 => String::new(),
+                n => format!(", {n} transaction(s)"),
             }
         ),
         produce: ProduceFigures {
@@ -392,6 +465,14 @@ async fn run(args: Args) -> Result<Report> {
             retried_batches: produced.retried_batches,
             elapsed: produced.elapsed,
             latency: Latency::from_micros(&produced.latency_us),
+            idempotence: init_producer_id.map(|version| {
+                format!(
+                    "{} producer id(s), one per connection (InitProducerId v{version}), \
+                     base sequences per partition, acks={}, at most {max_in_flight} batches \
+                     in flight per partition",
+                    produced.producer_ids, args.acks
+                )
+            }),
         },
         e2e: Latency::from_micros(&tail.e2e_us),
         tail_records: tail.records,
@@ -405,6 +486,7 @@ async fn run(args: Args) -> Result<Report> {
         },
         object_store,
         group,
+        txn,
         pid: args.pid,
         peak_rss_mib,
     })
@@ -513,6 +595,32 @@ mod tests {
         let args = Args::try_parse_from(["shoal-bench", "--group-consumers", "3"]).unwrap();
         assert_eq!(args.group_consumers, 3);
         assert!(Args::try_parse_from(["shoal-bench", "--record-size", "4"]).is_err());
+    }
+
+    #[test]
+    fn idempotence_caps_in_flight_and_needs_acks_all() {
+        let args = Args::try_parse_from(["shoal-bench", "--max-in-flight", "20"]).unwrap();
+        assert!(!args.idempotent);
+        assert_eq!(args.txn_commits, 0);
+        assert_eq!(in_flight_limit(&args).unwrap(), 20);
+        let args = Args::try_parse_from([
+            "shoal-bench",
+            "--idempotent",
+            "--max-in-flight",
+            "20",
+            "--txn-commits",
+            "50",
+        ])
+        .unwrap();
+        assert!(args.idempotent);
+        assert_eq!(args.txn_commits, 50);
+        assert_eq!(in_flight_limit(&args).unwrap(), 5);
+        let args =
+            Args::try_parse_from(["shoal-bench", "--idempotent", "--max-in-flight", "2"]).unwrap();
+        assert_eq!(in_flight_limit(&args).unwrap(), 2);
+        let args = Args::try_parse_from(["shoal-bench", "--idempotent", "--acks", "1"]).unwrap();
+        let err = in_flight_limit(&args).unwrap_err().to_string();
+        assert!(err.contains("--acks -1"), "{err}");
     }
 
     #[test]

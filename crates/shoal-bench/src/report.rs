@@ -51,6 +51,9 @@ pub struct ProduceFigures {
     pub retried_batches: u64,
     pub elapsed: Duration,
     pub latency: Option<Latency>,
+    /// How the producers were idempotent (e.g. their producer ids), `None` when they
+    /// were not.
+    pub idempotence: Option<String>,
 }
 
 pub struct ConsumeFigures {
@@ -143,6 +146,44 @@ fn nearest_rank(values: &[Duration], q: f64) -> Option<Duration> {
     sorted.get(rank - 1).copied()
 }
 
+/// What the transaction phase measured (see [`crate::txn`]).
+pub struct TxnFigures {
+    pub transactional_id: String,
+    pub coordinator: String,
+    pub versions: String,
+    /// Partitions each transaction wrote one record to.
+    pub partitions: Vec<i32>,
+    pub commits: u64,
+    /// Finding the coordinator and getting the producer id, before the first transaction.
+    pub setup: Duration,
+    /// From the first AddPartitionsToTxn to the last EndTxn answer.
+    pub elapsed: Duration,
+    /// EndTxn(commit) round trips.
+    pub commit: Option<Latency>,
+    /// From AddPartitionsToTxn to the EndTxn answer, per transaction.
+    pub transaction: Option<Latency>,
+    /// CONCURRENT_TRANSACTIONS / COORDINATOR_LOAD_IN_PROGRESS answers that were retried.
+    pub busy_retries: u64,
+    /// What the read_committed Fetch returned.
+    pub records_read: u64,
+    pub transactional_read: u64,
+    pub aborted_skipped: u64,
+    pub markers: u64,
+    /// Records committed: the read must return exactly these.
+    pub expected: u64,
+    pub problems: Vec<String>,
+}
+
+impl TxnFigures {
+    pub fn matches(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn per_s(&self) -> Option<f64> {
+        per_s(self.commits, self.elapsed)
+    }
+}
+
 pub struct ObjectStoreFigures {
     pub url: String,
     /// PUTs and GETs counted between the first and the last scrape; `None` when a scrape
@@ -190,6 +231,8 @@ pub struct Report {
     pub object_store: Option<ObjectStoreFigures>,
     /// `None` when the group phase was not asked for.
     pub group: Option<GroupFigures>,
+    /// `None` when the transaction phase was not asked for.
+    pub txn: Option<TxnFigures>,
     pub pid: Option<u32>,
     pub peak_rss_mib: Option<f64>,
 }
@@ -243,11 +286,14 @@ impl Report {
         mb_per_s(self.consume.payload_bytes, self.consume.elapsed)
     }
 
-    /// The line scripts grep for. Keys and their order are fixed.
+    /// The line scripts grep for. Keys and their order are fixed; new keys are only ever
+    /// appended.
     pub fn result_line(&self) -> String {
         let p = self.produce.latency;
         let os = self.object_store.as_ref();
         let g = self.group.as_ref();
+        let commit = self.txn.as_ref().and_then(|t| t.commit);
+        let whole = self.txn.as_ref().and_then(|t| t.transaction);
         let fields = [
             ("produce_mb_s", fmt_opt(self.produce_mb_s(), 2)),
             (
@@ -276,6 +322,21 @@ impl Report {
                 "group_consume_mb_s",
                 fmt_opt(g.and_then(GroupFigures::mb_s), 2),
             ),
+            (
+                "idempotent",
+                (if self.produce.idempotence.is_some() {
+                    "on"
+                } else {
+                    "off"
+                })
+                .to_string(),
+            ),
+            ("txn_commit_p50_ms", fmt_opt(commit.map(|l| l.p50_ms), 3)),
+            ("txn_commit_p99_ms", fmt_opt(commit.map(|l| l.p99_ms), 3)),
+            ("txn_commit_max_ms", fmt_opt(commit.map(|l| l.max_ms), 3)),
+            ("txn_p50_ms", fmt_opt(whole.map(|l| l.p50_ms), 3)),
+            ("txn_p99_ms", fmt_opt(whole.map(|l| l.p99_ms), 3)),
+            ("txn_max_ms", fmt_opt(whole.map(|l| l.max_ms), 3)),
         ];
         let mut line = format!("RESULT label={}", token(&self.label));
         for (key, value) in fields {
@@ -306,6 +367,14 @@ impl Report {
         let _ = writeln!(out, "protocol    {}", self.versions);
         let _ = writeln!(out, "workload    {}", self.workload);
         let _ = writeln!(out, "-- produce");
+        let _ = writeln!(
+            out,
+            "  producer  {}",
+            match &p.idempotence {
+                Some(how) => format!("idempotent: {how}"),
+                None => "not idempotent (producer id -1, no sequences)".to_string(),
+            }
+        );
         let _ = writeln!(
             out,
             "  acked     {} records in {:.2} s ({} requests, {} batches retried)",
@@ -366,6 +435,9 @@ impl Report {
         match &self.group {
             None => {}
             Some(g) => group_text(&mut out, g),
+        }
+        if let Some(t) = &self.txn {
+            txn_text(&mut out, t);
         }
         let _ = writeln!(out, "-- object store");
         match &self.object_store {
@@ -479,6 +551,53 @@ fn group_text(out: &mut String, g: &GroupFigures) {
     }
 }
 
+fn txn_text(out: &mut String, t: &TxnFigures) {
+    let _ = writeln!(
+        out,
+        "-- transactions (transactional id {}, coordinator {})",
+        t.transactional_id, t.coordinator
+    );
+    let _ = writeln!(out, "  protocol  {}", t.versions);
+    let _ = writeln!(
+        out,
+        "  commits   {} in {:.2} s ({} per s; one record to each of partition(s) {:?}; \
+         {} busy answers retried; coordinator ready {} ms before)",
+        t.commits,
+        t.elapsed.as_secs_f64(),
+        fmt_opt(t.per_s(), 1),
+        t.partitions,
+        t.busy_retries,
+        t.setup.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "  EndTxn    {} (commit round trip)",
+        latency_text(t.commit)
+    );
+    let _ = writeln!(
+        out,
+        "  whole     {} (AddPartitionsToTxn, Produce, EndTxn answered)",
+        latency_text(t.transaction)
+    );
+    let _ = writeln!(
+        out,
+        "  read      {} records with read_committed ({} transactional, {} of aborted \
+         transactions left out, {} markers skipped)",
+        t.records_read, t.transactional_read, t.aborted_skipped, t.markers
+    );
+    if t.matches() {
+        let _ = writeln!(
+            out,
+            "  check     OK: {} transactional records read = {} committed",
+            t.records_read, t.expected
+        );
+    } else {
+        for problem in &t.problems {
+            let _ = writeln!(out, "  check     MISMATCH: {problem}");
+        }
+    }
+}
+
 fn latency_text(l: Option<Latency>) -> String {
     match l {
         None => "n/a".to_string(),
@@ -515,6 +634,7 @@ mod tests {
                 retried_batches: 0,
                 elapsed: Duration::from_secs(2),
                 latency: Latency::from_micros(&h),
+                idempotence: None,
             },
             e2e: None,
             tail_records: 0,
@@ -536,8 +656,34 @@ mod tests {
                 note: None,
             }),
             group: None,
+            txn: None,
             pid: None,
             peak_rss_mib: None,
+        }
+    }
+
+    fn txn() -> TxnFigures {
+        let mut h = new_histogram();
+        for us in 1..=100u64 {
+            h.record(us * 100).unwrap(); // 0.1 .. 10 ms
+        }
+        TxnFigures {
+            transactional_id: "tx".into(),
+            coordinator: "c:1".into(),
+            versions: "EndTxn v3".into(),
+            partitions: vec![0],
+            commits: 100,
+            setup: Duration::from_millis(40),
+            elapsed: Duration::from_secs(4),
+            commit: Latency::from_micros(&h),
+            transaction: None,
+            busy_retries: 3,
+            records_read: 100,
+            transactional_read: 100,
+            aborted_skipped: 0,
+            markers: 100,
+            expected: 100,
+            problems: Vec::new(),
         }
     }
 
@@ -589,18 +735,60 @@ mod tests {
              produce_p50_ms=5.003 produce_p99_ms=9.903 produce_max_ms=10.007 \
              e2e_p50_ms=n/a e2e_p99_ms=n/a consume_mb_s=20.00 puts_per_mb=0.500 \
              gets_per_mb=n/a peak_rss_mib=n/a group_join_first_record_ms=n/a \
-             group_rebalance_ms=n/a group_rebalance_leave_ms=n/a group_consume_mb_s=n/a"
+             group_rebalance_ms=n/a group_rebalance_leave_ms=n/a group_consume_mb_s=n/a \
+             idempotent=off txn_commit_p50_ms=n/a txn_commit_p99_ms=n/a txn_commit_max_ms=n/a \
+             txn_p50_ms=n/a txn_p99_ms=n/a txn_max_ms=n/a"
         );
         let mut r = report();
         r.group = Some(group());
         assert!(
-            r.result_line().ends_with(
+            r.result_line().contains(
                 " group_join_first_record_ms=200.0 group_rebalance_ms=250.5 \
-                 group_rebalance_leave_ms=1200.0 group_consume_mb_s=2.00"
+                 group_rebalance_leave_ms=1200.0 group_consume_mb_s=2.00 idempotent=off"
             ),
             "{}",
             r.result_line()
         );
+    }
+
+    #[test]
+    fn idempotence_and_transactions_are_reported() {
+        let mut r = report();
+        r.produce.idempotence = Some("4 producer ids".into());
+        r.txn = Some(txn());
+        let line = r.result_line();
+        assert!(
+            line.ends_with(
+                " group_consume_mb_s=n/a idempotent=on txn_commit_p50_ms=5.003 \
+                 txn_commit_p99_ms=9.903 txn_commit_max_ms=10.007 txn_p50_ms=n/a \
+                 txn_p99_ms=n/a txn_max_ms=n/a"
+            ),
+            "{line}"
+        );
+        let text = r.human();
+        assert!(
+            text.contains("producer  idempotent: 4 producer ids"),
+            "{text}"
+        );
+        assert!(
+            text.contains("commits   100 in 4.00 s (25.0 per s"),
+            "{text}"
+        );
+        assert!(text.contains("3 busy answers retried"), "{text}");
+        assert!(
+            text.contains("OK: 100 transactional records read = 100 committed"),
+            "{text}"
+        );
+        assert!(text.contains("(100 transactional, 0 of aborted"), "{text}");
+        let mut t = txn();
+        t.problems.push("read_committed returned 99 records".into());
+        assert!(!t.matches());
+        r.txn = Some(t);
+        assert!(r
+            .human()
+            .contains("check     MISMATCH: read_committed returned 99 records"));
+        r.produce.idempotence = None;
+        assert!(r.human().contains("not idempotent"));
     }
 
     #[test]
