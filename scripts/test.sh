@@ -23,5 +23,9 @@ cargo build -p shoal
 bash tests/compat/run-all.sh target/debug/shoal
 step "a consumer group through agent restarts"
 bash tests/compat/groups-restart/run.sh target/debug/shoal
+step "exactly-once consume-transform-produce through processor and agent SIGKILLs"
+bash tests/compat/txn-restart/run.sh target/debug/shoal
+step "idempotent producers through lost acknowledgements"
+bash tests/compat/lost-ack/run.sh target/debug/shoal
 step "single agent on S3 (MinIO)"
 bash tests/s3/run.sh target/debug/shoal
