@@ -15,7 +15,6 @@ Last line: `lost-ack: passed` or `lost-ack: failed: REASON`; exit status 0 / 1.
 import collections
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,7 @@ TOTAL_SECONDS = int(os.environ.get("LOST_ACK_SECONDS", "240"))
 BURST, BURST_PAUSE = 25, 0.010  # produce in bursts of 25 records, 10 ms apart
 
 
-class Failed(Exception):
-    pass
+Failed = servers.Failed
 
 
 def log(*parts):
@@ -270,19 +268,5 @@ def read_all(bs, topic, timeout=60):
     return parts
 
 
-def on_signal(signum, _frame):
-    # Only once: the cleanup in main() must not be interrupted by a second signal.
-    signal.alarm(0)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if signum == signal.SIGALRM:
-        raise Failed(f"safety timeout of {TOTAL_SECONDS}s reached")
-    raise Failed(f"killed by signal {signum}")
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(TOTAL_SECONDS)
-    sys.exit(main())
+    servers.run(main, TOTAL_SECONDS)

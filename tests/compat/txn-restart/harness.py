@@ -10,7 +10,6 @@ import os
 import queue
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,7 @@ SERVER_DOWN_SECONDS = float(os.environ.get("TXN_RESTART_SERVER_DOWN", "3"))
 STALL_SECONDS = 60  # no committed progress for this long -> fail
 
 
-class Failed(Exception):
-    pass
+Failed = servers.Failed
 
 
 procs = []  # every processor process started (killed in main()'s cleanup)
@@ -428,19 +426,5 @@ def read_all(bs, topic, isolation, expect, timeout=60):
     return parts
 
 
-def on_signal(signum, _frame):
-    # Only once: the cleanup in main() must not be interrupted by a second signal.
-    signal.alarm(0)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if signum == signal.SIGALRM:
-        raise Failed(f"safety timeout of {TOTAL_SECONDS}s reached")
-    raise Failed(f"killed by signal {signum}")
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(TOTAL_SECONDS)
-    sys.exit(main())
+    servers.run(main, TOTAL_SECONDS)

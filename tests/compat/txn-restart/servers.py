@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
@@ -147,3 +148,27 @@ def tail(path, n):
             return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
     except OSError as exc:
         return f"({path}: {exc})"
+
+
+class Failed(Exception):
+    """A check failed or the run was stopped; the message says why."""
+
+
+def run(main, total_seconds):
+    """Runs `main()` and exits with its status. SIGTERM, SIGINT and a safety alarm after
+    `total_seconds` raise Failed (once) inside it, so its cleanup still runs."""
+
+    def on_signal(signum, _frame):
+        # Only once: the cleanup in main() must not be interrupted by a second signal.
+        signal.alarm(0)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if signum == signal.SIGALRM:
+            raise Failed(f"safety timeout of {total_seconds}s reached")
+        raise Failed(f"killed by signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(total_seconds)
+    sys.exit(main())
