@@ -271,3 +271,95 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     assert_eq!(r.error_code, INVALID_PRODUCER_EPOCH);
     assert_eq!(end_txn(&mut c, "t-slow", pid, epoch, true), PRODUCER_FENCED);
 }
+
+#[test]
+fn an_end_left_half_done_by_a_crash_is_finished_after_the_restart() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{AddOffsetsToTxnRequest, GroupId, TxnOffsetCommitRequest};
+    use shoal_meta::{MetaStore, SqliteStore, TxnState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_in(dir.path(), &[]);
+    let mut c = agent.connect();
+    c.create_topic("half", 1, &[]);
+    let (_, pid, epoch) = init_producer_id(&mut c, Some("t-half"), 60_000);
+    assert_eq!(add_partition(&mut c, "t-half", pid, epoch, "half", 0), NONE);
+    let r = c.produce_batch("half", 0, producer_batch(pid, epoch, 0, 2, true, "h"));
+    assert_eq!(r.error_code, NONE);
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(sb("t-half")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(sb("g-half")));
+    assert_eq!(c.send(&add, 3).error_code, NONE);
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(sb("t-half")))
+        .with_group_id(GroupId(sb("g-half")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic_name("half"))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(42)
+                .with_committed_leader_epoch(-1)])]);
+    let resp = c.send(&commit, 3);
+    assert_eq!(resp.topics[0].partitions[0].error_code, NONE);
+    agent.terminate();
+
+    // The coordinator had decided to commit when it died: the record says PrepareCommit,
+    // no marker was written, the offsets are still staged.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = dir.path().join("metadata.db");
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).unwrap();
+        let mut rec = store.transaction("t-half").await.unwrap().unwrap();
+        assert_eq!(rec.state, TxnState::Ongoing);
+        rec.state = TxnState::PrepareCommit;
+        store.save_transaction(&rec).await.unwrap();
+    });
+
+    let mut agent = Agent::start_in(dir.path(), &[]);
+    let mut c = agent.connect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (hw, lso, aborted, n) = fetch_committed(&mut c, "half", 0);
+        if hw == 3 && lso == 3 {
+            assert!(aborted.is_empty(), "committed, not aborted: {aborted:?}");
+            assert_eq!(n, 3, "two records and the commit marker");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the prepared commit was not finished (hw {hw}, lso {lso})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = c.send(
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(sb("t-half"))]),
+        0,
+    );
+    assert_eq!(
+        d.transaction_states[0].transaction_state.as_str(),
+        "CompleteCommit"
+    );
+    agent.terminate();
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).unwrap();
+        let offsets = store.group_offsets("g-half").await.unwrap();
+        assert_eq!(offsets.len(), 1);
+        assert_eq!(
+            offsets[0].offset, 42,
+            "the staged offset was applied with the commit"
+        );
+        assert!(store
+            .pending_txn_offsets("g-half")
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
