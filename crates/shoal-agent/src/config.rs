@@ -37,6 +37,12 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How long an empty group's first rebalance waits for more members.
     pub group_initial_rebalance_delay: Duration,
+    /// How often retention and GC run.
+    pub retention_check_interval: Duration,
+    /// How long an object no index entry references is kept before GC deletes it.
+    pub gc_grace: Duration,
+    /// How old an object that was never committed must be before GC deletes it.
+    pub orphan_grace: Duration,
 }
 
 impl Default for AgentConfig {
@@ -57,6 +63,9 @@ impl Default for AgentConfig {
             max_in_flight_per_connection: 32,
             metrics_listen: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
+            retention_check_interval: Duration::from_secs(5 * 60),
+            gc_grace: Duration::from_secs(10 * 60),
+            orphan_grace: Duration::from_secs(60 * 60),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod groups;
+pub mod jobs;
 pub mod metrics;
 pub mod read_path;
 pub mod server;
@@ -82,6 +83,7 @@ impl Agent {
         let flush_stop = CancellationToken::new();
         let reader =
             read_path::ReadPath::new(&config, meta.clone(), store.clone(), metrics.clone());
+        let jobs_store = store.clone();
         let (writer, flusher) = write_path::WritePath::new(
             &config,
             meta.clone(),
@@ -145,6 +147,7 @@ impl Agent {
                 Ok(())
             });
         }
+        tasks.spawn(jobs::run(shared.clone(), jobs_store, shutdown.clone()));
         let server_shared = shared.clone();
         tasks.spawn(async move {
             let result = server::serve(listener, server_shared, shutdown).await;

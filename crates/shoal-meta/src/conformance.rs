@@ -51,6 +51,60 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     idempotent_sequences(&*store).await;
     transactions_and_markers(&*store).await;
     transaction_records(&*store).await;
+    log_start_and_unreferenced_objects(&*store).await;
+}
+
+async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-retention", 2)).await.unwrap();
+    // gc-a holds p0 0..10 and p1 0..5; gc-b holds p0 10..20.
+    commit(
+        s,
+        "gc-a",
+        &[segment(t.id, 0, 0, 1, 10), segment(t.id, 1, 100, 1, 5)],
+    )
+    .await;
+    commit(s, "gc-b", &[segment(t.id, 0, 0, 50, 10)]).await;
+    assert!(s.object_known("gc-a").await.unwrap());
+    assert!(!s.object_known("gc-never").await.unwrap());
+    let nothing = s.unreferenced_objects(100, 200, 10).await.unwrap();
+    assert!(!nothing.iter().any(|k| k.starts_with("gc-")), "{nothing:?}");
+
+    // Mid-entry: the entry stays, the log start moves.
+    assert_eq!(s.advance_log_start(t.id, 0, 4).await.unwrap(), 4);
+    assert_eq!(
+        s.index_from(t.id, 0, 4, 10).await.unwrap()[0].base_offset,
+        0
+    );
+    // Never backwards, never past the high watermark.
+    assert_eq!(s.advance_log_start(t.id, 0, 2).await.unwrap(), 4);
+    assert_eq!(s.advance_log_start(t.id, 0, 15).await.unwrap(), 15);
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!((o.log_start, o.high_watermark), (15, 20));
+    let idx = s.index_from(t.id, 0, 15, 10).await.unwrap();
+    assert_eq!(idx.len(), 1);
+    assert_eq!(idx[0].object_key, "gc-b");
+    assert_eq!(s.advance_log_start(t.id, 0, 99).await.unwrap(), 20);
+
+    // gc-a is still referenced by partition 1; gc-b by nothing once p0 is past it.
+    let marked = s.unreferenced_objects(1_000, 1_000, 10).await.unwrap();
+    assert!(
+        !marked.iter().any(|k| k.starts_with("gc-")),
+        "marked now, not before: {marked:?}"
+    );
+    let due = s.unreferenced_objects(2_000, 1_500, 10).await.unwrap();
+    assert!(due.contains(&"gc-b".to_string()), "{due:?}");
+    assert!(!due.contains(&"gc-a".to_string()));
+    s.forget_object("gc-b").await.unwrap();
+    assert!(!s.object_known("gc-b").await.unwrap());
+    // Deleting the topic leaves gc-a unreferenced too.
+    s.delete_topic("conf-retention").await.unwrap();
+    s.unreferenced_objects(3_000, 0, 10).await.unwrap();
+    let due = s.unreferenced_objects(4_000, 3_500, 10).await.unwrap();
+    assert!(due.contains(&"gc-a".to_string()), "{due:?}");
+    assert!(matches!(
+        s.advance_log_start(t.id, 0, 1).await,
+        Err(MetaError::UnknownPartition { .. })
+    ));
 }
 
 fn producer_segment(

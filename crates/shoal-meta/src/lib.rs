@@ -98,6 +98,33 @@ pub trait MetaStore: Send + Sync + 'static {
         partition: i32,
     ) -> Result<Option<IndexEntry>, MetaError>;
 
+    /// Moves a partition's log start up to `offset` (never down, never past the high
+    /// watermark), drops the index entries wholly below it and the aborted-transaction
+    /// records that end below it. Returns the log start now in force.
+    async fn advance_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, MetaError>;
+
+    /// Marks, with `now_ms`, committed objects that no index entry references and that
+    /// are not marked yet; returns the keys (with their marks) of every marked object
+    /// whose mark is older than `before_ms`, oldest first, at most `limit`: objects no
+    /// reader has been pointed at since `before_ms`, safe to delete.
+    async fn unreferenced_objects(
+        &self,
+        now_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError>;
+
+    /// Whether an object was committed and not forgotten since.
+    async fn object_known(&self, key: &str) -> Result<bool, MetaError>;
+
+    /// Forgets an object GC deleted.
+    async fn forget_object(&self, key: &str) -> Result<(), MetaError>;
+
     /// A producer id never handed out before.
     async fn allocate_producer_id(&self) -> Result<i64, MetaError>;
 

@@ -48,7 +48,11 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, size INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_by_object ON idx (object_key);
 ";
+
+/// Added after the first release: when GC first saw an object unreferenced.
+const OBJECTS_UNREFERENCED: &str = "ALTER TABLE objects ADD COLUMN unreferenced_ms INTEGER";
 
 /// A [`MetaStore`] in one SQLite file.
 #[derive(Clone)]
@@ -82,6 +86,13 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.execute_batch(producers::SCHEMA).map_err(backend)?;
+        let has_mark: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'unreferenced_ms'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(backend)?;
+        if !has_mark {
+            conn.execute_batch(OBJECTS_UNREFERENCED).map_err(backend)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -548,6 +559,98 @@ impl MetaStore for SqliteStore {
             )
             .optional()
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn advance_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, MetaError> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let id = topic_id.as_bytes().as_slice();
+            let (log_start, hwm): (i64, i64) = tx
+                .query_row(
+                    "SELECT log_start, hwm FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                    params![id, partition],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(backend)?
+                .ok_or(MetaError::UnknownPartition {
+                    topic_id,
+                    partition,
+                })?;
+            let start = offset.min(hwm).max(log_start);
+            if start > log_start {
+                tx.execute(
+                    "UPDATE partitions SET log_start = ?1 WHERE topic_id = ?2 AND partition = ?3",
+                    params![start, id, partition],
+                )
+                .map_err(backend)?;
+                tx.execute(
+                    "DELETE FROM idx WHERE topic_id = ?1 AND partition = ?2 AND end_offset <= ?3",
+                    params![id, partition, start],
+                )
+                .map_err(backend)?;
+                tx.execute(
+                    "DELETE FROM aborted_txns WHERE topic_id = ?1 AND partition = ?2 AND last_offset < ?3",
+                    params![id, partition, start],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(start)
+        })
+        .await
+    }
+
+    async fn unreferenced_objects(
+        &self,
+        now_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE objects SET unreferenced_ms = ?1 WHERE unreferenced_ms IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM idx WHERE idx.object_key = objects.key)",
+                params![now_ms],
+            )
+            .map_err(backend)?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT key FROM objects WHERE unreferenced_ms < ?1 \
+                     ORDER BY unreferenced_ms, key LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![before_ms, limit as i64], |r| r.get(0))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn object_known(&self, key: &str) -> Result<bool, MetaError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.prepare_cached("SELECT 1 FROM objects WHERE key = ?1")
+                .and_then(|mut s| s.exists(params![key]))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn forget_object(&self, key: &str) -> Result<(), MetaError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.execute("DELETE FROM objects WHERE key = ?1", params![key])
+                .map(|_| ())
+                .map_err(backend)
         })
         .await
     }

@@ -130,6 +130,16 @@ struct Common {
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "SHOAL_GROUP_INITIAL_REBALANCE_DELAY", default_value = "500ms", value_parser = units::parse_duration)]
     group_initial_rebalance_delay: Duration,
+    /// How often retention (retention.ms, retention.bytes) and object GC run.
+    #[arg(long, env = "SHOAL_RETENTION_CHECK_INTERVAL", default_value = "5m", value_parser = units::parse_duration)]
+    retention_check_interval: Duration,
+    /// How long GC keeps an object after the index stopped referencing it (lets
+    /// in-flight reads finish).
+    #[arg(long, env = "SHOAL_GC_GRACE", default_value = "10m", value_parser = units::parse_duration)]
+    gc_grace: Duration,
+    /// How old an object whose flush never committed must be before GC deletes it.
+    #[arg(long, env = "SHOAL_ORPHAN_GRACE", default_value = "1h", value_parser = units::parse_duration)]
+    orphan_grace: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SHOAL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -153,6 +163,9 @@ impl Common {
             default_partitions: self.default_partitions,
             metrics_listen: self.metrics_listen,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
+            retention_check_interval: self.retention_check_interval,
+            gc_grace: self.gc_grace,
+            orphan_grace: self.orphan_grace,
             ..AgentConfig::default()
         })
     }

@@ -13,8 +13,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        "" => Err(format!("'{s}' needs a unit: ms, s or m")),
-        other => Err(format!("unknown duration unit '{other}'; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "" => Err(format!("'{s}' needs a unit: ms, s, m or h")),
+        other => Err(format!(
+            "unknown duration unit '{other}'; use ms, s, m or h"
+        )),
     }
 }
 
@@ -51,6 +54,7 @@ mod tests {
     fn parses() {
         assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("10").is_err());
         assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
         assert_eq!(parse_bytes("1000"), Ok(1000));

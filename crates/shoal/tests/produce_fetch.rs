@@ -59,6 +59,7 @@ fn api_versions_lists_the_implemented_apis() {
         (ApiKey::DescribeProducers, 0, 0),
         (ApiKey::DescribeTransactions, 0, 0),
         (ApiKey::ListTransactions, 0, 1),
+        (ApiKey::DeleteRecords, 0, 2),
     ];
     for (key, min, max) in expected {
         let listed = resp

@@ -19,6 +19,7 @@ pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
@@ -86,6 +87,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -150,6 +152,7 @@ pub async fn handle(
         RequestKind::TxnOffsetCommit(r) => later(shared, move |s| async move {
             txn_offset_commit::handle(&s, r, v).await.into()
         }),
+        RequestKind::DeleteRecords(r) => Reply::now(delete_records::handle(shared, r).await),
         RequestKind::DescribeProducers(r) => {
             Reply::now(describe_producers::handle(shared, r).await)
         }

@@ -1,0 +1,237 @@
+//! Background jobs: retention and garbage collection of objects.
+//!
+//! - **Retention** (every `retention_check_interval`): for each partition, index entries
+//!   whose newest record is older than the topic's `retention.ms`, and the oldest
+//!   entries whose removal still leaves at least `retention.bytes` (Kafka's rule, with
+//!   index entries in the role of segments), are dropped by moving the log start past them
+//!   ([`MetaStore::advance_log_start`]). DeleteRecords moves it the same way on request.
+//! - **GC** (same interval): objects the index no longer references (retention, deleted
+//!   topics) are first marked, and deleted from the object store once marked for longer
+//!   than `gc_grace`, so fetches that looked the index up before the change finish their
+//!   reads. Objects under `data/` that were never committed (a flush whose commit failed
+//!   or whose agent died) are deleted once their key's timestamp is older than
+//!   `orphan_grace`, which is far longer than any flush takes from PUT to commit.
+//!
+//! Today every agent runs these passes (one agent per cluster in the playground and the
+//! single-node agent). Compaction and claims for multi-agent clusters are not built yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use shoal_meta::{IndexEntry, MetaError, TopicInfo};
+
+use crate::topics::effective;
+use crate::txn::now_ms;
+use crate::Shared;
+
+/// Index entries read per page while measuring a partition.
+const PAGE: usize = 1000;
+/// Objects deleted per GC pass at most.
+const GC_BATCH: usize = 1000;
+
+/// Where a partition's log start must move for its retention settings, if anywhere.
+/// `entries` are the partition's index entries from the log start, in offset order.
+pub fn retention_start(
+    entries: &[IndexEntry],
+    now_ms: i64,
+    retention_ms: i64,
+    retention_bytes: i64,
+) -> Option<i64> {
+    let mut start = None;
+    let mut kept: u64 = entries.iter().map(|e| e.data_len).sum();
+    for e in entries {
+        let too_old = retention_ms >= 0 && e.max_timestamp < now_ms.saturating_sub(retention_ms);
+        let too_big = retention_bytes >= 0 && kept - e.data_len >= retention_bytes as u64;
+        if !too_old && !too_big {
+            break;
+        }
+        kept -= e.data_len;
+        start = Some(e.end_offset);
+    }
+    start
+}
+
+fn config_i64(topic: &TopicInfo, key: &str) -> i64 {
+    effective(&topic.configs, key).parse().unwrap_or(-1)
+}
+
+/// One retention pass over every partition of every topic.
+pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
+    let mut moved = 0;
+    for topic in shared.meta.list_topics().await? {
+        let (ms, bytes) = (
+            config_i64(&topic, "retention.ms"),
+            config_i64(&topic, "retention.bytes"),
+        );
+        if ms < 0 && bytes < 0 {
+            continue;
+        }
+        for p in 0..topic.partitions {
+            let offsets = shared.meta.partition_offsets(topic.id, p).await?;
+            let mut entries = Vec::new();
+            let mut from = offsets.log_start;
+            loop {
+                let page = shared.meta.index_from(topic.id, p, from, PAGE).await?;
+                let done = page.len() < PAGE;
+                if let Some(last) = page.last() {
+                    from = last.end_offset;
+                }
+                entries.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if let Some(start) = retention_start(&entries, now_ms(), ms, bytes) {
+                if start > offsets.log_start {
+                    let now_start = shared.meta.advance_log_start(topic.id, p, start).await?;
+                    tracing::info!(topic = %topic.name, partition = p, log_start = now_start,
+                        "retention moved the log start");
+                    moved += 1;
+                }
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// The creation time in a flush object's key (`data/<13-digit ms>-<uuid>.shoal`).
+pub fn key_time_ms(key: &str) -> Option<i64> {
+    let name = key.strip_prefix("data/")?;
+    let (ms, rest) = name.split_once('-')?;
+    if ms.len() != 13 || !rest.ends_with(".shoal") {
+        return None;
+    }
+    ms.parse().ok()
+}
+
+/// One GC pass: deletes unreferenced objects past the grace period and orphans past
+/// theirs. Returns how many objects were deleted.
+pub async fn gc_pass(
+    shared: &Shared,
+    store: &Arc<dyn ObjectStore>,
+    gc_grace: Duration,
+    orphan_grace: Duration,
+) -> anyhow::Result<u64> {
+    let now = now_ms();
+    let mut deleted = 0;
+    let due = shared
+        .meta
+        .unreferenced_objects(now, now - gc_grace.as_millis() as i64, GC_BATCH)
+        .await?;
+    for key in due {
+        delete(store, &key).await?;
+        shared.meta.forget_object(&key).await?;
+        deleted += 1;
+    }
+    let orphan_before = now - orphan_grace.as_millis() as i64;
+    let mut listing = store.list(Some(&Path::from("data")));
+    let mut checked = 0;
+    while let Some(meta) = listing.next().await {
+        let key = meta?.location.to_string();
+        let Some(at) = key_time_ms(&key) else {
+            continue;
+        };
+        if at >= orphan_before || shared.meta.object_known(&key).await? {
+            continue;
+        }
+        tracing::info!(key = %key, "deleting an object whose commit never happened");
+        delete(store, &key).await?;
+        deleted += 1;
+        checked += 1;
+        if checked >= GC_BATCH {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+async fn delete(store: &Arc<dyn ObjectStore>, key: &str) -> anyhow::Result<()> {
+    match store.delete(&Path::from(key)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("delete object {key}: {e}")),
+    }
+}
+
+/// Runs retention and GC every `interval` until `stop`.
+pub async fn run(
+    shared: Arc<Shared>,
+    store: Arc<dyn ObjectStore>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let cfg = &shared.config;
+    let mut every = tokio::time::interval(cfg.retention_check_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = every.tick() => {}
+        }
+        if let Err(e) = retention_pass(&shared).await {
+            tracing::warn!(error = %e, "retention pass failed; retrying next interval");
+        }
+        match gc_pass(&shared, &store, cfg.gc_grace, cfg.orphan_grace).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(objects = n, "GC deleted objects"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "GC pass failed; retrying next interval")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base: i64, end: i64, len: u64, max_ts: i64) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            end_offset: end,
+            object_key: "k".into(),
+            object_size: 1 << 20,
+            data_offset: 0,
+            data_len: len,
+            min_timestamp: max_ts - 10,
+            max_timestamp: max_ts,
+        }
+    }
+
+    #[test]
+    fn retention_by_time_and_size() {
+        let e = [
+            entry(0, 10, 100, 1_000),
+            entry(10, 20, 100, 2_000),
+            entry(20, 30, 100, 3_000),
+        ];
+        // Nothing configured, or nothing due.
+        assert_eq!(retention_start(&e, 10_000, -1, -1), None);
+        assert_eq!(retention_start(&e, 3_500, 3_000, -1), None);
+        // Entries whose newest record is older than now - retention.ms.
+        assert_eq!(retention_start(&e, 4_500, 3_000, -1), Some(10));
+        assert_eq!(retention_start(&e, 99_000, 3_000, -1), Some(30));
+        // Oldest entries while at least retention.bytes would remain without them.
+        assert_eq!(retention_start(&e, 0, -1, 250), None);
+        assert_eq!(retention_start(&e, 0, -1, 200), Some(10));
+        assert_eq!(retention_start(&e, 0, -1, 101), Some(10));
+        assert_eq!(retention_start(&e, 0, -1, 100), Some(20));
+        assert_eq!(retention_start(&e, 0, -1, 0), Some(30));
+        // Stops at the first entry both rules keep.
+        assert_eq!(retention_start(&e, 4_500, 3_000, 1_000), Some(10));
+        assert_eq!(retention_start(&e, 0, 1_000_000, 200), Some(10));
+        assert_eq!(retention_start(&[], 1, 0, 0), None);
+    }
+
+    #[test]
+    fn flush_object_keys_carry_their_time() {
+        assert_eq!(
+            key_time_ms("data/1795434568102-5cf2b40470124437a34f3a8c044cd463.shoal"),
+            Some(1_795_434_568_102)
+        );
+        assert_eq!(key_time_ms("data/17954-x.shoal"), None);
+        assert_eq!(key_time_ms("other/1795434568102-x.shoal"), None);
+        assert_eq!(key_time_ms("data/1795434568102-x.tmp"), None);
+    }
+}
