@@ -403,3 +403,28 @@ def test_delete_topic(admin):
     create_topic(admin, topic, 1)
     admin.delete_topics([topic], request_timeout=TIMEOUT, operation_timeout=TIMEOUT)[topic].result(timeout=TIMEOUT)
     wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, TIMEOUT, f"{topic} to disappear")
+
+
+def test_delete_records(bootstrap, admin):
+    topic = unique_topic("ck-delrec")
+    create_topic(admin, topic, 1)
+    producer = make_producer(bootstrap)
+    produce_all(producer, topic, {0: [(None, b"r%d" % i, []) for i in range(10)]})
+    tp = TopicPartition(topic, 0, 4)
+    deleted = admin.delete_records([tp], request_timeout=TIMEOUT)[tp].result(timeout=TIMEOUT)
+    assert deleted.low_watermark == 4
+    consumer = make_consumer(bootstrap)
+    try:
+        assert consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT) == (4, 10)
+        # Reading from the beginning now starts at the new log start.
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < 6 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                got.append(msg)
+        assert [m.offset() for m in got] == list(range(4, 10))
+        assert [m.value() for m in got] == [b"r%d" % i for i in range(4, 10)]
+    finally:
+        consumer.close()
