@@ -43,6 +43,10 @@ pub struct AgentConfig {
     pub gc_grace: Duration,
     /// How old an object that was never committed must be before GC deletes it.
     pub orphan_grace: Duration,
+    /// How often compaction looks for small objects to merge.
+    pub compaction_interval: Duration,
+    /// Size compaction merges small objects up to; 0 turns compaction off.
+    pub compaction_target_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -66,6 +70,8 @@ impl Default for AgentConfig {
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),
             orphan_grace: Duration::from_secs(60 * 60),
+            compaction_interval: Duration::from_secs(10),
+            compaction_target_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -23,6 +23,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use shoal_meta::{IndexEntry, MetaError, TopicInfo};
 
+use crate::metrics::Metrics;
 use crate::topics::effective;
 use crate::txn::now_ms;
 use crate::Shared;
@@ -97,9 +98,12 @@ pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
     Ok(moved)
 }
 
-/// The creation time in a flush object's key (`data/<13-digit ms>-<uuid>.shoal`).
+/// The creation time in an object's key (`data/` or `compacted/`, then
+/// `<13-digit ms>-<uuid>.shoal`).
 pub fn key_time_ms(key: &str) -> Option<i64> {
-    let name = key.strip_prefix("data/")?;
+    let name = key
+        .strip_prefix("data/")
+        .or_else(|| key.strip_prefix("compacted/"))?;
     let (ms, rest) = name.split_once('-')?;
     if ms.len() != 13 || !rest.ends_with(".shoal") {
         return None;
@@ -127,7 +131,9 @@ pub async fn gc_pass(
         deleted += 1;
     }
     let orphan_before = now - orphan_grace.as_millis() as i64;
-    let mut listing = store.list(Some(&Path::from("data")));
+    let mut listing = store
+        .list(Some(&Path::from("data")))
+        .chain(store.list(Some(&Path::from("compacted"))));
     let mut checked = 0;
     while let Some(meta) = listing.next().await {
         let key = meta?.location.to_string();
@@ -152,6 +158,46 @@ async fn delete(store: &Arc<dyn ObjectStore>, key: &str) -> anyhow::Result<()> {
     match store.delete(&Path::from(key)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("delete object {key}: {e}")),
+    }
+}
+
+/// Runs compaction passes every `compaction_interval` until `stop`; a pass that merged
+/// something is followed at once by another.
+pub async fn run_compaction(
+    shared: Arc<Shared>,
+    store: Arc<dyn ObjectStore>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let (interval, target) = (
+        shared.config.compaction_interval,
+        shared.config.compaction_target_bytes,
+    );
+    loop {
+        let merged = match crate::compaction::compact_once(&shared, &*store, target).await {
+            Ok(c) if c.objects_in > 0 => {
+                tracing::info!(
+                    objects = c.objects_in,
+                    bytes_in = c.bytes_in,
+                    bytes_out = c.bytes_out,
+                    "compaction merged objects"
+                );
+                Metrics::add(&shared.metrics.compacted_objects, c.objects_in as u64);
+                Metrics::add(&shared.metrics.compacted_bytes, c.bytes_in);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "compaction pass failed; retrying next interval");
+                false
+            }
+        };
+        if merged && !stop.is_cancelled() {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
 }
 
@@ -232,6 +278,7 @@ mod tests {
         );
         assert_eq!(key_time_ms("data/17954-x.shoal"), None);
         assert_eq!(key_time_ms("other/1795434568102-x.shoal"), None);
+        assert_eq!(key_time_ms("compacted/0000000001000-x.shoal"), Some(1000));
         assert_eq!(key_time_ms("data/1795434568102-x.tmp"), None);
     }
 }

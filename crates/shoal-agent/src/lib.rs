@@ -13,6 +13,7 @@
 //! data, [`read_path`] serves fetches through the chunk cache.
 
 pub mod api;
+pub mod compaction;
 pub mod config;
 pub mod connection;
 pub mod errors;
@@ -32,6 +33,15 @@ use shoal_meta::MetaStore;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
+
+/// A failure-injection point for crash tests: when the environment variable
+/// `SHOAL_FAILPOINT` names it, the process aborts right here (as a kill -9 would stop it).
+pub fn failpoint(name: &str) {
+    if std::env::var("SHOAL_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("SHOAL_FAILPOINT: aborting at {name}");
+        std::process::abort();
+    }
+}
 
 /// Everything a request handler may touch, shared by all connections.
 pub struct Shared {
@@ -146,6 +156,13 @@ impl Agent {
                 }
                 Ok(())
             });
+        }
+        if shared.config.compaction_target_bytes > 0 {
+            tasks.spawn(jobs::run_compaction(
+                shared.clone(),
+                jobs_store.clone(),
+                shutdown.clone(),
+            ));
         }
         tasks.spawn(jobs::run(shared.clone(), jobs_store, shutdown.clone()));
         let server_shared = shared.clone();

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub txn_commits: AtomicU64,
     pub txn_aborts: AtomicU64,
     pub txn_timeouts: AtomicU64,
+    pub compacted_objects: AtomicU64,
+    pub compacted_bytes: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
@@ -113,6 +115,14 @@ impl Metrics {
                 ("{result=\"commit\"}", g(&self.txn_commits)),
                 ("{result=\"abort\"}", g(&self.txn_aborts)),
                 ("{result=\"timeout\"}", g(&self.txn_timeouts)),
+            ],
+        );
+        counter(
+            "shoal_compaction_total",
+            "Objects merged by compaction and the bytes it read.",
+            &[
+                ("{what=\"objects\"}", g(&self.compacted_objects)),
+                ("{what=\"bytes\"}", g(&self.compacted_bytes)),
             ],
         );
         counter(

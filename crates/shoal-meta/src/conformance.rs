@@ -52,6 +52,114 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     transactions_and_markers(&*store).await;
     transaction_records(&*store).await;
     log_start_and_unreferenced_objects(&*store).await;
+    compaction_swaps_entries_atomically(&*store).await;
+}
+
+async fn compaction_swaps_entries_atomically(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-compact", 2)).await.unwrap();
+    commit(
+        s,
+        "cmp/a",
+        &[segment(t.id, 0, 0, 1, 3), segment(t.id, 1, 100, 1, 2)],
+    )
+    .await;
+    commit(s, "cmp/b", &[segment(t.id, 0, 0, 9, 4)]).await;
+    let listed = s.referenced_objects("cmp/", 10).await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, vec!["cmp/a", "cmp/b"]);
+    assert!(
+        s.referenced_objects("cmp_", 10).await.unwrap().is_empty(),
+        "prefix is literal"
+    );
+    let mut old = s.object_entries("cmp/a").await.unwrap();
+    old.extend(s.object_entries("cmp/b").await.unwrap());
+    assert_eq!(old.len(), 3);
+    // p0's two entries become one (offsets 0..7), p1's one is moved.
+    let new = vec![
+        PartitionEntry {
+            topic_id: t.id,
+            partition: 0,
+            entry: IndexEntry {
+                base_offset: 0,
+                end_offset: 7,
+                object_key: "cmp/c".into(),
+                object_size: 500,
+                data_offset: 0,
+                data_len: 200,
+                min_timestamp: 1,
+                max_timestamp: 12,
+            },
+        },
+        PartitionEntry {
+            topic_id: t.id,
+            partition: 1,
+            entry: IndexEntry {
+                base_offset: 0,
+                end_offset: 2,
+                object_key: "cmp/c".into(),
+                object_size: 500,
+                data_offset: 200,
+                data_len: 100,
+                min_timestamp: 1,
+                max_timestamp: 2,
+            },
+        },
+    ];
+    let c = ObjectRef {
+        key: "cmp/c".into(),
+        size: 500,
+    };
+    // An entry that changed underneath (here: a stale copy) makes the swap fail whole.
+    let mut stale = old.clone();
+    stale[0].entry.end_offset += 1;
+    assert!(matches!(
+        s.replace_entries(&stale, &c, &new).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(
+        s.index_from(t.id, 0, 0, 10).await.unwrap().len(),
+        2,
+        "nothing changed"
+    );
+    assert!(!s.object_known("cmp/c").await.unwrap());
+
+    s.replace_entries(&old, &c, &new).await.unwrap();
+    let p0 = s.index_from(t.id, 0, 0, 10).await.unwrap();
+    assert_eq!(p0, vec![new[0].entry.clone()]);
+    assert_eq!(
+        s.index_from(t.id, 1, 1, 10).await.unwrap(),
+        vec![new[1].entry.clone()]
+    );
+    assert!(s.object_entries("cmp/a").await.unwrap().is_empty());
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!(o.high_watermark, 7, "offsets are untouched");
+    // The same swap again: its old entries are gone now.
+    assert!(matches!(
+        s.replace_entries(&old, &c, &new).await,
+        Err(MetaError::Conflict(_))
+    ));
+    let keys: Vec<String> = s
+        .referenced_objects("cmp/", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["cmp/a", "cmp/b", "cmp/c"],
+        "a and b are not marked yet"
+    );
+    s.unreferenced_objects(10, 0, 10).await.unwrap();
+    let keys: Vec<String> = s
+        .referenced_objects("cmp/", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, vec!["cmp/c"]);
+    s.delete_topic("conf-compact").await.unwrap();
 }
 
 async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {

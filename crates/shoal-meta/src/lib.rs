@@ -119,6 +119,27 @@ pub trait MetaStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>, MetaError>;
 
+    /// Committed objects whose key starts with `prefix` and that index entries still
+    /// reference, oldest key first, at most `limit`.
+    async fn referenced_objects(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectRef>, MetaError>;
+
+    /// Every index entry pointing into the object `key`.
+    async fn object_entries(&self, key: &str) -> Result<Vec<PartitionEntry>, MetaError>;
+
+    /// Compaction's swap, all or nothing: removes the `old` entries (each must still
+    /// exist exactly as given, else [`MetaError::Conflict`] and nothing changes), adds
+    /// the `new` ones and records `object` (which they point into) as committed.
+    async fn replace_entries(
+        &self,
+        old: &[PartitionEntry],
+        object: &ObjectRef,
+        new: &[PartitionEntry],
+    ) -> Result<(), MetaError>;
+
     /// Whether an object was committed and not forgotten since.
     async fn object_known(&self, key: &str) -> Result<bool, MetaError>;
 

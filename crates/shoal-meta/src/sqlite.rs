@@ -635,6 +635,137 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn referenced_objects(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectRef>, MetaError> {
+        let pattern = format!("{}%", prefix.replace('%', "").replace('_', "\\_"));
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT key, size FROM objects WHERE key LIKE ?1 ESCAPE '\\' \
+                     AND unreferenced_ms IS NULL ORDER BY key LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![pattern, limit as i64], |r| {
+                    Ok(ObjectRef {
+                        key: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn object_entries(&self, key: &str) -> Result<Vec<PartitionEntry>, MetaError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT topic_id, partition, {ENTRY_COLUMNS} FROM idx WHERE object_key = ?1 \
+                     ORDER BY topic_id, partition, base_offset"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![key], |r| {
+                    let id: Vec<u8> = r.get(0)?;
+                    let partition: i32 = r.get(1)?;
+                    let entry = IndexEntry {
+                        base_offset: r.get(2)?,
+                        end_offset: r.get(3)?,
+                        object_key: r.get(4)?,
+                        object_size: r.get::<_, i64>(5)? as u64,
+                        data_offset: r.get::<_, i64>(6)? as u64,
+                        data_len: r.get::<_, i64>(7)? as u64,
+                        min_timestamp: r.get(8)?,
+                        max_timestamp: r.get(9)?,
+                    };
+                    Ok((id, partition, entry))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, partition, entry) = row.map_err(backend)?;
+                out.push(PartitionEntry {
+                    topic_id: Uuid::from_slice(&id).map_err(backend)?,
+                    partition,
+                    entry,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn replace_entries(
+        &self,
+        old: &[PartitionEntry],
+        object: &ObjectRef,
+        new: &[PartitionEntry],
+    ) -> Result<(), MetaError> {
+        let (old, object, new) = (old.to_vec(), object.clone(), new.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for o in &old {
+                let n = tx
+                    .prepare_cached(
+                        "DELETE FROM idx WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3 \
+                         AND end_offset = ?4 AND object_key = ?5 AND data_offset = ?6 AND data_len = ?7",
+                    )
+                    .map_err(backend)?
+                    .execute(params![
+                        o.topic_id.as_bytes().as_slice(),
+                        o.partition,
+                        o.entry.base_offset,
+                        o.entry.end_offset,
+                        o.entry.object_key,
+                        o.entry.data_offset as i64,
+                        o.entry.data_len as i64
+                    ])
+                    .map_err(backend)?;
+                if n != 1 {
+                    // Dropping `tx` rolls everything back.
+                    return Err(MetaError::Conflict(format!(
+                        "index entry at offset {} of partition {} (object {})",
+                        o.entry.base_offset, o.partition, o.entry.object_key
+                    )));
+                }
+            }
+            tx.execute(
+                "INSERT INTO objects (key, size) VALUES (?1, ?2)",
+                params![object.key, object.size as i64],
+            )
+            .map_err(backend)?;
+            for n in &new {
+                let e = &n.entry;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO idx (topic_id, partition, {ENTRY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))
+                .map_err(backend)?
+                .execute(params![
+                    n.topic_id.as_bytes().as_slice(),
+                    n.partition,
+                    e.base_offset,
+                    e.end_offset,
+                    object.key,
+                    object.size as i64,
+                    e.data_offset as i64,
+                    e.data_len as i64,
+                    e.min_timestamp,
+                    e.max_timestamp
+                ])
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
     async fn object_known(&self, key: &str) -> Result<bool, MetaError> {
         let key = key.to_string();
         self.with(move |c| {

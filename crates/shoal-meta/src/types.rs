@@ -238,6 +238,14 @@ pub struct IndexEntry {
     pub max_timestamp: i64,
 }
 
+/// An index entry of one partition, as compaction reads and replaces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionEntry {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub entry: IndexEntry,
+}
+
 /// A consumer group's committed offset for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupOffset {

@@ -140,6 +140,12 @@ struct Common {
     /// How old an object whose flush never committed must be before GC deletes it.
     #[arg(long, env = "SHOAL_ORPHAN_GRACE", default_value = "1h", value_parser = units::parse_duration)]
     orphan_grace: Duration,
+    /// How often compaction looks for small flush objects to merge.
+    #[arg(long, env = "SHOAL_COMPACTION_INTERVAL", default_value = "10s", value_parser = units::parse_duration)]
+    compaction_interval: Duration,
+    /// Compaction merges small objects into objects of up to this size (0: off).
+    #[arg(long, env = "SHOAL_COMPACTION_TARGET_BYTES", default_value = "64MiB", value_parser = units::parse_bytes)]
+    compaction_target_bytes: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SHOAL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -166,6 +172,8 @@ impl Common {
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,
             orphan_grace: self.orphan_grace,
+            compaction_interval: self.compaction_interval,
+            compaction_target_bytes: self.compaction_target_bytes,
             ..AgentConfig::default()
         })
     }

@@ -84,7 +84,13 @@ impl Agent {
 
     /// Starts an agent on `data_dir` (which outlives it; used for restarts).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Agent {
+        Agent::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Like [`Agent::start_in`], with extra environment variables for the process.
+    pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.envs(env.iter().copied());
         cmd.arg("playground")
             .arg("--data-dir")
             .arg(data_dir)

@@ -1,0 +1,241 @@
+//! Compaction: merges small flush objects into larger ones where each partition's data is
+//! contiguous.
+//!
+//! A pass takes the oldest objects the index still references that are smaller than half
+//! of `compaction_target_bytes` — compacted objects (`compacted/…`) that are still small,
+//! then flush objects (`data/…`) — up to the target in total, copies every index entry
+//! pointing into them into one new object (`compacted/…`) grouped by partition in offset
+//! order, with
+//! each batch's base offset written in, and swaps the entries in one metadata step
+//! ([`MetaStore::replace_entries`]): entries adjacent in offsets become one. If any entry
+//! changed underneath (retention, DeleteRecords, a deleted topic), the swap fails whole
+//! and the new object is deleted; the next pass starts over. The replaced objects are
+//! then unreferenced and GC deletes them after its grace period, so fetches that found
+//! them in the index just before the swap still read them.
+//!
+//! A crash between the PUT and the swap leaves an object nothing references (deleted by
+//! GC's orphan rule); a crash after the swap leaves the old objects to GC. Either way no
+//! offset is lost or duplicated, because offsets live in the index, which changes only
+//! in the one atomic step. Objects of half the target or more are left as they are, so
+//! the object count stays near total bytes / (target / 2).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use shoal_meta::{IndexEntry, MetaError, ObjectRef, PartitionEntry};
+use shoal_object::ObjectBuilder;
+use shoal_wire::batch;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::Shared;
+
+/// Flush objects considered per pass at most.
+const CANDIDATES: usize = 1000;
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub objects_in: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+fn compacted_key() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("compacted/{ms:013}-{}.shoal", Uuid::new_v4().simple())
+}
+
+/// Picks the oldest objects smaller than half the target whose sizes add up to at most
+/// `target` (at least two; larger objects are left as they are).
+pub fn pick(candidates: &[ObjectRef], target: u64) -> Vec<ObjectRef> {
+    let mut out = Vec::new();
+    let mut total = 0;
+    for o in candidates.iter().filter(|o| o.size < target / 2) {
+        if total + o.size > target && !out.is_empty() {
+            break;
+        }
+        total += o.size;
+        out.push(o.clone());
+    }
+    if out.len() < 2 {
+        out.clear();
+    }
+    out
+}
+
+/// One compaction pass. Returns what it merged (nothing when fewer than two objects wait).
+pub async fn compact_once(
+    shared: &Shared,
+    store: &dyn ObjectStore,
+    target: u64,
+) -> anyhow::Result<Compacted> {
+    // Small compacted objects first (they are older data), then flush objects.
+    let mut candidates = shared
+        .meta
+        .referenced_objects("compacted/", CANDIDATES)
+        .await?;
+    candidates.retain(|o| o.size < target / 2);
+    candidates.extend(shared.meta.referenced_objects("data/", CANDIDATES).await?);
+    let chosen = pick(&candidates, target);
+    if chosen.is_empty() {
+        return Ok(Compacted::default());
+    }
+    let mut old: Vec<PartitionEntry> = Vec::new();
+    let mut merged = 0;
+    for o in &chosen {
+        // An object without entries is garbage GC has not marked yet: not worth a copy.
+        let entries = shared.meta.object_entries(&o.key).await?;
+        merged += usize::from(!entries.is_empty());
+        old.extend(entries);
+    }
+    if merged < 2 {
+        return Ok(Compacted::default());
+    }
+    // Partition by partition, in offset order.
+    let mut by_partition: BTreeMap<(Uuid, i32), Vec<&PartitionEntry>> = BTreeMap::new();
+    for e in &old {
+        by_partition
+            .entry((e.topic_id, e.partition))
+            .or_default()
+            .push(e);
+    }
+    let mut builder = ObjectBuilder::new();
+    // (topic, partition) -> runs of (first entry, last entry, bytes) in layout order.
+    let mut runs: Vec<((Uuid, i32), IndexEntry, u64)> = Vec::new();
+    let mut bytes_in = 0;
+    for (&(topic_id, partition), entries) in by_partition.iter_mut() {
+        entries.sort_by_key(|e| e.entry.base_offset);
+        for pe in entries.iter() {
+            let e = &pe.entry;
+            let data = shared.reader.read_entry(e).await?;
+            bytes_in += data.len() as u64;
+            let mut copy = BytesMut::from(&data[..]);
+            let mut next = e.base_offset;
+            for b in batch::walk(&data) {
+                batch::set_base_offset(&mut copy[b.range.clone()], next);
+                next += b.header.offset_span();
+            }
+            if next != e.end_offset {
+                anyhow::bail!(
+                    "object {} does not hold the offsets {}..{} its index entry says",
+                    e.object_key,
+                    e.base_offset,
+                    e.end_offset
+                );
+            }
+            let span = (e.end_offset - e.base_offset) as u64;
+            builder.add(
+                topic_id,
+                partition,
+                copy.freeze(),
+                span,
+                e.min_timestamp,
+                e.max_timestamp,
+            );
+            match runs.last_mut() {
+                Some((key, run, len))
+                    if *key == (topic_id, partition) && run.end_offset == e.base_offset =>
+                {
+                    run.end_offset = e.end_offset;
+                    run.min_timestamp = run.min_timestamp.min(e.min_timestamp);
+                    run.max_timestamp = run.max_timestamp.max(e.max_timestamp);
+                    *len += e.data_len;
+                }
+                _ => runs.push(((topic_id, partition), e.clone(), e.data_len)),
+            }
+        }
+    }
+    let (object, infos) = builder.finish();
+    let key = compacted_key();
+    let size = object.len() as u64;
+    // Place the runs: each partition's segment starts at its data offset, runs follow.
+    let mut at: BTreeMap<(Uuid, i32), u64> = infos
+        .iter()
+        .map(|s| ((s.topic_id, s.partition), s.data_offset))
+        .collect();
+    let new: Vec<PartitionEntry> = runs
+        .into_iter()
+        .map(|((topic_id, partition), run, len)| {
+            let offset = at.get_mut(&(topic_id, partition)).expect("laid out");
+            let entry = IndexEntry {
+                object_key: key.clone(),
+                object_size: size,
+                data_offset: *offset,
+                data_len: len,
+                ..run
+            };
+            *offset += len;
+            PartitionEntry {
+                topic_id,
+                partition,
+                entry,
+            }
+        })
+        .collect();
+    store
+        .put(&Path::from(key.as_str()), PutPayload::from(object))
+        .await?;
+    Metrics::add(&shared.metrics.object_puts, 1);
+    crate::failpoint("compaction-after-put");
+    let r = shared
+        .meta
+        .replace_entries(
+            &old,
+            &ObjectRef {
+                key: key.clone(),
+                size,
+            },
+            &new,
+        )
+        .await;
+    match r {
+        Ok(()) => {}
+        Err(MetaError::Conflict(what)) => {
+            tracing::info!(key = %key, %what, "compaction lost a race with retention or deletion; retrying later");
+            let _ = store.delete(&Path::from(key.as_str())).await;
+            return Ok(Compacted::default());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    crate::failpoint("compaction-after-swap");
+    Ok(Compacted {
+        objects_in: merged,
+        bytes_in,
+        bytes_out: size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(key: &str, size: u64) -> ObjectRef {
+        ObjectRef {
+            key: key.into(),
+            size,
+        }
+    }
+
+    #[test]
+    fn picks_the_oldest_objects_up_to_the_target() {
+        let c = [obj("a", 40), obj("b", 40), obj("c", 40)];
+        assert_eq!(pick(&c, 100).len(), 2);
+        assert_eq!(pick(&c, 1000).len(), 3);
+        // A single object is never rewritten alone.
+        assert!(pick(&c[..1], 1000).is_empty());
+        assert!(pick(&[obj("big", 500), obj("b", 1)], 100).is_empty());
+        // Objects already half the target or more are skipped, not in the way.
+        assert_eq!(
+            pick(&[obj("big", 50), obj("x", 1), obj("y", 1)], 100).len(),
+            2
+        );
+        assert!(pick(&[], 100).is_empty());
+    }
+}
