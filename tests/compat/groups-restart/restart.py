@@ -104,6 +104,10 @@ def main():
         seen = {}
         lock = threading.Lock()
         stop = threading.Event()
+        # Every member makes its final commit before any member leaves: a leave starts a
+        # rebalance that revokes the others' partitions, and their final commit would
+        # then have nothing to commit.
+        committed_all = threading.Barrier(3, timeout=60)
 
         def consume(name):
             c = Consumer({"bootstrap.servers": bs, "group.id": group, "client.id": name,
@@ -127,9 +131,15 @@ def main():
                         c.commit(m, asynchronous=False)
                     except Exception:
                         pass  # coordinator restarting: the next commit covers it
+            for _ in range(5):
+                try:
+                    c.commit(asynchronous=False)
+                    break
+                except Exception:
+                    time.sleep(0.5)  # e.g. a rebalance finishing after the last restart
             try:
-                c.commit(asynchronous=False)
-            except Exception:
+                committed_all.wait()
+            except threading.BrokenBarrierError:
                 pass
             c.close()
 
