@@ -12,8 +12,11 @@
 //!   or whose agent died) are deleted once their key's timestamp is older than
 //!   `orphan_grace`, which is far longer than any flush takes from PUT to commit.
 //!
-//! Today every agent runs these passes (one agent per cluster in the playground and the
-//! single-node agent). Compaction and claims for multi-agent clusters are not built yet.
+//! Each kind of pass (retention + GC, compaction) is claimed through the metadata store
+//! before it runs ([`MetaStore::claim_job`]), so with several agents on one store only
+//! the holder of the claim works; a claim not renewed (its agent died) expires after
+//! three intervals and another agent takes over. Compaction itself is in
+//! [`crate::compaction`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,21 @@ use crate::metrics::Metrics;
 use crate::topics::effective;
 use crate::txn::now_ms;
 use crate::Shared;
+
+/// Claims `job` for this agent for three `interval`s (at least 30 s). The holder is the
+/// agent's node id, so an agent restarted after a crash takes its claim back at once.
+/// Errors count as not holding it.
+async fn claim(shared: &Shared, job: &str, interval: Duration) -> bool {
+    let ttl = (interval * 3).max(Duration::from_secs(30)).as_millis() as i64;
+    let holder = format!("node-{}", shared.config.node_id);
+    match shared.meta.claim_job(job, &holder, now_ms(), ttl).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(job, error = %e, "could not claim a background job");
+            false
+        }
+    }
+}
 
 /// Index entries read per page while measuring a partition.
 const PAGE: usize = 1000;
@@ -173,6 +191,13 @@ pub async fn run_compaction(
         shared.config.compaction_target_bytes,
     );
     loop {
+        if !claim(&shared, "compaction", interval).await {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+            }
+            continue;
+        }
         let merged = match crate::compaction::compact_once(&shared, &*store, target).await {
             Ok(c) if c.objects_in > 0 => {
                 tracing::info!(
@@ -215,12 +240,18 @@ pub async fn run(
             _ = stop.cancelled() => return Ok(()),
             _ = every.tick() => {}
         }
+        if !claim(&shared, "retention-gc", cfg.retention_check_interval).await {
+            continue;
+        }
         if let Err(e) = retention_pass(&shared).await {
             tracing::warn!(error = %e, "retention pass failed; retrying next interval");
         }
         match gc_pass(&shared, &store, cfg.gc_grace, cfg.orphan_grace).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(objects = n, "GC deleted objects"),
+            Ok(n) => {
+                tracing::info!(objects = n, "GC deleted objects");
+                Metrics::add(&shared.metrics.gc_deleted_objects, n);
+            }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "GC pass failed; retrying next interval")
             }

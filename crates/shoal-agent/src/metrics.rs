@@ -30,6 +30,7 @@ pub struct Metrics {
     pub txn_timeouts: AtomicU64,
     pub compacted_objects: AtomicU64,
     pub compacted_bytes: AtomicU64,
+    pub gc_deleted_objects: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
@@ -124,6 +125,11 @@ impl Metrics {
                 ("{what=\"objects\"}", g(&self.compacted_objects)),
                 ("{what=\"bytes\"}", g(&self.compacted_bytes)),
             ],
+        );
+        counter(
+            "shoal_gc_deleted_objects_total",
+            "Objects deleted by GC (unreferenced past the grace period, or never committed).",
+            &[("", g(&self.gc_deleted_objects))],
         );
         counter(
             "shoal_fetched_bytes_total",

@@ -53,6 +53,32 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     transaction_records(&*store).await;
     log_start_and_unreferenced_objects(&*store).await;
     compaction_swaps_entries_atomically(&*store).await;
+    job_claims_are_exclusive_until_they_expire(&*store).await;
+}
+
+async fn job_claims_are_exclusive_until_they_expire(s: &dyn MetaStore) {
+    assert!(s.claim_job("conf-job", "a", 1_000, 500).await.unwrap());
+    assert!(
+        !s.claim_job("conf-job", "b", 1_200, 500).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        s.claim_job("conf-job", "a", 1_400, 500).await.unwrap(),
+        "a renews"
+    );
+    assert!(
+        !s.claim_job("conf-job", "b", 1_800, 500).await.unwrap(),
+        "renewed until 1900"
+    );
+    assert!(
+        s.claim_job("conf-job", "b", 1_900, 500).await.unwrap(),
+        "a's claim expired"
+    );
+    assert!(!s.claim_job("conf-job", "a", 2_000, 500).await.unwrap());
+    assert!(
+        s.claim_job("conf-other", "a", 2_000, 500).await.unwrap(),
+        "jobs are separate"
+    );
 }
 
 async fn compaction_swaps_entries_atomically(s: &dyn MetaStore) {

@@ -146,6 +146,17 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Forgets an object GC deleted.
     async fn forget_object(&self, key: &str) -> Result<(), MetaError>;
 
+    /// Claims the background job `job` for `holder` until `now_ms + ttl_ms`: succeeds if
+    /// nobody holds it, `holder` already does (renewal), or the last claim expired (its
+    /// holder died). Two agents never hold one job at once.
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, MetaError>;
+
     /// A producer id never handed out before.
     async fn allocate_producer_id(&self) -> Result<i64, MetaError>;
 

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, size INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_by_object ON idx (object_key);
+CREATE TABLE IF NOT EXISTS job_claims (
+    job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Added after the first release: when GC first saw an object unreferenced.
@@ -782,6 +785,28 @@ impl MetaStore for SqliteStore {
             c.execute("DELETE FROM objects WHERE key = ?1", params![key])
                 .map(|_| ())
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, MetaError> {
+        let (job, holder) = (job.to_string(), holder.to_string());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO job_claims (job, holder, expires_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (job) DO UPDATE SET holder = ?2, expires_ms = ?3 \
+                     WHERE job_claims.holder = ?2 OR job_claims.expires_ms <= ?4",
+                    params![job, holder, now_ms + ttl_ms, now_ms],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
         })
         .await
     }

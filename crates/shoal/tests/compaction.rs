@@ -144,3 +144,32 @@ fn a_crash_between_put_and_swap_loses_nothing_and_leaves_no_orphan() {
 fn a_crash_between_swap_and_gc_loses_nothing_and_leaves_no_garbage() {
     crash_at("compaction-after-swap");
 }
+
+#[test]
+fn two_agents_on_one_store_never_both_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a_args = FAST.to_vec();
+    a_args.extend(["--node-id", "1"]);
+    let mut b_args = FAST.to_vec();
+    b_args.extend(["--node-id", "2"]);
+    let a = Agent::start_in(dir.path(), &a_args);
+    let b = Agent::start_in(dir.path(), &b_args);
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    ca.create_topic("shared", PARTITIONS, &[]);
+    let mut expected = vec![Vec::new(); PARTITIONS as usize];
+    for round in 0..4 {
+        produce(&mut ca, "shared", round * 25, 25, &mut expected);
+    }
+    wait_for("compaction of the shared store", 30, || {
+        !objects(dir.path()).1.is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let merged_by = |agent: &Agent| agent.log().contains("compaction merged objects");
+    assert!(
+        merged_by(&a) != merged_by(&b),
+        "exactly one agent holds the compaction claim (a: {}, b: {})",
+        merged_by(&a),
+        merged_by(&b)
+    );
+    check_all(&mut cb, "shared", &expected);
+}
