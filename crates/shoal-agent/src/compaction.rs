@@ -70,33 +70,64 @@ pub fn pick(candidates: &[ObjectRef], target: u64) -> Vec<ObjectRef> {
     out
 }
 
+/// How many small compacted objects make merging them more urgent than new flushes.
+const SMALL_COMPACTED_LIMIT: usize = 8;
+
+/// Which objects a pass merges: flush objects first (each is copied once into a
+/// compacted object), small compacted objects once there are many of them or no
+/// flush objects wait (so a slow trickle of data does not leave a long tail of small
+/// objects, and busy partitions do not copy a growing object over and over).
+pub fn choose(flushed: &[ObjectRef], small: &[ObjectRef], target: u64) -> Vec<ObjectRef> {
+    if small.len() >= SMALL_COMPACTED_LIMIT {
+        return pick(small, target);
+    }
+    match pick(flushed, target) {
+        v if v.is_empty() => pick(small, target),
+        v => v,
+    }
+}
+
 /// One compaction pass. Returns what it merged (nothing when fewer than two objects wait).
 pub async fn compact_once(
     shared: &Shared,
     store: &dyn ObjectStore,
     target: u64,
 ) -> anyhow::Result<Compacted> {
-    // Small compacted objects first (they are older data), then flush objects.
-    let mut candidates = shared
+    let mut small = shared
         .meta
         .referenced_objects("compacted/", CANDIDATES)
         .await?;
-    candidates.retain(|o| o.size < target / 2);
-    candidates.extend(shared.meta.referenced_objects("data/", CANDIDATES).await?);
-    let chosen = pick(&candidates, target);
+    small.retain(|o| o.size < target / 2);
+    let flushed = shared.meta.referenced_objects("data/", CANDIDATES).await?;
+    let chosen = choose(&flushed, &small, target);
     if chosen.is_empty() {
         return Ok(Compacted::default());
     }
     let mut old: Vec<PartitionEntry> = Vec::new();
     let mut merged = 0;
     for o in &chosen {
-        // An object without entries is garbage GC has not marked yet: not worth a copy.
+        // Entries may have gone since the listing (retention): then the object is skipped.
         let entries = shared.meta.object_entries(&o.key).await?;
         merged += usize::from(!entries.is_empty());
         old.extend(entries);
     }
     if merged < 2 {
         return Ok(Compacted::default());
+    }
+    // Each object is read whole, once, straight from the store (not through the fetch
+    // cache, whose chunks serve consumers).
+    let mut bodies: BTreeMap<String, bytes::Bytes> = BTreeMap::new();
+    for o in &chosen {
+        if !old.iter().any(|e| e.entry.object_key == o.key) {
+            continue;
+        }
+        let body = store
+            .get(&Path::from(o.key.as_str()))
+            .await?
+            .bytes()
+            .await?;
+        Metrics::add(&shared.metrics.compaction_gets, 1);
+        bodies.insert(o.key.clone(), body);
     }
     // Partition by partition, in offset order.
     let mut by_partition: BTreeMap<(Uuid, i32), Vec<&PartitionEntry>> = BTreeMap::new();
@@ -114,7 +145,16 @@ pub async fn compact_once(
         entries.sort_by_key(|e| e.entry.base_offset);
         for pe in entries.iter() {
             let e = &pe.entry;
-            let data = shared.reader.read_entry(e).await?;
+            let body = &bodies[&e.object_key];
+            let range = e.data_offset as usize..(e.data_offset + e.data_len) as usize;
+            let Some(data) = body.get(range) else {
+                anyhow::bail!(
+                    "object {} ({} bytes) is shorter than its index entry says",
+                    e.object_key,
+                    body.len()
+                );
+            };
+            let data = bytes::Bytes::copy_from_slice(data);
             bytes_in += data.len() as u64;
             let mut copy = BytesMut::from(&data[..]);
             let mut next = e.base_offset;
@@ -182,7 +222,7 @@ pub async fn compact_once(
     store
         .put(&Path::from(key.as_str()), PutPayload::from(object))
         .await?;
-    Metrics::add(&shared.metrics.object_puts, 1);
+    Metrics::add(&shared.metrics.compaction_puts, 1);
     crate::failpoint("compaction-after-put");
     let r = shared
         .meta
@@ -237,5 +277,20 @@ mod tests {
             2
         );
         assert!(pick(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn flush_objects_first_unless_small_compacted_ones_pile_up() {
+        let flushed = [obj("d1", 10), obj("d2", 10)];
+        let small: Vec<ObjectRef> = (0..3).map(|i| obj(&format!("c{i}"), 10)).collect();
+        let keys = |v: Vec<ObjectRef>| v.into_iter().map(|o| o.key).collect::<Vec<_>>();
+        assert_eq!(keys(choose(&flushed, &small, 100)), vec!["d1", "d2"]);
+        assert_eq!(
+            keys(choose(&flushed[..1], &small, 100)),
+            vec!["c0", "c1", "c2"]
+        );
+        let many: Vec<ObjectRef> = (0..8).map(|i| obj(&format!("c{i}"), 10)).collect();
+        assert_eq!(choose(&flushed, &many, 100)[0].key, "c0");
+        assert!(choose(&flushed[..1], &small[..1], 100).is_empty());
     }
 }

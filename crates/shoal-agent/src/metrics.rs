@@ -31,6 +31,8 @@ pub struct Metrics {
     pub compacted_objects: AtomicU64,
     pub compacted_bytes: AtomicU64,
     pub gc_deleted_objects: AtomicU64,
+    pub compaction_gets: AtomicU64,
+    pub compaction_puts: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
@@ -120,10 +122,12 @@ impl Metrics {
         );
         counter(
             "shoal_compaction_total",
-            "Objects merged by compaction and the bytes it read.",
+            "Compaction: objects merged, bytes read, and its own object-store GETs and PUTs (not in shoal_object_store_requests_total).",
             &[
                 ("{what=\"objects\"}", g(&self.compacted_objects)),
                 ("{what=\"bytes\"}", g(&self.compacted_bytes)),
+                ("{what=\"gets\"}", g(&self.compaction_gets)),
+                ("{what=\"puts\"}", g(&self.compaction_puts)),
             ],
         );
         counter(

@@ -648,7 +648,8 @@ impl MetaStore for SqliteStore {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT key, size FROM objects WHERE key LIKE ?1 ESCAPE '\\' \
-                     AND unreferenced_ms IS NULL ORDER BY key LIMIT ?2",
+                     AND EXISTS (SELECT 1 FROM idx WHERE idx.object_key = objects.key) \
+                     ORDER BY key LIMIT ?2",
                 )
                 .map_err(backend)?;
             let rows = stmt
