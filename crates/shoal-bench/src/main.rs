@@ -12,7 +12,10 @@
 //! and write sequence numbers ([`produce`], [`txn_client`]). The exit status is 0 for a
 //! clean run, 1 for an error, 2 when the records read back differ from those acknowledged,
 //! the group missed records or committed offsets other than the end offsets, or the
-//! read_committed read did not return exactly the committed records.
+//! read_committed read did not return exactly the committed records. With
+//! `--after-compaction` (needs `--metrics-url`) it waits after the catch-up read until the
+//! server's background compaction has settled, measuring it ([`compaction`]), and repeats
+//! the catch-up read over the merged objects (a mismatch there also exits 2).
 //!
 //! ```text
 //! shoal-bench --bootstrap 127.0.0.1:9092 --records 500000 --record-size 1024 \
@@ -25,6 +28,7 @@
 
 mod client;
 mod cluster;
+mod compaction;
 mod consume;
 mod consumer_protocol;
 mod group;
@@ -48,7 +52,9 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::metrics::{counter_sum, scrape, RssSampler};
 use crate::produce::{Budget, Clock, ProduceSettings, MAX_IDEMPOTENT_IN_FLIGHT};
-use crate::report::{ConsumeFigures, Latency, ObjectStoreFigures, ProduceFigures, Report};
+use crate::report::{
+    AfterCompactionFigures, ConsumeFigures, Latency, ObjectStoreFigures, ProduceFigures, Report,
+};
 use crate::txn_client::TxnVersions;
 
 const DEFAULT_RECORDS: u64 = 1_000_000;
@@ -157,6 +163,15 @@ struct Args {
     #[arg(long, env = "SHOAL_BENCH_TXN_COMMITS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     txn_commits: u64,
+    /// After the catch-up read, wait until the server's compaction has settled
+    /// (shoal_compaction_total on the metrics page), measure it, and read everything
+    /// again. Needs --metrics-url.
+    #[arg(long, env = "SHOAL_BENCH_AFTER_COMPACTION")]
+    after_compaction: bool,
+    /// Seconds --after-compaction waits at most for compaction to settle.
+    #[arg(long, env = "SHOAL_BENCH_COMPACTION_WAIT", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    compaction_wait: u64,
 }
 
 fn parse_acks(s: &str) -> Result<i16, String> {
@@ -229,6 +244,17 @@ fn main() -> ExitCode {
                 );
                 clean = false;
             }
+            if let Some(after) = report
+                .after_compaction
+                .as_ref()
+                .filter(|a| !a.consume.matches())
+            {
+                eprintln!(
+                    "MISMATCH: after compaction, read back {} records but {} were acknowledged",
+                    after.consume.records, after.consume.expected
+                );
+                clean = false;
+            }
             if let Some(group) = report.group.as_ref().filter(|g| !g.matches()) {
                 for problem in &group.problems {
                     eprintln!("MISMATCH: consumer group {}: {problem}", group.group);
@@ -269,6 +295,12 @@ async fn run(args: Args) -> Result<Report> {
         }
     }
     let max_in_flight = in_flight_limit(&args)?;
+    if args.after_compaction && args.metrics_url.is_none() {
+        bail!(
+            "--after-compaction needs --metrics-url: it watches the server's \
+             shoal_compaction_total counter to know when compaction has settled"
+        );
+    }
     let batch_records = records_per_batch(record_size, args.batch_records, args.batch_bytes);
     if batch_records * record_size > 1_000_000 {
         eprintln!(
@@ -373,13 +405,28 @@ async fn run(args: Args) -> Result<Report> {
     eprintln!("shoal-bench: reading everything back...");
     let caught_up = consume::run_catch_up(
         cluster.clone(),
-        start_offsets,
+        start_offsets.clone(),
         end_offsets.clone(),
         args.catch_up_connections as usize,
     )
     .await
     .context("catch-up consume phase")?;
     let scrape_after = scrape_optional(args.metrics_url.as_deref()).await;
+    let after_compaction = match args.metrics_url.as_deref() {
+        Some(url) if args.after_compaction => Some(
+            read_after_compaction(
+                &args,
+                url,
+                &cluster,
+                &start_offsets,
+                &end_offsets,
+                scrape_before.as_ref().and_then(|s| s.as_deref().ok()),
+                produced.acked_records,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let group = if args.group_consumers > 0 {
         let earliest = cluster
             .list_offsets(-2)
@@ -437,7 +484,7 @@ async fn run(args: Args) -> Result<Report> {
         versions: cluster.versions.describe(),
         workload: format!(
             "{} records of {} B, {} producer(s), {} records/batch, {} in flight, acks={}, \
-             compression={}, {} tail + {} catch-up connection(s) per leader{}{}{}",
+             compression={}, {} tail + {} catch-up connection(s) per leader{}{}{}{}",
             produced.acked_records,
             record_size,
             args.producers,
@@ -455,6 +502,11 @@ async fn run(args: Args) -> Result<Report> {
             match args.txn_commits {
                 0 => String::new(),
                 n => format!(", {n} transaction(s)"),
+            },
+            if args.after_compaction {
+                ", read again after compaction"
+            } else {
+                ""
             }
         ),
         produce: ProduceFigures {
@@ -485,10 +537,68 @@ async fn run(args: Args) -> Result<Report> {
             elapsed: caught_up.elapsed,
         },
         object_store,
+        after_compaction,
         group,
         txn,
         pid: args.pid,
         peak_rss_mib,
+    })
+}
+
+/// `--after-compaction`: waits for compaction to settle, then repeats the catch-up read
+/// with the same offsets and connections per leader, counting its GETs.
+async fn read_after_compaction(
+    args: &Args,
+    url: &str,
+    cluster: &Arc<Cluster>,
+    start_offsets: &[i64],
+    end_offsets: &[i64],
+    run_start: Option<&str>,
+    expected: u64,
+) -> Result<AfterCompactionFigures> {
+    eprintln!(
+        "shoal-bench: waiting for compaction to settle (at most {} s)...",
+        args.compaction_wait
+    );
+    let wait = compaction::wait_for_settle(
+        url,
+        args.pid,
+        Duration::from_secs(args.compaction_wait),
+        run_start,
+    )
+    .await;
+    if let Some(note) = &wait.note {
+        eprintln!("shoal-bench: compaction wait: {note}");
+    }
+    eprintln!("shoal-bench: reading everything back again after compaction...");
+    let before = scrape(url).await.map_err(|e| format!("{e:#}"));
+    let read = consume::run_catch_up(
+        cluster.clone(),
+        start_offsets.to_vec(),
+        end_offsets.to_vec(),
+        args.catch_up_connections as usize,
+    )
+    .await
+    .context("catch-up consume after compaction")?;
+    let after = scrape(url).await.map_err(|e| format!("{e:#}"));
+    if let Some(e) = before.as_ref().err().or(after.as_ref().err()) {
+        eprintln!("shoal-bench: no GET count for the read after compaction: {e}");
+    }
+    let gets = |page: &Result<String, String>| {
+        counter_sum(page.as_ref().ok()?, OBJECT_STORE_COUNTER, &[("op", "get")])
+    };
+    let gets = gets(&after).zip(gets(&before)).map(|(a, b)| a - b);
+    Ok(AfterCompactionFigures {
+        wait,
+        consume: ConsumeFigures {
+            records: read.records,
+            expected,
+            payload_bytes: read.records * args.record_size as u64,
+            batch_bytes: read.batch_bytes,
+            requests: read.requests,
+            elapsed: read.elapsed,
+        },
+        gets,
     })
 }
 
@@ -592,6 +702,18 @@ mod tests {
         assert!(matches!(args.compression, CompressionArg::Zstd));
         assert_eq!(args.records, None);
         assert_eq!(args.group_consumers, 0);
+        assert!(!args.after_compaction);
+        assert_eq!(args.compaction_wait, 600);
+        let args = Args::try_parse_from([
+            "shoal-bench",
+            "--after-compaction",
+            "--compaction-wait",
+            "30",
+        ])
+        .unwrap();
+        assert!(args.after_compaction);
+        assert_eq!(args.compaction_wait, 30);
+        assert!(Args::try_parse_from(["shoal-bench", "--compaction-wait", "0"]).is_err());
         let args = Args::try_parse_from(["shoal-bench", "--group-consumers", "3"]).unwrap();
         assert_eq!(args.group_consumers, 3);
         assert!(Args::try_parse_from(["shoal-bench", "--record-size", "4"]).is_err());

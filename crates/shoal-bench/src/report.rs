@@ -184,6 +184,64 @@ impl TxnFigures {
     }
 }
 
+/// What waiting for compaction to settle measured (see [`crate::compaction`]).
+pub struct CompactionWaitFigures {
+    /// `--compaction-wait`.
+    pub limit: Duration,
+    /// The whole wait, settled or not.
+    pub waited: Duration,
+    /// False when the wait gave up or stopped for a reason given in `note`.
+    pub settled: bool,
+    /// From the start of the wait to the scrape that saw the objects counter's last
+    /// change; `None` when it never changed during the wait.
+    pub duration: Option<Duration>,
+    /// Deltas of `shoal_compaction_total{what="objects"|"bytes"}` over the wait.
+    pub objects: Option<f64>,
+    pub bytes: Option<f64>,
+    /// Server CPU seconds from the start of the wait to the last change (with `--pid`).
+    pub cpu_s: Option<f64>,
+    /// Server CPU seconds over the whole wait (with `--pid`).
+    pub wait_cpu_s: Option<f64>,
+    /// What compaction merged between the run's first scrape and the wait.
+    pub objects_before: Option<f64>,
+    pub bytes_before: Option<f64>,
+    /// Object-store GETs and PUTs during the wait.
+    pub gets: Option<f64>,
+    pub puts: Option<f64>,
+    pub note: Option<String>,
+}
+
+impl CompactionWaitFigures {
+    /// Bytes compaction read per second until the last change.
+    pub fn mb_s(&self) -> Option<f64> {
+        let secs = self.duration?.as_secs_f64();
+        (secs > 0.0).then_some(self.bytes? / MIB / secs)
+    }
+
+    pub fn cpu_percent(&self) -> Option<f64> {
+        let secs = self.duration?.as_secs_f64();
+        (secs > 0.0).then_some(self.cpu_s? / secs * 100.0)
+    }
+}
+
+/// `--after-compaction`: the wait for compaction and the catch-up read that followed it.
+pub struct AfterCompactionFigures {
+    pub wait: CompactionWaitFigures,
+    pub consume: ConsumeFigures,
+    /// Object-store GETs during this read; `None` when a scrape failed.
+    pub gets: Option<f64>,
+}
+
+impl AfterCompactionFigures {
+    pub fn consume_mb_s(&self) -> Option<f64> {
+        mb_per_s(self.consume.payload_bytes, self.consume.elapsed)
+    }
+
+    pub fn gets_per_mb(&self) -> Option<f64> {
+        per_mib(self.gets, self.consume.payload_bytes)
+    }
+}
+
 pub struct ObjectStoreFigures {
     pub url: String,
     /// PUTs and GETs counted between the first and the last scrape; `None` when a scrape
@@ -229,6 +287,8 @@ pub struct Report {
     pub tail_records: u64,
     pub consume: ConsumeFigures,
     pub object_store: Option<ObjectStoreFigures>,
+    /// `None` when `--after-compaction` was not given.
+    pub after_compaction: Option<AfterCompactionFigures>,
     /// `None` when the group phase was not asked for.
     pub group: Option<GroupFigures>,
     /// `None` when the transaction phase was not asked for.
@@ -294,6 +354,8 @@ impl Report {
         let g = self.group.as_ref();
         let commit = self.txn.as_ref().and_then(|t| t.commit);
         let whole = self.txn.as_ref().and_then(|t| t.transaction);
+        let ac = self.after_compaction.as_ref();
+        let wait = ac.map(|a| &a.wait);
         let fields = [
             ("produce_mb_s", fmt_opt(self.produce_mb_s(), 2)),
             (
@@ -337,6 +399,24 @@ impl Report {
             ("txn_p50_ms", fmt_opt(whole.map(|l| l.p50_ms), 3)),
             ("txn_p99_ms", fmt_opt(whole.map(|l| l.p99_ms), 3)),
             ("txn_max_ms", fmt_opt(whole.map(|l| l.max_ms), 3)),
+            (
+                "compaction_s",
+                fmt_opt(wait.and_then(|w| w.duration).map(|d| d.as_secs_f64()), 1),
+            ),
+            (
+                "compaction_mb_s",
+                fmt_opt(wait.and_then(CompactionWaitFigures::mb_s), 2),
+            ),
+            ("compaction_cpu_s", fmt_opt(wait.and_then(|w| w.cpu_s), 2)),
+            ("objects_merged", fmt_opt(wait.and_then(|w| w.objects), 0)),
+            (
+                "consume_after_mb_s",
+                fmt_opt(ac.and_then(AfterCompactionFigures::consume_mb_s), 2),
+            ),
+            (
+                "gets_per_mb_after",
+                fmt_opt(ac.and_then(AfterCompactionFigures::gets_per_mb), 3),
+            ),
         ];
         let mut line = format!("RESULT label={}", token(&self.label));
         for (key, value) in fields {
@@ -432,6 +512,9 @@ impl Report {
                 c.records as i128 - c.expected as i128
             );
         }
+        if let Some(a) = &self.after_compaction {
+            self.after_compaction_text(&mut out, a);
+        }
         match &self.group {
             None => {}
             Some(g) => group_text(&mut out, g),
@@ -478,6 +561,123 @@ impl Report {
             }
         }
         out
+    }
+}
+
+impl Report {
+    /// GETs per MB of the first catch-up read alone (not the tail's).
+    pub fn catch_up_gets_per_mb(&self) -> Option<f64> {
+        let os = self.object_store.as_ref()?;
+        per_mib(os.catch_up_gets, self.consume.payload_bytes)
+    }
+
+    fn after_compaction_text(&self, out: &mut String, a: &AfterCompactionFigures) {
+        let w = &a.wait;
+        let c = &a.consume;
+        let _ = writeln!(out, "-- after compaction");
+        let _ = writeln!(
+            out,
+            "  wait      {} after {:.1} s (objects counter scraped every 1 s; at most {} s)",
+            if w.settled { "settled" } else { "NOT settled" },
+            w.waited.as_secs_f64(),
+            w.limit.as_secs()
+        );
+        match w.duration {
+            Some(d) => {
+                let _ = writeln!(
+                    out,
+                    "  compacted {} objects merged, {} MB read in {:.1} s until the counter's \
+                     last change ({} MB/s)",
+                    fmt_opt(w.objects, 0),
+                    fmt_opt(w.bytes.map(|b| b / MIB), 1),
+                    d.as_secs_f64(),
+                    fmt_opt(w.mb_s(), 2)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  compacted {} objects merged during the wait",
+                    fmt_opt(w.objects, 0)
+                );
+            }
+        }
+        match self.pid {
+            None => {
+                let _ = writeln!(out, "  cpu       n/a (no --pid)");
+            }
+            Some(pid) if w.duration.is_some() => {
+                let _ = writeln!(
+                    out,
+                    "  cpu       {} s of server CPU until the last change ({} % of one core); \
+                     {} s over the whole wait (pid {pid})",
+                    fmt_opt(w.cpu_s, 2),
+                    fmt_opt(w.cpu_percent(), 1),
+                    fmt_opt(w.wait_cpu_s, 2)
+                );
+            }
+            Some(pid) => {
+                let _ = writeln!(
+                    out,
+                    "  cpu       {} s of server CPU over the whole wait (pid {pid})",
+                    fmt_opt(w.wait_cpu_s, 2)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  earlier   {} objects merged, {} MB read by compaction before the wait \
+             (server-wide, since this run's first scrape)",
+            fmt_opt(w.objects_before, 0),
+            fmt_opt(w.bytes_before.map(|b| b / MIB), 1)
+        );
+        let _ = writeln!(
+            out,
+            "  store     {} GETs, {} PUTs during the wait",
+            fmt_opt(w.gets, 0),
+            fmt_opt(w.puts, 0)
+        );
+        if let Some(note) = &w.note {
+            let _ = writeln!(out, "  note      {note}");
+        }
+        let _ = writeln!(
+            out,
+            "  read      {} records in {:.2} s ({} Fetch requests), same offsets and \
+             connections as the first read",
+            c.records,
+            c.elapsed.as_secs_f64(),
+            c.requests
+        );
+        let _ = writeln!(
+            out,
+            "  rate      {} MB/s after compaction, {} MB/s before",
+            fmt_opt(a.consume_mb_s(), 2),
+            fmt_opt(self.consume_mb_s(), 2)
+        );
+        let _ = writeln!(
+            out,
+            "  GETs      {} per MB after compaction ({} GETs), {} per MB in the first \
+             catch-up read ({} GETs)",
+            fmt_opt(a.gets_per_mb(), 3),
+            fmt_opt(a.gets, 0),
+            fmt_opt(self.catch_up_gets_per_mb(), 3),
+            fmt_opt(self.object_store.as_ref().and_then(|o| o.catch_up_gets), 0)
+        );
+        if c.matches() {
+            let _ = writeln!(
+                out,
+                "  check     OK: {} records read = {} acknowledged",
+                c.records, c.expected
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  check     MISMATCH: {} records read, {} acknowledged ({:+})",
+                c.records,
+                c.expected,
+                c.records as i128 - c.expected as i128
+            );
+        }
     }
 }
 
@@ -655,6 +855,7 @@ mod tests {
                 consumed_bytes: 20 << 20,
                 note: None,
             }),
+            after_compaction: None,
             group: None,
             txn: None,
             pid: None,
@@ -737,7 +938,9 @@ mod tests {
              gets_per_mb=n/a peak_rss_mib=n/a group_join_first_record_ms=n/a \
              group_rebalance_ms=n/a group_rebalance_leave_ms=n/a group_consume_mb_s=n/a \
              idempotent=off txn_commit_p50_ms=n/a txn_commit_p99_ms=n/a txn_commit_max_ms=n/a \
-             txn_p50_ms=n/a txn_p99_ms=n/a txn_max_ms=n/a"
+             txn_p50_ms=n/a txn_p99_ms=n/a txn_max_ms=n/a compaction_s=n/a \
+             compaction_mb_s=n/a compaction_cpu_s=n/a objects_merged=n/a \
+             consume_after_mb_s=n/a gets_per_mb_after=n/a"
         );
         let mut r = report();
         r.group = Some(group());
@@ -758,10 +961,10 @@ mod tests {
         r.txn = Some(txn());
         let line = r.result_line();
         assert!(
-            line.ends_with(
+            line.contains(
                 " group_consume_mb_s=n/a idempotent=on txn_commit_p50_ms=5.003 \
                  txn_commit_p99_ms=9.903 txn_commit_max_ms=10.007 txn_p50_ms=n/a \
-                 txn_p99_ms=n/a txn_max_ms=n/a"
+                 txn_p99_ms=n/a txn_max_ms=n/a compaction_s=n/a"
             ),
             "{line}"
         );
@@ -820,6 +1023,99 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("leave     n/a"), "{text}");
+    }
+
+    fn after_compaction() -> AfterCompactionFigures {
+        AfterCompactionFigures {
+            wait: CompactionWaitFigures {
+                limit: Duration::from_secs(600),
+                waited: Duration::from_secs(14),
+                settled: true,
+                duration: Some(Duration::from_secs(10)),
+                objects: Some(120.0),
+                bytes: Some((50 << 20) as f64),
+                cpu_s: Some(4.0),
+                wait_cpu_s: Some(4.5),
+                objects_before: Some(30.0),
+                bytes_before: Some((8 << 20) as f64),
+                gets: Some(200.0),
+                puts: Some(2.0),
+                note: None,
+            },
+            consume: ConsumeFigures {
+                records: 1000,
+                expected: 1000,
+                payload_bytes: 20 << 20,
+                batch_bytes: 21 << 20,
+                requests: 2,
+                elapsed: Duration::from_millis(500),
+            },
+            gets: Some(4.0),
+        }
+    }
+
+    #[test]
+    fn after_compaction_is_reported_next_to_the_first_read() {
+        let mut r = report();
+        r.pid = Some(7);
+        if let Some(os) = r.object_store.as_mut() {
+            os.catch_up_gets = Some(100.0);
+        }
+        r.after_compaction = Some(after_compaction());
+        let line = r.result_line();
+        assert!(
+            line.ends_with(
+                " txn_max_ms=n/a compaction_s=10.0 compaction_mb_s=5.00 compaction_cpu_s=4.00 \
+                 objects_merged=120 consume_after_mb_s=40.00 gets_per_mb_after=0.200"
+            ),
+            "{line}"
+        );
+        let text = r.human();
+        for want in [
+            "-- after compaction",
+            "wait      settled after 14.0 s",
+            "compacted 120 objects merged, 50.0 MB read in 10.0 s",
+            "(5.00 MB/s)",
+            "4.00 s of server CPU until the last change (40.0 % of one core); 4.50 s",
+            "earlier   30 objects merged, 8.0 MB",
+            "store     200 GETs, 2 PUTs during the wait",
+            "rate      40.00 MB/s after compaction, 20.00 MB/s before",
+            "GETs      0.200 per MB after compaction (4 GETs), 5.000 per MB in the first",
+            "check     OK: 1000 records read = 1000 acknowledged",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        // Nothing merged during the wait: no duration, no rate, no CPU figure.
+        let mut a = after_compaction();
+        a.wait.duration = None;
+        a.wait.objects = Some(0.0);
+        a.wait.bytes = Some(0.0);
+        a.wait.cpu_s = None;
+        a.wait.settled = false;
+        a.wait.note = Some("gave up".into());
+        a.consume.records = 999;
+        a.gets = None;
+        r.after_compaction = Some(a);
+        let line = r.result_line();
+        assert!(
+            line.ends_with(
+                " compaction_s=n/a compaction_mb_s=n/a compaction_cpu_s=n/a objects_merged=0 \
+                 consume_after_mb_s=40.00 gets_per_mb_after=n/a"
+            ),
+            "{line}"
+        );
+        let text = r.human();
+        assert!(text.contains("NOT settled"), "{text}");
+        assert!(text.contains("note      gave up"), "{text}");
+        assert!(text.contains("0 objects merged during the wait"), "{text}");
+        assert!(
+            text.contains("cpu       4.50 s of server CPU over the whole wait (pid 7)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("check     MISMATCH: 999 records read, 1000 acknowledged (-1)"),
+            "{text}"
+        );
     }
 
     #[test]
