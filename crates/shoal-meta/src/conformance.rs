@@ -481,6 +481,9 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
     );
     let o = s.partition_offsets(t.id, 0).await.unwrap();
     assert_eq!(o.last_stable, 9, "a's new transaction holds the LSO back");
+    // Deleting records past an open transaction's start moves the LSO with the log start.
+    assert_eq!(s.advance_log_start(t.id, 0, 10).await.unwrap(), 10);
+    assert_eq!(s.partition_offsets(t.id, 0).await.unwrap().last_stable, 10);
     s.delete_topic("conf-txn").await.unwrap();
     s.delete_topic("conf-txn-other").await.unwrap();
 }

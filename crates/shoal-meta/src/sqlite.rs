@@ -491,7 +491,8 @@ impl MetaStore for SqliteStore {
             })
             .and_then(|mut o| {
                 let open = producers::first_open_txn(c, topic_id.as_bytes().as_slice(), partition)?;
-                o.last_stable = open.unwrap_or(o.high_watermark);
+                // Records below the log start are gone, open transaction or not.
+                o.last_stable = open.unwrap_or(o.high_watermark).max(o.log_start);
                 Ok(o)
             })
         })
