@@ -24,24 +24,12 @@ py="$(bash "$root/tests/compat/python/venv.sh")"
 # The Java producer: Maven build into the cache (offline when ~/.m2 has everything).
 java_cp=""
 if [[ ",${LOST_ACK_CLIENTS:-confluent,java}," == *",java,"* ]]; then
-  cache="${SHOAL_CACHE:-$HOME/.cache/shoal}"
-  build="$cache/lost-ack-java-build"
-  mkdir -p "$build"
-  if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
-    echo "lost-ack: failed: mvn and java are needed for the Java producer (or set LOST_ACK_CLIENTS=confluent)"
+  source "$root/tests/compat/java-suite.sh"
+  if ! java_suite_build lost-ack "$here/java" "${SHOAL_CACHE:-$HOME/.cache/shoal}/lost-ack-java-build"; then
+    echo "lost-ack: failed: the Java producer did not build (or set LOST_ACK_CLIENTS=confluent)"
     exit 1
   fi
-  mvn_args=(-q -B -Dstyle.color=never -f "$here/java/pom.xml" "-Dshoal.build.dir=$build"
-            compile dependency:build-classpath "-Dmdep.outputFile=$build/classpath.txt")
-  if ! mvn -o "${mvn_args[@]}" >"$build/mvn-offline.log" 2>&1; then
-    echo "lost-ack: offline Maven build failed, building online (first run?)" >&2
-    if ! timeout 600 mvn "${mvn_args[@]}" >"$build/mvn.log" 2>&1; then
-      tail -n 30 "$build/mvn.log" >&2
-      echo "lost-ack: failed: the Java producer did not build"
-      exit 1
-    fi
-  fi
-  java_cp="$build/classes:$(cat "$build/classpath.txt")"
+  java_cp="$JAVA_CP"
 fi
 
 limit="${LOST_ACK_SECONDS:-240}"

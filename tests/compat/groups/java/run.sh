@@ -21,41 +21,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 [[ $# -eq 1 ]] || { echo "usage: $0 BOOTSTRAP" >&2; exit 2; }
 bootstrap="$1"
 
-cache="${SHOAL_CACHE:-$HOME/.cache/shoal}"
-build="$cache/java-groups-compat-build"
-mkdir -p "$build"
 timeout_s="${SHOAL_COMPAT_TIMEOUT:-480}"
-
-build_failed() {
-  echo "java-groups: build failed" >&2
-  echo "java-groups: 0 passed, 1 failed"
-  exit 1
-}
-
-command -v mvn >/dev/null 2>&1 || { echo "java-groups: mvn (Maven) is not on PATH" >&2; build_failed; }
-command -v java >/dev/null 2>&1 || { echo "java-groups: java is not on PATH" >&2; build_failed; }
-
-# Fail fast when nothing listens at the (first) bootstrap address.
-first="${bootstrap%%,*}"
-host="${first%:*}"; port="${first##*:}"
-host="${host#[}"; host="${host%]}"
-if ! timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null; then
-  echo "java-groups: nothing accepts connections at $first"
-  echo "java-groups: 0 passed, 1 failed"
-  exit 1
-fi
-
-mvn_args=(-q -B -Dstyle.color=never -f "$here/pom.xml" "-Dshoal.build.dir=$build"
-          compile dependency:build-classpath "-Dmdep.outputFile=$build/classpath.txt")
-# Offline first (fast, no network); online when something is missing from ~/.m2.
-if ! mvn -o "${mvn_args[@]}" >"$build/mvn-offline.log" 2>&1; then
-  echo "java-groups: offline build failed, building online (first run?)" >&2
-  if ! mvn "${mvn_args[@]}" >"$build/mvn.log" 2>&1; then
-    tail -n 40 "$build/mvn.log" >&2
-    build_failed
-  fi
-fi
-[[ -s "$build/classpath.txt" && -d "$build/classes" ]] || build_failed
+source "$here/../../java-suite.sh"
+fail() { echo "java-groups: 0 passed, 1 failed"; exit 1; }
+java_suite_reachable java-groups "$bootstrap" || fail
+java_suite_build java-groups "$here" "${SHOAL_CACHE:-$HOME/.cache/shoal}/java-groups-compat-build" || fail
 
 jvm_opts=(-Xmx512m
           "-Dorg.slf4j.simpleLogger.defaultLogLevel=${SHOAL_COMPAT_LOG_LEVEL:-error}"
@@ -66,14 +36,5 @@ jvm_opts=(-Xmx512m
 [[ -n "${SHOAL_GROUPS_SESSION_TIMEOUT_MS:-}" ]] && jvm_opts+=("-Dcompat.sessionTimeoutMs=$SHOAL_GROUPS_SESSION_TIMEOUT_MS")
 [[ -n "${SHOAL_GROUPS_RECORDS:-}" ]] && jvm_opts+=("-Dcompat.records=$SHOAL_GROUPS_RECORDS")
 
-# The program has its own global timeout; `timeout` is a last resort if the JVM wedges.
 # (Its worker JVMs stop by themselves when their stdin closes.)
-rc=0
-timeout -k 10 $(( timeout_s + 60 )) \
-  java "${jvm_opts[@]}" -cp "$build/classes:$(cat "$build/classpath.txt")" \
-  dev.shoal.compat.groups.GroupsCompat "$bootstrap" || rc=$?
-if (( rc == 124 || rc == 137 )); then
-  echo "java-groups: killed after ${timeout_s}s"
-  echo "java-groups: 0 passed, 1 failed"
-fi
-exit "$rc"
+java_suite_run java-groups "$timeout_s" dev.shoal.compat.groups.GroupsCompat "$bootstrap"

@@ -25,41 +25,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 [[ $# -eq 1 ]] || { echo "usage: $0 BOOTSTRAP" >&2; exit 2; }
 bootstrap="$1"
 
-cache="${SHOAL_CACHE:-$HOME/.cache/shoal}"
-build="$cache/java-txn-compat-build"
-mkdir -p "$build"
 timeout_s="${SHOAL_COMPAT_TIMEOUT:-300}"
-
-build_failed() {
-  echo "java-txn: build failed" >&2
-  echo "java-txn: 0 passed, 1 failed"
-  exit 1
-}
-
-command -v mvn >/dev/null 2>&1 || { echo "java-txn: mvn (Maven) is not on PATH" >&2; build_failed; }
-command -v java >/dev/null 2>&1 || { echo "java-txn: java is not on PATH" >&2; build_failed; }
-
-# Fail fast when nothing listens at the (first) bootstrap address.
-first="${bootstrap%%,*}"
-host="${first%:*}"; port="${first##*:}"
-host="${host#[}"; host="${host%]}"
-if ! timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null; then
-  echo "java-txn: nothing accepts connections at $first"
-  echo "java-txn: 0 passed, 1 failed"
-  exit 1
-fi
-
-mvn_args=(-q -B -Dstyle.color=never -f "$here/pom.xml" "-Dshoal.build.dir=$build"
-          compile dependency:build-classpath "-Dmdep.outputFile=$build/classpath.txt")
-# Offline first (fast, no network); online when something is missing from ~/.m2.
-if ! mvn -o "${mvn_args[@]}" >"$build/mvn-offline.log" 2>&1; then
-  echo "java-txn: offline build failed, building online (first run?)" >&2
-  if ! mvn "${mvn_args[@]}" >"$build/mvn.log" 2>&1; then
-    tail -n 40 "$build/mvn.log" >&2
-    build_failed
-  fi
-fi
-[[ -s "$build/classpath.txt" && -d "$build/classes" ]] || build_failed
+source "$here/../../java-suite.sh"
+fail() { echo "java-txn: 0 passed, 1 failed"; exit 1; }
+java_suite_reachable java-txn "$bootstrap" || fail
+java_suite_build java-txn "$here" "${SHOAL_CACHE:-$HOME/.cache/shoal}/java-txn-compat-build" || fail
 
 jvm_opts=(-Xmx512m
           "-Dorg.slf4j.simpleLogger.defaultLogLevel=${SHOAL_COMPAT_LOG_LEVEL:-error}"
@@ -71,13 +41,4 @@ jvm_opts=(-Xmx512m
 [[ -n "${SHOAL_TXN_ONLY:-}" ]] && jvm_opts+=("-Dcompat.only=$SHOAL_TXN_ONLY")
 [[ -n "${SHOAL_TXN_TIMEOUT_WAIT_S:-}" ]] && jvm_opts+=("-Dcompat.txnTimeoutWaitSeconds=$SHOAL_TXN_TIMEOUT_WAIT_S")
 
-# The program has its own global timeout; `timeout` is a last resort if the JVM wedges.
-rc=0
-timeout -k 10 $(( timeout_s + 60 )) \
-  java "${jvm_opts[@]}" -cp "$build/classes:$(cat "$build/classpath.txt")" \
-  dev.shoal.compat.txn.TxnCompat "$bootstrap" || rc=$?
-if (( rc == 124 || rc == 137 )); then
-  echo "java-txn: killed after ${timeout_s}s"
-  echo "java-txn: 0 passed, 1 failed"
-fi
-exit "$rc"
+java_suite_run java-txn "$timeout_s" dev.shoal.compat.txn.TxnCompat "$bootstrap"
