@@ -154,11 +154,10 @@ pub async fn compact_once(
                     body.len()
                 );
             };
-            let data = bytes::Bytes::copy_from_slice(data);
             bytes_in += data.len() as u64;
-            let mut copy = BytesMut::from(&data[..]);
+            let mut copy = BytesMut::from(data);
             let mut next = e.base_offset;
-            for b in batch::walk(&data) {
+            for b in batch::walk(data) {
                 batch::set_base_offset(&mut copy[b.range.clone()], next);
                 next += b.header.offset_span();
             }

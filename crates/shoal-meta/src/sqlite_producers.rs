@@ -16,6 +16,10 @@ CREATE TABLE IF NOT EXISTS producers (
     last_ts INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition, producer_id)
 ) WITHOUT ROWID;
+-- The last stable offset is read on every fetch: find open transactions without
+-- scanning every producer a partition ever had.
+CREATE INDEX IF NOT EXISTS producers_open_txn ON producers (topic_id, partition, txn_first)
+    WHERE txn_first IS NOT NULL;
 CREATE TABLE IF NOT EXISTS aborted_txns (
     topic_id BLOB NOT NULL, partition INTEGER NOT NULL,
     first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL, producer_id INTEGER NOT NULL,
@@ -251,10 +255,13 @@ pub(crate) fn first_open_txn(
     id: &[u8],
     partition: i32,
 ) -> Result<Option<i64>, MetaError> {
-    tx.prepare_cached("SELECT MIN(txn_first) FROM producers WHERE topic_id = ?1 AND partition = ?2")
-        .map_err(backend)?
-        .query_row(params![id, partition], |r| r.get(0))
-        .map_err(backend)
+    tx.prepare_cached(
+        "SELECT MIN(txn_first) FROM producers \
+         WHERE topic_id = ?1 AND partition = ?2 AND txn_first IS NOT NULL",
+    )
+    .map_err(backend)?
+    .query_row(params![id, partition], |r| r.get(0))
+    .map_err(backend)
 }
 
 pub(crate) fn aborted(
