@@ -147,7 +147,7 @@ pub async fn compact_once(
             let e = &pe.entry;
             let body = &bodies[&e.object_key];
             let range = e.data_offset as usize..(e.data_offset + e.data_len) as usize;
-            let Some(data) = body.get(range) else {
+            let Some(data) = body.get(range.clone()) else {
                 anyhow::bail!(
                     "object {} ({} bytes) is shorter than its index entry says",
                     e.object_key,
@@ -155,12 +155,10 @@ pub async fn compact_once(
                 );
             };
             bytes_in += data.len() as u64;
-            let mut copy = BytesMut::from(data);
-            let mut next = e.base_offset;
-            for b in batch::walk(data) {
-                batch::set_base_offset(&mut copy[b.range.clone()], next);
-                next += b.header.offset_span();
-            }
+            let next = e.base_offset
+                + batch::walk(data)
+                    .map(|b| b.header.offset_span())
+                    .sum::<i64>();
             if next != e.end_offset {
                 anyhow::bail!(
                     "object {} does not hold the offsets {}..{} its index entry says",
@@ -173,7 +171,8 @@ pub async fn compact_once(
             builder.add(
                 topic_id,
                 partition,
-                copy.freeze(),
+                // A view of the input, not a copy: the output is the one copy.
+                body.slice(range),
                 span,
                 e.min_timestamp,
                 e.max_timestamp,
@@ -192,6 +191,11 @@ pub async fn compact_once(
         }
     }
     let (object, infos) = builder.finish();
+    drop(bodies); // the inputs are copied into `object`; free them before the PUT
+                  // The builder's output is uniquely owned, so this takes it back without a copy.
+    let mut object = object
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
     let key = compacted_key();
     let size = object.len() as u64;
     // Place the runs: each partition's segment starts at its data offset, runs follow.
@@ -211,6 +215,14 @@ pub async fn compact_once(
                 ..run
             };
             *offset += len;
+            // Write each batch's real base offset into the copy.
+            let range = entry.data_offset as usize..(entry.data_offset + len) as usize;
+            let mut next = entry.base_offset;
+            for b in batch::walk(&object[range.clone()]).collect::<Vec<_>>() {
+                let at = range.start + b.range.start..range.start + b.range.end;
+                batch::set_base_offset(&mut object[at], next);
+                next += b.header.offset_span();
+            }
             PartitionEntry {
                 topic_id,
                 partition,
@@ -219,7 +231,7 @@ pub async fn compact_once(
         })
         .collect();
     store
-        .put(&Path::from(key.as_str()), PutPayload::from(object))
+        .put(&Path::from(key.as_str()), PutPayload::from(object.freeze()))
         .await?;
     Metrics::add(&shared.metrics.compaction_puts, 1);
     crate::failpoint("compaction-after-put");

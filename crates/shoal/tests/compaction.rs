@@ -29,6 +29,23 @@ fn objects(data_dir: &Path) -> (Vec<String>, Vec<String>) {
     (list("data"), list("compacted"))
 }
 
+/// The base offset of every batch in an object's data region (object format v1: the
+/// footer's first field is the index offset, where the data ends).
+fn batch_base_offsets(path: &Path) -> Vec<i64> {
+    let bytes = std::fs::read(path).unwrap();
+    let footer = bytes.len() - 40;
+    let data_end = u64::from_be_bytes(bytes[footer..footer + 8].try_into().unwrap()) as usize;
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < data_end {
+        out.push(i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap()));
+        let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+        at += 12 + len as usize;
+    }
+    assert_eq!(at, data_end, "batches fill the data region exactly");
+    out
+}
+
 fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
@@ -130,6 +147,14 @@ fn crash_at(failpoint: &str) {
         data.is_empty() && compacted.len() == 1 && compacted.contains(&crashed.1[0]) == survives
     });
     check_all(&mut c, "crash", &expected);
+    // The compacted object's batches carry their real base offsets: 0..10 per partition
+    // (the flush objects' batches all said 0).
+    let (_, compacted) = objects(dir.path());
+    let mut bases = batch_base_offsets(&dir.path().join("objects/compacted").join(&compacted[0]));
+    bases.sort_unstable();
+    let mut want: Vec<i64> = (0..PARTITIONS).flat_map(|_| 0..10).collect();
+    want.sort_unstable();
+    assert_eq!(bases, want);
     // Writing goes on after offsets the crash did not disturb.
     let (code, base) = c.produce("crash", 0, &values(&["after"]));
     assert_eq!((code, base), (NONE, 10));
