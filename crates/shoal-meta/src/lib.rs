@@ -232,4 +232,39 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Groups that have committed offsets, ordered by name.
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError>;
+
+    // --- The control plane: who is alive, and news of commits made elsewhere. ---
+    // Single-machine backends keep the defaults: one agent, and every commit is local.
+
+    /// Registers this agent as live for as long as the process keeps running (cluster
+    /// backends hold the entry under a lease that dies with the process) and returns the
+    /// node id it got: `info.node_id` when it is `>= 0` (an error if another live agent
+    /// holds it), else the lowest free id.
+    async fn register_agent(&self, info: &AgentInfo) -> Result<i32, MetaError> {
+        Ok(info.node_id.max(0))
+    }
+
+    /// Removes this agent from the registry at once (graceful shutdown).
+    async fn deregister_agent(&self) -> Result<(), MetaError> {
+        Ok(())
+    }
+
+    /// The live agents as the backend last saw them (kept current by a watch), by node
+    /// id. Empty when the backend has no registry: then the agent is alone.
+    fn live_agents(&self) -> Vec<AgentInfo> {
+        Vec::new()
+    }
+
+    /// A counter the backend bumps whenever any agent commits a flush, so fetches
+    /// long-polling on this agent wake for records committed by others. `None` when every
+    /// commit goes through this process.
+    fn commit_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// The most index entries [`MetaStore::replace_entries`] accepts in one call (a
+    /// backend's transaction-size limit); compaction picks its inputs to fit.
+    fn max_swap_entries(&self) -> usize {
+        usize::MAX
+    }
 }

@@ -258,3 +258,20 @@ pub struct GroupOffset {
     /// When the commit was made (ms since the epoch).
     pub commit_timestamp: i64,
 }
+
+/// A live agent, as the registry shows it to the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub node_id: i32,
+    /// Host and port Kafka clients connect to.
+    pub host: String,
+    pub port: i32,
+    /// Availability zone (`--az`); empty when not given.
+    pub az: String,
+    /// Agent group (`--agent-group`): Metadata lists only agents of the client's group.
+    pub group: String,
+    /// What this agent does: any of `produce`, `fetch`, `jobs`.
+    pub roles: Vec<String>,
+    /// `host:port` of the internal endpoint peers use to read cached chunks, if any.
+    pub peer_addr: Option<String>,
+}
