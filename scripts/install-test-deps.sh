@@ -10,6 +10,9 @@ command -v mvn >/dev/null || need_apt+=(maven)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || need_apt+=(golang-go)
 python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
+# etcd for cluster mode's metadata tests; protoc builds the etcd client's gRPC code.
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [[ ${#need_apt[@]} -gt 0 ]]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
@@ -17,4 +20,4 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
-echo "test prerequisites present: cargo $(cargo --version | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), go $(go version | cut -d' ' -f3), kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}')"
+echo "test prerequisites present: cargo $(cargo --version | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), go $(go version | cut -d' ' -f3), kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}'), etcd $(etcd --version | head -1 | awk '{print $3}')"

@@ -105,9 +105,15 @@ pub async fn compact_once(
     }
     let mut old: Vec<PartitionEntry> = Vec::new();
     let mut merged = 0;
+    // The swap must fit one metadata transaction (etcd's --max-txn-ops); the new entries
+    // are never more than the old ones.
+    let max_entries = shared.meta.max_swap_entries();
     for o in &chosen {
         // Entries may have gone since the listing (retention): then the object is skipped.
         let entries = shared.meta.object_entries(&o.key).await?;
+        if !old.is_empty() && old.len() + entries.len() > max_entries {
+            break;
+        }
         merged += usize::from(!entries.is_empty());
         old.extend(entries);
     }

@@ -4,17 +4,22 @@
 //! (log start, high watermark) and the offset index: which byte range of which object
 //! holds which offsets. Record bytes never pass through it.
 //!
-//! [`MetaStore`] is the trait every backend implements (SQLite for one machine here;
-//! etcd for clusters later). [`conformance`] is the suite every backend must pass. The
+//! [`MetaStore`] is the trait every backend implements: [`SqliteStore`] for one machine,
+//! [`EtcdStore`] for clusters. [`conformance`] is the suite every backend must pass. The
 //! key operation is [`MetaStore::commit_flush`]: one atomic commit per flushed object
 //! that assigns offsets to every segment in it, so offsets always come from the store
 //! and any agent can rebuild what another knew.
 
 pub mod conformance;
+mod etcd;
+mod etcd_store;
+mod etcd_txn;
+mod producer_rules;
 mod sqlite;
 mod sqlite_producers;
 mod types;
 
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 

@@ -5,6 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+pub(crate) use crate::producer_rules::*;
 use crate::*;
 
 pub(crate) const SCHEMA: &str = "
@@ -50,20 +51,8 @@ CREATE TABLE IF NOT EXISTS txn_offsets (
 CREATE INDEX IF NOT EXISTS txn_offsets_by_group ON txn_offsets (group_id);
 ";
 
-/// How many batches per producer and partition are remembered for duplicate detection
-/// (Kafka's `max.in.flight.requests.per.connection` limit for idempotence).
-const REMEMBERED_BATCHES: usize = 5;
-
 fn backend(e: impl std::fmt::Display) -> MetaError {
     MetaError::Backend(e.to_string())
-}
-
-/// One remembered batch of a producer on a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Recent {
-    first_seq: i32,
-    last_seq: i32,
-    base_offset: i64,
 }
 
 fn encode_recent(r: &[Recent]) -> String {
@@ -86,29 +75,19 @@ fn decode_recent(s: &str) -> Vec<Recent> {
         .collect()
 }
 
-/// The sequence after `seq`, wrapping as Kafka does.
-fn next_sequence(seq: i32) -> i32 {
-    if seq == i32::MAX {
-        0
-    } else {
-        seq + 1
-    }
-}
-
-struct Row {
-    epoch: i16,
-    recent: Vec<Recent>,
-    txn_first: Option<i64>,
-}
-
-fn load(tx: &Connection, id: &[u8], partition: i32, pid: i64) -> Result<Option<Row>, MetaError> {
+fn load(
+    tx: &Connection,
+    id: &[u8],
+    partition: i32,
+    pid: i64,
+) -> Result<Option<ProducerRow>, MetaError> {
     tx.prepare_cached(
         "SELECT epoch, recent, txn_first FROM producers \
          WHERE topic_id = ?1 AND partition = ?2 AND producer_id = ?3",
     )
     .map_err(backend)?
     .query_row(params![id, partition, pid], |r| {
-        Ok(Row {
+        Ok(ProducerRow {
             epoch: r.get(0)?,
             recent: decode_recent(&r.get::<_, String>(1)?),
             txn_first: r.get(2)?,
@@ -116,13 +95,6 @@ fn load(tx: &Connection, id: &[u8], partition: i32, pid: i64) -> Result<Option<R
     })
     .optional()
     .map_err(backend)
-}
-
-/// What the producer checks decided for one batch before offsets are assigned.
-pub(crate) enum Decision {
-    Append,
-    Duplicate(i64),
-    Refuse(ProducerRefusal),
 }
 
 /// Runs Kafka's producer checks for `b` on a partition (see `MetaStore::commit_flush`).
@@ -133,35 +105,8 @@ pub(crate) fn check(
     b: &ProducerBatch,
 ) -> Result<Decision, MetaError> {
     let row = load(tx, id, partition, b.producer_id)?;
-    if let Some(row) = &row {
-        if b.epoch < row.epoch {
-            return Ok(Decision::Refuse(ProducerRefusal::InvalidProducerEpoch));
-        }
-    }
-    let BatchKind::Data { transactional } = b.kind else {
-        return Ok(Decision::Append);
-    };
-    if let Some(row) = &row {
-        if b.epoch == row.epoch {
-            if let Some(dup) = row
-                .recent
-                .iter()
-                .find(|r| r.first_seq == b.first_sequence && r.last_seq == b.last_sequence)
-            {
-                return Ok(Decision::Duplicate(dup.base_offset));
-            }
-            let last = row.recent.last().map_or(-1, |r| r.last_seq);
-            if b.first_sequence != next_sequence(last) {
-                return Ok(Decision::Refuse(ProducerRefusal::OutOfOrderSequence));
-            }
-        } else if b.first_sequence != 0 {
-            return Ok(Decision::Refuse(ProducerRefusal::OutOfOrderSequence));
-        }
-    }
-    if transactional && !in_ongoing_transaction(tx, id, partition, b)? {
-        return Ok(Decision::Refuse(ProducerRefusal::InvalidTxnState));
-    }
-    Ok(Decision::Append)
+    let in_txn = needs_txn_check(b) && in_ongoing_transaction(tx, id, partition, b)?;
+    Ok(decide(row.as_ref(), b, in_txn))
 }
 
 /// Whether an ongoing transaction of this producer id and epoch lists the partition.
@@ -195,40 +140,22 @@ pub(crate) fn record(
     now_ms: i64,
 ) -> Result<(), MetaError> {
     let row = load(tx, id, partition, b.producer_id)?;
-    let same_epoch = row.as_ref().is_some_and(|r| r.epoch == b.epoch);
-    let mut recent = match (&row, same_epoch) {
-        (Some(r), true) => r.recent.clone(),
-        _ => Vec::new(),
-    };
-    let mut txn_first = row.as_ref().and_then(|r| r.txn_first);
-    match b.kind {
-        BatchKind::Data { transactional } => {
-            recent.push(Recent {
-                first_seq: b.first_sequence,
-                last_seq: b.last_sequence,
-                base_offset,
-            });
-            if recent.len() > REMEMBERED_BATCHES {
-                recent.remove(0);
-            }
-            if transactional && txn_first.is_none() {
-                txn_first = Some(base_offset);
-            }
-        }
-        BatchKind::Marker { commit } => {
-            if let Some(first) = txn_first.take() {
-                if !commit {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO aborted_txns \
-                         (topic_id, partition, first_offset, last_offset, producer_id) \
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(backend)?
-                    .execute(params![id, partition, first, base_offset, b.producer_id])
-                    .map_err(backend)?;
-                }
-            }
-        }
+    let (row, aborted) = apply(row.as_ref(), b, base_offset);
+    if let Some(a) = aborted {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO aborted_txns \
+             (topic_id, partition, first_offset, last_offset, producer_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(backend)?
+        .execute(params![
+            id,
+            partition,
+            a.first_offset,
+            a.last_offset,
+            a.producer_id
+        ])
+        .map_err(backend)?;
     }
     tx.prepare_cached(
         "INSERT OR REPLACE INTO producers \
@@ -240,9 +167,9 @@ pub(crate) fn record(
         id,
         partition,
         b.producer_id,
-        b.epoch,
-        encode_recent(&recent),
-        txn_first,
+        row.epoch,
+        encode_recent(&row.recent),
+        row.txn_first,
         now_ms
     ])
     .map_err(backend)?;
@@ -569,12 +496,5 @@ mod tests {
         ];
         assert_eq!(decode_recent(&encode_recent(&r)), r);
         assert!(decode_recent("").is_empty());
-    }
-
-    #[test]
-    fn sequences_wrap_at_i32_max() {
-        assert_eq!(next_sequence(-1), 0);
-        assert_eq!(next_sequence(41), 42);
-        assert_eq!(next_sequence(i32::MAX), 0);
     }
 }

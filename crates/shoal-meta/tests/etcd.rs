@@ -1,0 +1,263 @@
+//! The etcd backend against a real etcd server (the `etcd` binary on PATH, started on
+//! loopback ports in a temporary directory): the conformance suite, concurrent commits
+//! from separate clients, the agent registry and commit notifications.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_meta::conformance::{run_all, segment};
+use shoal_meta::*;
+
+struct Etcd {
+    child: Child,
+    client_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd: install it (Debian package etcd-server; scripts/install-test-deps.sh does)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", client_port)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Etcd {
+            child,
+            client_port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, prefix: &str) -> String {
+        format!("etcd://127.0.0.1:{}/{prefix}", self.client_port)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_backend() {
+    let etcd = Etcd::start();
+
+    // The whole conformance suite, with etcd's default transaction limit...
+    let store = EtcdStore::connect(&etcd.url("conf")).await.unwrap();
+    run_all(Arc::new(store)).await;
+    // ...and with a tiny one, so flushes and offsets are split over many transactions.
+    let small = EtcdStore::connect(&format!("{}?max-txn-ops=16", etcd.url("small")))
+        .await
+        .unwrap();
+    run_all(Arc::new(small.clone())).await;
+    let t = small
+        .create_topic(TopicSpec {
+            name: "wide".into(),
+            partitions: 40,
+            configs: Default::default(),
+        })
+        .await
+        .unwrap();
+    let segs: Vec<SegmentAppend> = (0..80)
+        .map(|i| segment(t.id, i % 40, i as u64 * 100, 5, 2))
+        .collect();
+    let out = small
+        .commit_flush(
+            &ObjectRef {
+                key: "wide-1".into(),
+                size: 8000,
+            },
+            &segs,
+        )
+        .await
+        .unwrap();
+    for (i, o) in out.iter().enumerate() {
+        let base = if i < 40 { 0 } else { 2 };
+        assert_eq!(
+            *o,
+            SegmentOutcome::Committed {
+                base_offset: base,
+                log_start_offset: 0
+            },
+            "segment {i}"
+        );
+    }
+    let entries = small.object_entries("wide-1").await.unwrap();
+    assert_eq!(
+        entries.len(),
+        80,
+        "two entries per partition (not adjacent in the object)"
+    );
+
+    concurrent_agents_never_share_an_offset(&etcd).await;
+    registry_and_commit_notifications(&etcd).await;
+}
+
+/// Four clients (as four agents would) commit to the same two partitions at once.
+async fn concurrent_agents_never_share_an_offset(etcd: &Etcd) {
+    let url = etcd.url("race");
+    let first = EtcdStore::connect(&url).await.unwrap();
+    let t = first
+        .create_topic(TopicSpec {
+            name: "race".into(),
+            partitions: 2,
+            configs: Default::default(),
+        })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for agent in 0..4 {
+        let store = EtcdStore::connect(&url).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for n in 0..25 {
+                let key = format!("a{agent}-{n}");
+                let segs = [segment(t.id, 0, 0, 1, 3), segment(t.id, 1, 100, 1, 2)];
+                let out = store
+                    .commit_flush(&ObjectRef { key, size: 300 }, &segs)
+                    .await
+                    .unwrap();
+                got.push(out);
+            }
+            got
+        }));
+    }
+    let mut p0 = Vec::new();
+    let mut p1 = Vec::new();
+    for task in tasks {
+        for out in task.await.unwrap() {
+            let SegmentOutcome::Committed {
+                base_offset: b0, ..
+            } = out[0]
+            else {
+                panic!("{out:?}")
+            };
+            let SegmentOutcome::Committed {
+                base_offset: b1, ..
+            } = out[1]
+            else {
+                panic!("{out:?}")
+            };
+            p0.push(b0);
+            p1.push(b1);
+        }
+    }
+    p0.sort();
+    p1.sort();
+    assert_eq!(p0, (0..100).map(|i| i * 3).collect::<Vec<_>>());
+    assert_eq!(p1, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+    let idx = first.index_from(t.id, 0, 0, 1000).await.unwrap();
+    assert_eq!(idx.len(), 100);
+    for w in idx.windows(2) {
+        assert_eq!(w[0].end_offset, w[1].base_offset, "no gaps, no overlaps");
+    }
+    assert_eq!(
+        first
+            .partition_offsets(t.id, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        300
+    );
+}
+
+fn agent(node_id: i32, port: i32) -> AgentInfo {
+    AgentInfo {
+        node_id,
+        host: "127.0.0.1".into(),
+        port,
+        az: "a".into(),
+        group: "default".into(),
+        roles: vec!["produce".into(), "fetch".into(), "jobs".into()],
+        peer_addr: None,
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn registry_and_commit_notifications(etcd: &Etcd) {
+    let url = etcd.url("reg");
+    let a = EtcdStore::connect(&url).await.unwrap();
+    let b = EtcdStore::connect(&url).await.unwrap();
+    let id_a = a.register_agent(&agent(-1, 9001)).await.unwrap();
+    let id_b = b.register_agent(&agent(-1, 9002)).await.unwrap();
+    assert_ne!(id_a, id_b, "automatic node ids are distinct");
+    let c = EtcdStore::connect(&url).await.unwrap();
+    assert!(
+        c.register_agent(&agent(id_a, 9003)).await.is_err(),
+        "an explicit id a live agent holds is refused"
+    );
+    eventually("both agents listed", || {
+        let live: Vec<i32> = c.live_agents().iter().map(|a| a.node_id).collect();
+        live.contains(&id_a) && live.contains(&id_b)
+    })
+    .await;
+    b.deregister_agent().await.unwrap();
+    eventually("b gone", || {
+        c.live_agents().iter().all(|x| x.node_id != id_b)
+    })
+    .await;
+    assert!(a
+        .live_agents()
+        .iter()
+        .any(|x| x.node_id == id_a && x.port == 9001));
+
+    // A commit through one client wakes watchers on another.
+    let mut seen = c.commit_notifications().expect("etcd notifies");
+    seen.borrow_and_update();
+    let t = a
+        .create_topic(TopicSpec {
+            name: "notify".into(),
+            partitions: 1,
+            configs: Default::default(),
+        })
+        .await
+        .unwrap();
+    seen.borrow_and_update();
+    a.commit_flush(
+        &ObjectRef {
+            key: "n1".into(),
+            size: 10,
+        },
+        &[segment(t.id, 0, 0, 1, 1)],
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), seen.changed())
+        .await
+        .expect("woken by another client's commit")
+        .unwrap();
+}
