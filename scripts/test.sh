@@ -29,3 +29,5 @@ step "idempotent producers through lost acknowledgements"
 bash tests/compat/lost-ack/run.sh target/debug/shoal
 step "single agent on S3 (MinIO)"
 bash tests/s3/run.sh target/debug/shoal
+step "cluster mode: agents on etcd and MinIO, kills and store restarts"
+bash tests/cluster/run.sh target/debug/shoal

@@ -1,6 +1,8 @@
 //! Agent settings. The CLI fills these from flags and environment variables.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// How one agent runs. Defaults suit the playground; `shoal agent` raises the flush
@@ -11,8 +13,18 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// `host:port` clients are told to connect to; defaults to the bound address.
     pub advertise: Option<String>,
-    /// The broker id this agent reports in Metadata.
+    /// The broker id this agent reports in Metadata. Negative before the agent starts
+    /// means "let the registry pick the lowest free id"; [`crate::Agent::start`] replaces
+    /// it with the id the registry gave, so from then on it is this agent's identity.
     pub node_id: i32,
+    /// Availability zone (`--az`); Metadata prefers agents in the client's zone. Empty
+    /// when unknown.
+    pub az: String,
+    /// Agent group (`--agent-group`): clients see only the agents of the group of the
+    /// agent they asked, and groups and transactions are coordinated within it.
+    pub agent_group: String,
+    /// What this agent does (`--roles`): serve produce, serve fetch, run background jobs.
+    pub roles: Roles,
     /// Largest request frame accepted; bigger frames close the connection.
     pub max_frame_bytes: usize,
     /// A buffered flush is written when it is this old...
@@ -47,6 +59,11 @@ pub struct AgentConfig {
     pub compaction_interval: Duration,
     /// Size compaction merges small objects up to; 0 turns compaction off.
     pub compaction_target_bytes: u64,
+    /// A chunk GET slower than this gets a second, identical GET (hedging).
+    pub hedge_after: Duration,
+    /// Where the internal chunk endpoint for peer agents binds; `None`: the listen
+    /// address's IP with an ephemeral port.
+    pub peer_listen: Option<SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -54,7 +71,10 @@ impl Default for AgentConfig {
         AgentConfig {
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             advertise: None,
-            node_id: 0,
+            node_id: -1,
+            az: String::new(),
+            agent_group: "default".to_string(),
+            roles: Roles::ALL,
             max_frame_bytes: 100 * 1024 * 1024,
             batch_timeout: Duration::from_millis(250),
             batch_max_bytes: 8 * 1024 * 1024,
@@ -72,6 +92,8 @@ impl Default for AgentConfig {
             orphan_grace: Duration::from_secs(60 * 60),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,
+            hedge_after: Duration::from_millis(400),
+            peer_listen: None,
         }
     }
 }
@@ -90,5 +112,106 @@ impl AgentConfig {
             ),
             None => (adv, 9092),
         }
+    }
+}
+
+/// The work an agent takes on. Every agent coordinates groups and transactions and
+/// answers metadata and admin requests; roles decide the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Accepts Produce requests (the write path).
+    pub produce: bool,
+    /// Serves Fetch requests (the read path).
+    pub fetch: bool,
+    /// Runs retention, object GC, compaction and producer-id expiry.
+    pub jobs: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        produce: true,
+        fetch: true,
+        jobs: true,
+    };
+
+    /// The role names, in the order `--roles` documents them.
+    pub fn names(&self) -> Vec<String> {
+        [
+            (self.produce, "produce"),
+            (self.fetch, "fetch"),
+            (self.jobs, "jobs"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name.to_string())
+        .collect()
+    }
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles::ALL
+    }
+}
+
+impl fmt::Display for Roles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(","))
+    }
+}
+
+impl FromStr for Roles {
+    type Err = String;
+
+    /// A comma-separated list of `produce`, `fetch` and `jobs` (case and spaces
+    /// ignored, repeats allowed). Unknown names and an empty list are errors.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut roles = Roles {
+            produce: false,
+            fetch: false,
+            jobs: false,
+        };
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name.to_ascii_lowercase().as_str() {
+                "produce" => roles.produce = true,
+                "fetch" => roles.fetch = true,
+                "jobs" => roles.jobs = true,
+                _ => {
+                    return Err(format!(
+                        "unknown role '{name}'; roles are produce, fetch and jobs (comma-separated)"
+                    ))
+                }
+            }
+        }
+        if roles.names().is_empty() {
+            return Err("no role given; name at least one of produce, fetch, jobs".to_string());
+        }
+        Ok(roles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("produce,fetch,jobs".parse::<Roles>(), Ok(Roles::ALL));
+        assert_eq!(
+            " Fetch , fetch ".parse::<Roles>(),
+            Ok(Roles {
+                produce: false,
+                fetch: true,
+                jobs: false
+            })
+        );
+        assert_eq!(
+            "jobs,produce".parse::<Roles>().unwrap().to_string(),
+            "produce,jobs"
+        );
+        let err = "produce,consume".parse::<Roles>().unwrap_err();
+        assert!(err.contains("unknown role 'consume'"), "{err}");
+        assert!("".parse::<Roles>().is_err());
+        assert!(" , ".parse::<Roles>().is_err());
     }
 }

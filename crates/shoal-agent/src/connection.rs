@@ -67,6 +67,7 @@ async fn serve(
     let writer = tokio::spawn(write_loop(wr, rx).in_current_span());
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let limit = shared.config.max_frame_bytes;
+    let mut context = api::ConnContext::new(peer);
     'read: loop {
         // Drain every complete frame already buffered.
         loop {
@@ -85,7 +86,7 @@ async fn serve(
                     Metrics::add(&shared.metrics.requests, 1);
                     let api_key =
                         ApiKey::try_from(header.request_api_key).expect("checked in decode");
-                    let reply = api::handle(&shared, &header, peer, request).await;
+                    let reply = api::handle(&shared, &header, &mut context, request).await;
                     let body = match reply {
                         Reply::Now(r) => tokio::spawn(async move { r }),
                         Reply::Later(f) => tokio::spawn(f.in_current_span()),

@@ -17,6 +17,16 @@ pub fn meta_code(e: &MetaError) -> i16 {
     }
 }
 
+/// The Kafka error code for a metadata-store error met while serving a group API:
+/// an unavailable store is COORDINATOR_NOT_AVAILABLE, which clients retry (after looking
+/// the coordinator up again), where KAFKA_STORAGE_ERROR would fail their commit.
+pub fn group_meta_code(e: &MetaError) -> i16 {
+    match e {
+        MetaError::Backend(_) => ResponseError::CoordinatorNotAvailable.code(),
+        other => meta_code(other),
+    }
+}
+
 /// Failures of the write path, as a produce partition response reports them.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {

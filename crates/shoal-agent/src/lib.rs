@@ -1,18 +1,21 @@
 //! The Shoal agent: a stateless Kafka-protocol server over object storage and a
 //! metadata store.
 //!
-//! Lifecycle: [`Agent::start`] binds the listener, starts the flusher and returns a
-//! handle; cancelling the [`CancellationToken`] given to it stops accepting, lets the
-//! open connections finish their in-flight requests, flushes and commits what is
-//! buffered, and then [`Agent::wait`] returns. The agent keeps no durable state of its
-//! own: everything another agent would need is in the object store and the metadata
-//! store.
+//! Lifecycle: [`Agent::start`] binds the listener, registers the agent in the metadata
+//! store's registry of live agents (which gives it its node id), starts the flusher and
+//! returns a handle; cancelling the [`CancellationToken`] given to it stops accepting,
+//! lets the open connections finish their in-flight requests, flushes and commits what
+//! is buffered, removes the agent from the registry, and then [`Agent::wait`] returns.
+//! The agent keeps no durable state of its own: everything another agent would need is
+//! in the object store and the metadata store.
 //!
 //! Layout: [`server`] accepts, [`connection`] frames and orders, [`api`] holds one module
 //! per Kafka API behind one dispatch table, [`write_path`] buffers and flushes produce
-//! data, [`read_path`] serves fetches through the chunk cache.
+//! data, [`read_path`] serves fetches through the chunk cache, [`cluster`] is the view of
+//! the other agents (who leads what, who coordinates what).
 
 pub mod api;
+pub mod cluster;
 pub mod compaction;
 pub mod config;
 pub mod connection;
@@ -20,6 +23,7 @@ pub mod errors;
 pub mod groups;
 pub mod jobs;
 pub mod metrics;
+pub mod peer_cache;
 pub mod read_path;
 pub mod server;
 pub mod topics;
@@ -29,7 +33,7 @@ pub mod write_path;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use shoal_meta::MetaStore;
+use shoal_meta::{AgentInfo, MetaStore};
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
@@ -46,6 +50,8 @@ pub fn failpoint(name: &str) {
 /// Everything a request handler may touch, shared by all connections.
 pub struct Shared {
     pub config: AgentConfig,
+    /// This agent as registered (node id, advertised address, zone, group, roles).
+    pub me: AgentInfo,
     pub meta: Arc<dyn MetaStore>,
     pub topics: topics::TopicCache,
     pub writer: write_path::WritePath,
@@ -67,7 +73,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Binds the listener and starts serving until `shutdown` is cancelled.
+    /// Binds the listener, registers the agent and starts serving until `shutdown` is
+    /// cancelled.
     pub async fn start(
         config: AgentConfig,
         meta: Arc<dyn MetaStore>,
@@ -90,6 +97,31 @@ impl Agent {
         if config.advertise.is_none() {
             config.advertise = Some(local_addr.to_string());
         }
+        // Bind everything that can fail before registering, so a failed start leaves no
+        // registration behind.
+        let mut metrics_listener = None;
+        if let Some(addr) = config.metrics_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen for metrics on {addr}"))?;
+            metrics_listener = Some(l);
+        }
+        // The internal endpoint peers read cached chunks from (fetch agents only).
+        let mut peer_listener = None;
+        if config.roles.fetch {
+            let addr = config
+                .peer_listen
+                .unwrap_or_else(|| std::net::SocketAddr::new(local_addr.ip(), 0));
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("listen for peer chunk requests on {addr} (--peer-listen)")
+            })?;
+            peer_listener = Some(l);
+        }
+        let peer_port = match &peer_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
+        let me = register(&mut config, meta.as_ref(), peer_port).await?;
         let flush_stop = CancellationToken::new();
         let reader =
             read_path::ReadPath::new(&config, meta.clone(), store.clone(), metrics.clone());
@@ -104,6 +136,8 @@ impl Agent {
             shutdown.clone(),
             flush_stop.clone(),
         );
+        let commit_signal = reader.commit_signal();
+        reader.set_identity(me.clone());
         let shared = Arc::new(Shared {
             groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
             txns: txn::TxnCoordinator::default(),
@@ -112,18 +146,27 @@ impl Agent {
             reader,
             metrics: metrics.clone(),
             cluster_id,
+            me,
             meta,
             config,
         });
         let mut tasks = tokio::task::JoinSet::new();
         let mut metrics_addr = None;
-        if let Some(addr) = shared.config.metrics_listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listen for metrics on {addr}"))?;
+        if let Some(l) = metrics_listener {
             metrics_addr = Some(l.local_addr()?);
             let (m, s) = (metrics.clone(), shutdown.clone());
             tasks.spawn(async move { metrics::serve(l, m, s).await });
+        }
+        if let Some(l) = peer_listener {
+            tasks.spawn(peer_cache::serve(l, shared.clone(), shutdown.clone()));
+        }
+        if let Some(notifications) = shared.meta.commit_notifications() {
+            // Commits by other agents wake this agent's long-polling fetches too.
+            tasks.spawn(forward_commits(
+                notifications,
+                commit_signal,
+                shutdown.clone(),
+            ));
         }
         {
             // Drives group timeouts (session expiry, rebalance deadlines).
@@ -140,7 +183,9 @@ impl Agent {
             });
         }
         {
-            // Aborts transactions past their timeout; finishes ends left half done.
+            // Aborts transactions past their timeout; finishes ends left half done. Both
+            // only for the transactional ids this agent coordinates. Forgetting idle
+            // producers is a job.
             let (shared, stop) = (shared.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -150,29 +195,53 @@ impl Agent {
                         _ = stop.cancelled() => return Ok(()),
                         _ = every.tick() => txn::TxnCoordinator::tick(&shared).await,
                     }
-                    if n % 600 == 0 {
+                    if n % 600 == 0 && shared.config.roles.jobs {
                         txn::TxnCoordinator::expire_producers(&shared).await;
                     }
                 }
                 Ok(())
             });
         }
-        if shared.config.compaction_target_bytes > 0 {
-            tasks.spawn(jobs::run_compaction(
-                shared.clone(),
-                jobs_store.clone(),
-                shutdown.clone(),
-            ));
+        if shared.config.roles.jobs {
+            if shared.config.compaction_target_bytes > 0 {
+                tasks.spawn(jobs::run_compaction(
+                    shared.clone(),
+                    jobs_store.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            tasks.spawn(jobs::run(shared.clone(), jobs_store, shutdown.clone()));
         }
-        tasks.spawn(jobs::run(shared.clone(), jobs_store, shutdown.clone()));
+        // Shutdown order: stop accepting, finish in-flight requests (serve returns),
+        // flush and commit what they buffered (the flusher returns), leave the registry.
+        let flushed = CancellationToken::new();
+        {
+            let flushed = flushed.clone();
+            tasks.spawn(async move {
+                // Cancels on return and on panic alike.
+                let _done = flushed.drop_guard();
+                flusher.await
+            });
+        }
         let server_shared = shared.clone();
         tasks.spawn(async move {
-            let result = server::serve(listener, server_shared, shutdown).await;
+            let result = server::serve(listener, server_shared.clone(), shutdown).await;
             // Connections have drained: flush what they buffered, then stop the flusher.
             flush_stop.cancel();
+            flushed.cancelled().await;
+            match server_shared.meta.deregister_agent().await {
+                Ok(()) => tracing::info!(
+                    node_id = server_shared.config.node_id,
+                    "left the agent registry"
+                ),
+                Err(e) => tracing::warn!(
+                    node_id = server_shared.config.node_id,
+                    error = %e,
+                    "could not leave the agent registry; the entry expires with its lease"
+                ),
+            }
             result
         });
-        tasks.spawn(flusher);
         Ok(Agent {
             local_addr,
             metrics_addr,
@@ -193,5 +262,74 @@ impl Agent {
             }
         }
         first
+    }
+}
+
+/// Registers this agent in the metadata store and fixes its node id in `config` (a
+/// negative id asks the registry for the lowest free one). Returns the registration.
+async fn register(
+    config: &mut AgentConfig,
+    meta: &dyn MetaStore,
+    peer_port: Option<u16>,
+) -> anyhow::Result<AgentInfo> {
+    use anyhow::Context;
+    let (host, port) = config.advertised_host_port();
+    let peer_addr = peer_port.map(|p| {
+        if host.contains(':') {
+            format!("[{host}]:{p}")
+        } else {
+            format!("{host}:{p}")
+        }
+    });
+    let mut me = AgentInfo {
+        node_id: config.node_id.max(-1),
+        host,
+        port,
+        az: config.az.clone(),
+        group: config.agent_group.clone(),
+        roles: config.roles.names(),
+        peer_addr,
+    };
+    let node_id = meta.register_agent(&me).await.with_context(|| {
+        if me.node_id >= 0 {
+            format!(
+                "register this agent as node {} (is another live agent using --node-id {}?)",
+                me.node_id, me.node_id
+            )
+        } else {
+            "register this agent in the metadata store".to_string()
+        }
+    })?;
+    me.node_id = node_id;
+    config.node_id = node_id;
+    tracing::info!(
+        node_id,
+        advertised = %format!("{}:{}", me.host, me.port),
+        az = %me.az,
+        agent_group = %me.group,
+        roles = %config.roles,
+        "registered agent"
+    );
+    Ok(me)
+}
+
+/// Bumps the read path's commit signal whenever the metadata store reports a commit
+/// (by any agent), until shutdown or until the store stops reporting.
+async fn forward_commits(
+    mut notifications: tokio::sync::watch::Receiver<u64>,
+    signal: Arc<tokio::sync::watch::Sender<u64>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            changed = notifications.changed() => {
+                if changed.is_err() {
+                    tracing::warn!("the metadata store stopped reporting commits; fetches of data committed by other agents wait for their max_wait_ms");
+                    return Ok(());
+                }
+                signal.send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
     }
 }

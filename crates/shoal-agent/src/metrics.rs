@@ -36,6 +36,13 @@ pub struct Metrics {
     pub fetched_bytes: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// Chunks a peer (their owner) supplied, and chunks read from the store because the
+    /// owner failed; chunks this agent served to peers.
+    pub peer_chunk_hits: AtomicU64,
+    pub peer_chunk_fallbacks: AtomicU64,
+    pub peer_chunks_served: AtomicU64,
+    /// Second GETs sent because the first was slow.
+    pub hedged_gets: AtomicU64,
     pub requests: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
@@ -147,6 +154,20 @@ impl Metrics {
                 ("{result=\"hit\"}", g(&self.cache_hits)),
                 ("{result=\"miss\"}", g(&self.cache_misses)),
             ],
+        );
+        counter(
+            "shoal_peer_chunks_total",
+            "Distributed chunk cache: chunks got from their owner agent, chunks read from the object store because the owner failed, chunks served to peers.",
+            &[
+                ("{result=\"peer_hit\"}", g(&self.peer_chunk_hits)),
+                ("{result=\"fallback\"}", g(&self.peer_chunk_fallbacks)),
+                ("{result=\"served\"}", g(&self.peer_chunks_served)),
+            ],
+        );
+        counter(
+            "shoal_object_hedged_gets_total",
+            "Second GETs sent because the first was slower than --hedge-after (also counted in shoal_object_store_requests_total).",
+            &[("", g(&self.hedged_gets))],
         );
         counter(
             "shoal_requests_total",

@@ -6,15 +6,20 @@
 //! committed base offset into each batch, and stops at the byte limit — always returning
 //! at least one whole batch when there is one, as Kafka does (KIP-74).
 //!
+//! In a cluster, a chunk missing here is first asked of its owner agent in this zone
+//! ([`crate::peer_cache`]); only the owner, or an agent whose peer failed, GETs it from
+//! the object store. GETs slower than `hedge_after` are hedged: a second identical GET
+//! is sent and the first answer wins.
+//!
 //! It also owns the commit signal that wakes long-polling fetches: the write path bumps
-//! it after every commit (and, in a cluster, a metadata watch will).
+//! it after every local commit, and a metadata watch after commits of other agents.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use object_store::{path::Path, ObjectStore, ObjectStoreExt};
-use shoal_meta::{IndexEntry, MetaError, MetaStore};
+use shoal_meta::{AgentInfo, IndexEntry, MetaError, MetaStore};
 use shoal_object::ChunkCache;
 use shoal_wire::batch;
 use tokio::sync::{oneshot, watch};
@@ -51,6 +56,10 @@ pub struct ReadPath {
     committed: Arc<watch::Sender<u64>>,
     /// Chunks being fetched now, with the readers waiting for them.
     loading: Mutex<HashMap<ChunkKey, ChunkWaiters>>,
+    /// This agent as registered (set once at start), for finding chunk owners.
+    me: std::sync::OnceLock<AgentInfo>,
+    /// A GET slower than this gets a second, identical GET; the first answer wins.
+    hedge_after: std::time::Duration,
 }
 
 /// Records read for one partition.
@@ -75,7 +84,31 @@ impl ReadPath {
             metrics,
             committed: Arc::new(watch::channel(0).0),
             loading: Mutex::new(HashMap::new()),
+            me: std::sync::OnceLock::new(),
+            hedge_after: config.hedge_after,
         }
+    }
+
+    /// Tells the read path which agent it runs in, once registered, so it can ask chunk
+    /// owners in its zone.
+    pub fn set_identity(&self, me: AgentInfo) {
+        let _ = self.me.set(me);
+    }
+
+    /// The peer address of the agent owning chunk `idx` of `key`, unless it is this one
+    /// or there are no peers.
+    fn owner_addr(&self, key: &str, idx: u64) -> Option<String> {
+        let me = self.me.get()?;
+        let live = self.meta.live_agents();
+        let peers = crate::peer_cache::zone_peers(me, &live);
+        if peers.len() < 2 {
+            return None;
+        }
+        let owner = crate::peer_cache::chunk_owner(&peers, key, idx)?;
+        if owner.node_id == me.node_id {
+            return None;
+        }
+        owner.peer_addr.clone()
     }
 
     pub fn cache(&self) -> Arc<ChunkCache> {
@@ -205,6 +238,22 @@ impl ReadPath {
     }
 
     async fn chunk(&self, key: &str, size: u64, idx: u64) -> Result<Bytes, ReadError> {
+        self.load_chunk(key, size, idx, true).await
+    }
+
+    /// A chunk from this agent's cache or the object store, never from a peer: what the
+    /// owner serves to its peers.
+    pub async fn local_chunk(&self, key: &str, size: u64, idx: u64) -> Result<Bytes, ReadError> {
+        self.load_chunk(key, size, idx, false).await
+    }
+
+    async fn load_chunk(
+        &self,
+        key: &str,
+        size: u64,
+        idx: u64,
+        ask_peer: bool,
+    ) -> Result<Bytes, ReadError> {
         if let Some(b) = self.cache.get(key, idx) {
             Metrics::add(&self.metrics.cache_hits, 1);
             return Ok(b);
@@ -235,7 +284,31 @@ impl ReadPath {
         }
         let cs = self.cache.chunk_size();
         let range = idx * cs..((idx + 1) * cs).min(size);
-        let result = self.get_with_retry(key, range).await;
+        let owner = if ask_peer {
+            self.owner_addr(key, idx)
+        } else {
+            None
+        };
+        let result = match owner {
+            Some(addr) => match crate::peer_cache::fetch(&addr, key, size, idx).await {
+                Ok(b) if b.len() as u64 == range.end - range.start => {
+                    Metrics::add(&self.metrics.peer_chunk_hits, 1);
+                    Ok(b)
+                }
+                other => {
+                    let why = match other {
+                        Ok(b) => {
+                            format!("{} bytes instead of {}", b.len(), range.end - range.start)
+                        }
+                        Err(e) => e,
+                    };
+                    Metrics::add(&self.metrics.peer_chunk_fallbacks, 1);
+                    tracing::debug!(key, idx, peer = %addr, %why, "chunk owner failed; reading the object store");
+                    self.get_with_retry(key, range).await
+                }
+            },
+            None => self.get_with_retry(key, range).await,
+        };
         if let Ok(b) = &result {
             self.cache.insert(key, idx, b.clone());
         }
@@ -262,7 +335,7 @@ impl ReadPath {
         loop {
             attempt += 1;
             Metrics::add(&self.metrics.object_gets, 1);
-            match self.store.get_range(&path, range.clone()).await {
+            match self.hedged_get(&path, range.clone()).await {
                 Ok(b) => {
                     Metrics::add(&self.metrics.object_get_bytes, b.len() as u64);
                     if b.len() as u64 != range.end - range.start {
@@ -291,6 +364,29 @@ impl ReadPath {
                     delay *= 2;
                 }
             }
+        }
+    }
+
+    /// One GET, plus a second identical one if the first is slower than `hedge_after`;
+    /// whichever answers first wins (object stores have long latency tails).
+    async fn hedged_get(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+    ) -> object_store::Result<Bytes> {
+        let first = self.store.get_range(path, range.clone());
+        tokio::pin!(first);
+        tokio::select! {
+            r = &mut first => return r,
+            _ = tokio::time::sleep(self.hedge_after) => {}
+        }
+        Metrics::add(&self.metrics.object_gets, 1);
+        Metrics::add(&self.metrics.hedged_gets, 1);
+        let second = self.store.get_range(path, range);
+        tokio::pin!(second);
+        tokio::select! {
+            r = &mut first => r,
+            r = &mut second => r,
         }
     }
 }

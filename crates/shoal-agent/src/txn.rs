@@ -16,6 +16,11 @@
 //!
 //! Transactions older than their timeout are aborted by the scan with the epoch bumped,
 //! which fences the producer that left them open (Kafka's behaviour).
+//!
+//! In a cluster, one live agent coordinates each transactional id
+//! ([`crate::cluster::ClusterView::coordinator`]); requests for ids coordinated
+//! elsewhere are answered NOT_COORDINATOR by the API handlers before they reach this
+//! module, and the scan skips them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -507,7 +512,9 @@ impl TxnCoordinator {
     }
 
     /// The scan: aborts transactions past their timeout (fencing their producer) and
-    /// finishes ends an earlier agent left half done. Runs about once a second.
+    /// finishes ends an earlier agent left half done. Runs about once a second, and only
+    /// for the transactional ids this agent coordinates (their other coordinators scan
+    /// the rest), so two agents never race on one id.
     pub async fn tick(shared: &Shared) {
         let all = match shared.meta.transactions().await {
             Ok(all) => all,
@@ -517,7 +524,11 @@ impl TxnCoordinator {
             }
         };
         let now = now_ms();
+        let view = crate::cluster::ClusterView::of(shared);
         for rec in all {
+            if !view.coordinates(&rec.transactional_id) {
+                continue;
+            }
             let expired = rec.state == TxnState::Ongoing
                 && rec.started_ms >= 0
                 && now - rec.started_ms > i64::from(rec.timeout_ms);

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use shoal_agent::config::Roles;
 use shoal_agent::{Agent, AgentConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +87,9 @@ struct Playground {
 
 #[derive(Args)]
 struct AgentCmd {
-    /// Metadata store: sqlite:///path/to/file.db (etcd://host:port,... arrives with cluster mode).
+    /// Metadata store: etcd://host:2379[,host2:2379][/prefix] for a cluster of agents
+    /// (append ?max-txn-ops=N if etcd runs with a --max-txn-ops other than 128), or
+    /// sqlite:///path/to/file.db for a single agent.
     #[arg(long, env = "SHOAL_METADATA")]
     metadata: String,
     /// Object store: s3://bucket/prefix (AWS_* environment for credentials, region and
@@ -108,9 +111,23 @@ struct Common {
     /// host:port clients should connect to, if not the listen address.
     #[arg(long, env = "SHOAL_ADVERTISE")]
     advertise: Option<String>,
-    /// Broker id reported to clients.
-    #[arg(long, env = "SHOAL_NODE_ID", default_value_t = 0)]
-    node_id: i32,
+    /// Broker id reported to clients [default: the lowest id no live agent holds; 0 with
+    /// SQLite metadata].
+    #[arg(long, env = "SHOAL_NODE_ID", value_parser = clap::value_parser!(i32).range(0..))]
+    node_id: Option<i32>,
+    /// Availability zone of this agent. Clients that put `shoal_az=ZONE` in their
+    /// client.id are sent to agents of their zone when there are any.
+    #[arg(long, env = "SHOAL_AZ", default_value = "")]
+    az: String,
+    /// Agent group: clients see only the agents of the group of the agent they connect
+    /// to, and groups and transactions are coordinated within it.
+    #[arg(long, env = "SHOAL_AGENT_GROUP", default_value = "default")]
+    agent_group: String,
+    /// What this agent does, comma-separated: produce (accept Produce), fetch (serve
+    /// Fetch), jobs (compaction, retention, GC). Produce or Fetch sent to an agent
+    /// without the role fail with INVALID_REQUEST.
+    #[arg(long, env = "SHOAL_ROLES", default_value = "produce,fetch,jobs")]
+    roles: Roles,
     /// Flush produce data once this much is buffered (e.g. 8MiB).
     #[arg(long, env = "SHOAL_BATCH_MAX_BYTES", default_value = "8MiB", value_parser = units::parse_bytes)]
     batch_max_bytes: u64,
@@ -149,6 +166,15 @@ struct Common {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SHOAL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Internal endpoint other agents of the zone read cached chunks from (the
+    /// distributed cache); default: the listen IP with an ephemeral port. Keep it on a
+    /// network only agents reach.
+    #[arg(long, env = "SHOAL_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// Send a second GET for a chunk when the first takes longer than this (hedging
+    /// against slow object-store requests).
+    #[arg(long, env = "SHOAL_HEDGE_AFTER", default_value = "400ms", value_parser = units::parse_duration)]
+    hedge_after: Duration,
 }
 
 impl Common {
@@ -156,10 +182,16 @@ impl Common {
         if self.default_partitions < 1 {
             anyhow::bail!("--default-partitions must be at least 1");
         }
+        if self.agent_group.trim().is_empty() {
+            anyhow::bail!("--agent-group must not be empty");
+        }
         Ok(AgentConfig {
             listen: self.listen,
             advertise: self.advertise.clone(),
-            node_id: self.node_id,
+            node_id: self.node_id.unwrap_or(-1),
+            az: self.az.clone(),
+            agent_group: self.agent_group.clone(),
+            roles: self.roles,
             max_frame_bytes: self.max_frame_bytes as usize,
             batch_timeout,
             batch_max_bytes: self.batch_max_bytes as usize,
@@ -174,6 +206,8 @@ impl Common {
             orphan_grace: self.orphan_grace,
             compaction_interval: self.compaction_interval,
             compaction_target_bytes: self.compaction_target_bytes,
+            peer_listen: self.peer_listen,
+            hedge_after: self.hedge_after,
             ..AgentConfig::default()
         })
     }
@@ -218,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Groups(_) => unreachable!("handled before the runtime starts"),
         Command::Agent(a) => {
-            let meta = stores::metadata(&a.metadata)?;
+            let meta = stores::metadata(&a.metadata).await?;
             let store = stores::object_store(&a.object_store)?;
             let banner = format!("metadata {}, objects {}", a.metadata, a.object_store);
             (a.common.config(a.batch_timeout)?, meta, store, banner)

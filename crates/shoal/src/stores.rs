@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use object_store::ObjectStore;
-use shoal_meta::{MetaStore, SqliteStore};
+use shoal_meta::{EtcdStore, MetaStore, SqliteStore};
 
 pub fn sqlite(path: &Path) -> anyhow::Result<Arc<dyn MetaStore>> {
     let store = SqliteStore::open(path)
@@ -13,15 +13,19 @@ pub fn sqlite(path: &Path) -> anyhow::Result<Arc<dyn MetaStore>> {
     Ok(Arc::new(store))
 }
 
-/// `sqlite:///path/file.db` (or `sqlite://relative.db`).
-pub fn metadata(url: &str) -> anyhow::Result<Arc<dyn MetaStore>> {
+/// `sqlite:///path/file.db` (or `sqlite://relative.db`) for one agent;
+/// `etcd://host:2379[,host2:2379][/prefix][?max-txn-ops=N]` for a cluster.
+pub async fn metadata(url: &str) -> anyhow::Result<Arc<dyn MetaStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return sqlite(Path::new(path));
     }
     if url.starts_with("etcd://") {
-        bail!("etcd metadata arrives with cluster mode and is not built yet; use sqlite:///path/metadata.db for a single agent");
+        let store = EtcdStore::connect(url)
+            .await
+            .with_context(|| format!("open the etcd metadata store {url}"))?;
+        return Ok(Arc::new(store));
     }
-    bail!("unknown metadata store '{url}'; use sqlite:///path/metadata.db")
+    bail!("unknown metadata store '{url}'; use etcd://host:2379 for a cluster or sqlite:///path/metadata.db for one agent")
 }
 
 pub fn local_dir(dir: &Path) -> anyhow::Result<Arc<dyn ObjectStore>> {

@@ -1,7 +1,10 @@
-//! AddOffsetsToTxn: the transaction will also commit offsets of a consumer group.
+//! AddOffsetsToTxn: the transaction will also commit offsets of a consumer group. Sent
+//! to the transaction's coordinator; the other agents answer NOT_COORDINATOR.
 
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+use kafka_protocol::ResponseError;
 
+use crate::cluster;
 use crate::txn;
 use crate::Shared;
 
@@ -10,6 +13,10 @@ pub async fn handle(
     req: AddOffsetsToTxnRequest,
     version: i16,
 ) -> AddOffsetsToTxnResponse {
+    if !cluster::coordinates(shared, req.transactional_id.0.as_str()) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(ResponseError::NotCoordinator.code());
+    }
     let r = txn::add_offsets(
         shared,
         req.transactional_id.0.as_str(),

@@ -1,6 +1,7 @@
 //! AddPartitionsToTxn (v0–v3, the client form): partitions join the producer's
 //! transaction. Unknown topics or partitions fail the request; the other partitions then
-//! get OPERATION_NOT_ATTEMPTED, as in Kafka.
+//! get OPERATION_NOT_ATTEMPTED, as in Kafka. Ids another agent coordinates get
+//! NOT_COORDINATOR on every partition.
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -9,6 +10,7 @@ use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResp
 use kafka_protocol::ResponseError;
 use shoal_meta::TxnPartition;
 
+use crate::cluster;
 use crate::errors::meta_code;
 use crate::txn;
 use crate::Shared;
@@ -21,7 +23,13 @@ pub async fn handle(
     // Resolve every partition first; any unknown one fails the whole request.
     let mut wanted = Vec::new();
     let mut codes: Vec<(usize, i32, Option<i16>)> = Vec::new();
+    let coordinated = cluster::coordinates(shared, req.v3_and_below_transactional_id.0.as_str());
     for (ti, t) in req.v3_and_below_topics.iter().enumerate() {
+        if !coordinated {
+            let code = Some(ResponseError::NotCoordinator.code());
+            codes.extend(t.partitions.iter().map(|&p| (ti, p, code)));
+            continue;
+        }
         let name = t.name.0.as_str();
         let info = shared.topics.by_name(name).await;
         for &p in &t.partitions {

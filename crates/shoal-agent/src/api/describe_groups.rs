@@ -1,12 +1,15 @@
 //! DescribeGroups: state, protocol and members with their metadata and assignments.
-//! Unknown groups are reported as Dead with no error, as Kafka does.
+//! Unknown groups are reported as Dead with no error, as Kafka does; groups another
+//! agent coordinates get NOT_COORDINATOR.
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::ResponseError;
 
 use super::sb;
+use crate::cluster::ClusterView;
 use crate::Shared;
 
 pub async fn handle(
@@ -14,11 +17,16 @@ pub async fn handle(
     req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
+    let view = ClusterView::of(shared);
     let mut out = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let base = DescribedGroup::default()
             .with_group_id(id.clone())
             .with_authorized_operations(i32::MIN);
+        if !view.coordinates(id.0.as_str()) {
+            out.push(base.with_error_code(ResponseError::NotCoordinator.code()));
+            continue;
+        }
         let described = match shared.groups.describe(id.0.as_str()) {
             Some(d) => base
                 .with_group_state(sb(d.state))

@@ -1,4 +1,6 @@
 //! DescribeTransactions and ListTransactions: the coordinator's records, for admin tools.
+//! As with Kafka brokers, an agent describes and lists only the transactional ids it
+//! coordinates (NOT_COORDINATOR for the others); admin clients ask every agent.
 
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::list_transactions_response::TransactionState as Listed;
@@ -10,6 +12,7 @@ use kafka_protocol::ResponseError;
 use shoal_meta::{Transaction, TxnState};
 
 use super::{sb, topic_name};
+use crate::cluster::ClusterView;
 use crate::txn::now_ms;
 use crate::Shared;
 
@@ -39,8 +42,17 @@ pub async fn describe(
     shared: &Shared,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
+    let view = ClusterView::of(shared);
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in &req.transactional_ids {
+        if !view.coordinates(id.0.as_str()) {
+            states.push(
+                TransactionState::default()
+                    .with_transactional_id(id.clone())
+                    .with_error_code(ResponseError::NotCoordinator.code()),
+            );
+            continue;
+        }
         let state = match shared.meta.transaction(id.0.as_str()).await {
             Ok(Some(rec)) => describe_one(&rec),
             Ok(None) => TransactionState::default()
@@ -76,8 +88,10 @@ pub async fn list(shared: &Shared, req: ListTransactionsRequest) -> ListTransact
         }
     };
     let now = now_ms();
+    let view = ClusterView::of(shared);
     let listed = all
         .iter()
+        .filter(|r| view.coordinates(&r.transactional_id))
         .filter(|r| req.state_filters.is_empty() || states.contains(&r.state))
         .filter(|r| {
             req.producer_id_filters.is_empty()

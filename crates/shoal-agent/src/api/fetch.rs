@@ -36,6 +36,42 @@ pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
     }))
 }
 
+/// The answer of an agent without the `fetch` role: INVALID_REQUEST for every partition,
+/// which clients do not retry (see "Cluster mode" in docs/compatibility.md).
+pub fn refuse(req: FetchRequest, version: i16) -> FetchResponse {
+    let read_committed = req.isolation_level == 1;
+    let responses = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_aborted_transactions(if read_committed { Some(vec![]) } else { None })
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(if version >= 13 {
+                    TopicName::default()
+                } else {
+                    t.topic
+                })
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default()
+        .with_responses(responses)
+        .with_session_id(0)
+}
+
 async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchResponse {
     if req.session_id != 0 {
         return FetchResponse::default()

@@ -1,8 +1,9 @@
 //! FindCoordinator: which agent coordinates a group or a transactional id (v0–v3: one
 //! key; v4+: batched).
 //!
-//! The coordinator is chosen by rendezvous hashing over the live agents
-//! ([`crate::groups::coordinator_for`]); with one agent it is this one. Transaction state
+//! The coordinator is chosen by rendezvous hashing over all live agents of this agent's
+//! group ([`crate::cluster::ClusterView::coordinator`]), whatever the client's zone, so
+//! every client finds the same one; with one agent it is this one. Transaction state
 //! lives in the metadata store, so the transaction coordinator is only a home for the
 //! per-id ordering and the timeout scan.
 
@@ -12,24 +13,20 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::sb;
-use crate::groups::coordinator_for;
+use crate::cluster::ClusterView;
 use crate::Shared;
 
 const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
 /// `(error, node, host, port)` for one key.
-fn locate(shared: &Shared, key: &str, key_type: i8) -> (i16, i32, String, i32) {
+fn locate(view: &ClusterView, key: &str, key_type: i8) -> (i16, i32, String, i32) {
     if key_type != GROUP && key_type != TRANSACTION {
         return (ResponseError::InvalidRequest.code(), -1, String::new(), -1);
     }
-    let me = shared.config.node_id;
-    match coordinator_for(key, &[me]) {
-        Some(node) if node == me => {
-            let (host, port) = shared.config.advertised_host_port();
-            (0, node, host, port)
-        }
-        _ => (
+    match view.coordinator(key) {
+        Some(a) => (0, a.node_id, a.host.clone(), a.port),
+        None => (
             ResponseError::CoordinatorNotAvailable.code(),
             -1,
             String::new(),
@@ -43,8 +40,9 @@ pub fn handle(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
+    let view = ClusterView::of(shared);
     if version < 4 {
-        let (error, node, host, port) = locate(shared, req.key.as_str(), req.key_type);
+        let (error, node, host, port) = locate(&view, req.key.as_str(), req.key_type);
         return FindCoordinatorResponse::default()
             .with_error_code(error)
             .with_node_id(BrokerId(node))
@@ -55,7 +53,7 @@ pub fn handle(
         .coordinator_keys
         .iter()
         .map(|k: &StrBytes| {
-            let (error, node, host, port) = locate(shared, k.as_str(), req.key_type);
+            let (error, node, host, port) = locate(&view, k.as_str(), req.key_type);
             Coordinator::default()
                 .with_key(k.clone())
                 .with_error_code(error)

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, ResponseKind
 use kafka_protocol::ResponseError;
 
 use super::{sb, Reply};
+use crate::cluster;
 use crate::groups::{JoinArgs, JoinOutcome};
 use crate::Shared;
 
@@ -74,6 +75,17 @@ pub fn handle(
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
     };
+    if !cluster::coordinates(shared, &args.group_id) {
+        return Reply::now(response(
+            JoinOutcome {
+                error: ResponseError::NotCoordinator.code(),
+                generation: -1,
+                member_id: args.member_id,
+                ..Default::default()
+            },
+            version,
+        ));
+    }
     match shared.groups.join(args) {
         Err(o) => Reply::now(response(*o, version)),
         Ok(rx) => Reply::Later(Box::pin(async move {

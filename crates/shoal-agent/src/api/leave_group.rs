@@ -2,11 +2,16 @@
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+use kafka_protocol::ResponseError;
 
+use crate::cluster;
 use crate::Shared;
 
 pub fn handle(shared: &Shared, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let group = req.group_id.0.as_str();
+    if !cluster::coordinates(shared, group) {
+        return LeaveGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    }
     if version < 3 {
         let code = match shared
             .groups

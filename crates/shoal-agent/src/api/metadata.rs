@@ -1,8 +1,12 @@
-//! Metadata: this agent as the one broker (for now), and the requested topics.
+//! Metadata: the agents this client should use, and the requested topics.
 //!
-//! Every partition's leader is this agent: any agent can serve any partition. Unknown
-//! topics are created only when both the client allows it and the agent was started
-//! with auto-creation on.
+//! The brokers are the client's agents ([`ClusterView::for_client`]: the live agents of
+//! this agent's group, preferring the client's zone); each partition's leader is one of
+//! them by hashing ([`partition_leader`]), and its replicas and ISR are that leader
+//! alone. Any agent can serve any partition, so leaders only spread the load; with one
+//! agent it leads everything. The controller is the first of the client's agents (any
+//! agent handles admin requests). Unknown topics are created only when both the client
+//! allows it and the agent was started with auto-creation on.
 
 use std::sync::Arc;
 
@@ -11,9 +15,10 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
-use shoal_meta::{TopicInfo, TopicSpec};
+use shoal_meta::{AgentInfo, TopicInfo, TopicSpec};
 
 use super::{sb, topic_name};
+use crate::cluster::{partition_leader, ClusterView};
 use crate::errors::meta_code;
 use crate::topics::validate_topic_name;
 use crate::Shared;
@@ -23,18 +28,19 @@ const TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 const NOT_REQUESTED: i32 = i32::MIN;
 
-pub fn broker(shared: &Shared) -> MetadataResponseBroker {
-    let (host, port) = shared.config.advertised_host_port();
+/// An agent as a Metadata broker; its zone is the broker's rack (v1+).
+pub fn broker(a: &AgentInfo, version: i16) -> MetadataResponseBroker {
     MetadataResponseBroker::default()
-        .with_node_id(BrokerId(shared.config.node_id))
-        .with_host(sb(host))
-        .with_port(port)
+        .with_node_id(BrokerId(a.node_id))
+        .with_host(sb(a.host.clone()))
+        .with_port(a.port)
+        .with_rack((version >= 1 && !a.az.is_empty()).then(|| sb(a.az.clone())))
 }
 
-fn topic_entry(shared: &Shared, t: &TopicInfo, ops: i32) -> MetadataResponseTopic {
-    let node = BrokerId(shared.config.node_id);
+fn topic_entry(agents: &[&AgentInfo], t: &TopicInfo, ops: i32) -> MetadataResponseTopic {
     let partitions = (0..t.partitions)
         .map(|p| {
+            let node = BrokerId(partition_leader(agents, t.id, p).unwrap_or(-1));
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(node)
@@ -58,7 +64,14 @@ fn error_entry(name: Option<&str>, id: uuid::Uuid, code: i16) -> MetadataRespons
         .with_topic_authorized_operations(NOT_REQUESTED)
 }
 
-pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    client_id: Option<&str>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let view = ClusterView::of(shared);
+    let agents = view.for_client(client_id);
     let ops = if req.include_topic_authorized_operations {
         TOPIC_OPERATIONS
     } else {
@@ -79,9 +92,9 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
         }
         Ok(snap) => match &req.topics {
             // v0 uses an empty list for "all"; later versions use null.
-            None => topics.extend(snap.sorted.iter().map(|t| topic_entry(shared, t, ops))),
+            None => topics.extend(snap.sorted.iter().map(|t| topic_entry(&agents, t, ops))),
             Some(list) if list.is_empty() && version == 0 => {
-                topics.extend(snap.sorted.iter().map(|t| topic_entry(shared, t, ops)))
+                topics.extend(snap.sorted.iter().map(|t| topic_entry(&agents, t, ops)))
             }
             Some(list) => {
                 for t in list {
@@ -95,6 +108,7 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
                         Some(name) => {
                             by_name(
                                 shared,
+                                &agents,
                                 name.0.as_str(),
                                 req.allow_auto_topic_creation || version < 4,
                                 ops,
@@ -102,7 +116,7 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
                             .await
                         }
                         None => match shared.topics.by_id(t.topic_id).await {
-                            Ok(Some(info)) => topic_entry(shared, &info, ops),
+                            Ok(Some(info)) => topic_entry(&agents, &info, ops),
                             Ok(None) => {
                                 error_entry(None, t.topic_id, ResponseError::UnknownTopicId.code())
                             }
@@ -114,16 +128,18 @@ pub async fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) ->
             }
         },
     }
+    let controller = agents.first().map_or(shared.config.node_id, |a| a.node_id);
     MetadataResponse::default()
-        .with_brokers(vec![broker(shared)])
+        .with_brokers(agents.iter().map(|a| broker(a, version)).collect())
         .with_cluster_id(Some(sb(shared.cluster_id.clone())))
-        .with_controller_id(BrokerId(shared.config.node_id))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
         .with_cluster_authorized_operations(NOT_REQUESTED)
 }
 
 async fn by_name(
     shared: &Shared,
+    agents: &[&AgentInfo],
     name: &str,
     client_allows: bool,
     ops: i32,
@@ -133,7 +149,7 @@ async fn by_name(
         return error_entry(Some(name), nil, ResponseError::InvalidTopicException.code());
     }
     match shared.topics.by_name(name).await {
-        Ok(Some(t)) => topic_entry(shared, &t, ops),
+        Ok(Some(t)) => topic_entry(agents, &t, ops),
         Ok(None) if client_allows && shared.config.auto_create_topics => {
             let spec = TopicSpec {
                 name: name.to_string(),
@@ -149,11 +165,11 @@ async fn by_name(
                         partitions = t.partitions,
                         "auto-created topic"
                     );
-                    topic_entry(shared, &t, ops)
+                    topic_entry(agents, &t, ops)
                 }
                 Err(shoal_meta::MetaError::TopicExists(_)) => {
                     match shared.topics.by_name(name).await {
-                        Ok(Some(t)) => topic_entry(shared, &t, ops),
+                        Ok(Some(t)) => topic_entry(agents, &t, ops),
                         _ => error_entry(Some(name), nil, ResponseError::LeaderNotAvailable.code()),
                     }
                 }

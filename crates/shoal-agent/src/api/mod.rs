@@ -3,8 +3,14 @@
 //! [`SUPPORTED`] is what ApiVersions advertises: exactly the APIs and versions Shoal
 //! implements (not what the `kafka-protocol` crate could encode). [`handle`] runs a
 //! request's ordered part and returns either the answer or a future for it.
+//!
+//! Roles are enforced here: on an agent started without the `produce` (`fetch`) role,
+//! every partition of a Produce (Fetch) request gets INVALID_REQUEST, which no client
+//! retries, and the connection logs one warning saying why (see "Cluster mode" in
+//! docs/compatibility.md).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -101,18 +107,60 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
     supported_range(key).is_some_and(|(a, b)| (a..=b).contains(&version))
 }
 
+/// What handlers know about the connection a request arrived on; lives as long as it.
+pub struct ConnContext {
+    pub peer: SocketAddr,
+    /// Roles whose absence this connection was already warned about (once each).
+    warned: Vec<&'static str>,
+}
+
+impl ConnContext {
+    pub fn new(peer: SocketAddr) -> ConnContext {
+        ConnContext {
+            peer,
+            warned: Vec::new(),
+        }
+    }
+
+    /// Logs, once per connection and role, that a request needing `role` was refused.
+    fn warn_missing_role(&mut self, shared: &Shared, role: &'static str, client_id: Option<&str>) {
+        if self.warned.contains(&role) {
+            return;
+        }
+        self.warned.push(role);
+        tracing::warn!(
+            peer = %self.peer,
+            client_id = client_id.unwrap_or_default(),
+            node_id = shared.config.node_id,
+            agent_group = %shared.config.agent_group,
+            roles = %shared.config.roles,
+            "refusing {role} requests from this client with INVALID_REQUEST: this agent runs \
+             without the `{role}` role (--roles); point the client at an agent group whose \
+             agents have it"
+        );
+    }
+}
+
 /// Dispatches one decoded request.
 pub async fn handle(
     shared: &Arc<Shared>,
     header: &RequestHeader,
-    peer: std::net::SocketAddr,
+    conn: &mut ConnContext,
     request: RequestKind,
 ) -> Reply {
     let v = header.request_api_version;
     let client_id = header.client_id.as_ref().map(|c| c.as_str());
     match request {
+        RequestKind::Produce(r) if !shared.config.roles.produce => {
+            conn.warn_missing_role(shared, "produce", client_id);
+            produce::refuse(r)
+        }
+        RequestKind::Fetch(r) if !shared.config.roles.fetch => {
+            conn.warn_missing_role(shared, "fetch", client_id);
+            Reply::now(fetch::refuse(r, v))
+        }
         RequestKind::FindCoordinator(r) => Reply::now(find_coordinator::handle(shared, r, v)),
-        RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, peer, r, v),
+        RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, conn.peer, r, v),
         RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
         RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::now(leave_group::handle(shared, r, v)),
@@ -123,7 +171,7 @@ pub async fn handle(
         RequestKind::DeleteGroups(r) => Reply::now(delete_groups::handle(shared, r).await),
         RequestKind::OffsetDelete(r) => Reply::now(offset_delete::handle(shared, r).await),
         RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
-        RequestKind::Metadata(r) => Reply::now(metadata::handle(shared, r, v).await),
+        RequestKind::Metadata(r) => Reply::now(metadata::handle(shared, client_id, r, v).await),
         RequestKind::CreateTopics(r) => Reply::now(create_topics::handle(shared, r, v).await),
         RequestKind::DeleteTopics(r) => Reply::now(delete_topics::handle(shared, r, v).await),
         RequestKind::CreatePartitions(r) => Reply::now(create_partitions::handle(shared, r).await),
@@ -132,7 +180,9 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::now(configs::incremental_alter(shared, r).await)
         }
-        RequestKind::DescribeCluster(r) => Reply::now(describe_cluster::handle(shared, r)),
+        RequestKind::DescribeCluster(r) => {
+            Reply::now(describe_cluster::handle(shared, client_id, r))
+        }
         RequestKind::ListOffsets(r) => Reply::now(list_offsets::handle(shared, r, v).await),
         RequestKind::Produce(r) => produce::handle(shared, r, v).await,
         RequestKind::Fetch(r) => fetch::handle(shared, r, v),

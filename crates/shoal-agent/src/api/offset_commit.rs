@@ -2,7 +2,8 @@
 //!
 //! Commits from members are checked against the group's generation; commits with
 //! generation -1 and no member id come from consumers outside any group (assign() plus
-//! a group id) and are accepted while the group has no members.
+//! a group id) and are accepted while the group has no members. Groups another agent
+//! coordinates get NOT_COORDINATOR on every partition.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,7 +15,8 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 use shoal_meta::GroupOffset;
 
-use crate::errors::meta_code;
+use crate::cluster;
+use crate::errors::group_meta_code;
 use crate::Shared;
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -28,6 +30,8 @@ pub async fn handle(
     let group = req.group_id.0.as_str().to_string();
     let group_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId.code())
+    } else if !cluster::coordinates(shared, &group) {
+        Some(ResponseError::NotCoordinator.code())
     } else {
         shared
             .groups
@@ -52,13 +56,16 @@ pub async fn handle(
     let mut stored_at = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.as_str();
-        let topic = match group_error {
-            Some(_) => None,
-            None => shared.topics.by_name(name).await.ok().flatten(),
+        let (topic, lookup_error) = match group_error {
+            Some(_) => (None, None),
+            None => match shared.topics.by_name(name).await {
+                Ok(t) => (t, None),
+                Err(e) => (None, Some(group_meta_code(&e))),
+            },
         };
         let mut row = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
-            let code = if let Some(code) = group_error {
+            let code = if let Some(code) = group_error.or(lookup_error) {
                 code
             } else if !topic
                 .as_ref()
@@ -100,7 +107,7 @@ pub async fn handle(
     if !to_store.is_empty() {
         if let Err(e) = shared.meta.commit_group_offsets(&group, &to_store).await {
             tracing::warn!(group = %group, error = %e, "offset commit failed");
-            let code = meta_code(&e);
+            let code = group_meta_code(&e);
             for (ti, pi) in stored_at {
                 codes[ti][pi] = code;
             }

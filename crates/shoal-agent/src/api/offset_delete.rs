@@ -9,11 +9,16 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
 
+use crate::cluster;
 use crate::errors::meta_code;
 use crate::Shared;
 
 pub async fn handle(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.as_str().to_string();
+    if !cluster::coordinates(shared, &group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::NotCoordinator.code());
+    }
     let known_in_memory = shared.groups.describe(&group).is_some();
     let has_offsets = match shared.meta.group_offsets(&group).await {
         Ok(o) => !o.is_empty(),

@@ -1,7 +1,8 @@
 //! OffsetFetch: a group's committed offsets (v1–v7 one group, v8+ batched groups).
 //! Partitions without a committed offset answer offset -1, as Kafka does. With
 //! `require_stable` (v7+), partitions whose offsets an unfinished transaction staged
-//! answer UNSTABLE_OFFSET_COMMIT, which clients retry.
+//! answer UNSTABLE_OFFSET_COMMIT, which clients retry. Groups another agent coordinates
+//! get NOT_COORDINATOR (v1, which has no group-level error, on every partition asked).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use kafka_protocol::ResponseError;
 use shoal_meta::GroupOffset;
 
 use super::{sb, topic_name};
-use crate::errors::meta_code;
+use crate::cluster;
+use crate::errors::group_meta_code;
 use crate::Shared;
 
 /// One answered partition: (offset, leader epoch, metadata, error code).
@@ -32,11 +34,14 @@ async fn lookup(
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId.code());
     }
+    if !cluster::coordinates(shared, group) {
+        return Err(ResponseError::NotCoordinator.code());
+    }
     let stored: Vec<GroupOffset> = shared
         .meta
         .group_offsets(group)
         .await
-        .map_err(|e| meta_code(&e))?;
+        .map_err(|e| group_meta_code(&e))?;
     let mut by_key: Answers = BTreeMap::new();
     for o in stored {
         by_key.entry(o.topic).or_default().insert(
@@ -49,7 +54,7 @@ async fn lookup(
             .meta
             .pending_txn_offsets(group)
             .await
-            .map_err(|e| meta_code(&e))?;
+            .map_err(|e| group_meta_code(&e))?;
         for (topic, p) in pending {
             by_key.entry(topic).or_default().insert(
                 p,
@@ -95,10 +100,33 @@ pub async fn handle(
                 .collect()
         });
         let stable = version >= 7 && req.require_stable;
+        // v1 has no group-level error: it goes on each partition asked for.
+        let asked = if version < 2 { wanted.clone() } else { None };
         return match lookup(shared, req.group_id.0.as_str(), wanted, stable).await {
-            Err(code) => {
-                OffsetFetchResponse::default().with_error_code(if version >= 2 { code } else { 0 })
-            }
+            Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code),
+            Err(code) => OffsetFetchResponse::default().with_topics(
+                asked
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(topic_name(&topic))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_error_code(code)
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_metadata(Some(sb("")))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
             Ok(answers) => OffsetFetchResponse::default().with_topics(
                 answers
                     .into_iter()

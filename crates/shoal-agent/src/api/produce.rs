@@ -50,6 +50,37 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The answer of an agent without the `produce` role: INVALID_REQUEST with an
+/// explanation for every partition, which clients do not retry (see "Cluster mode" in
+/// docs/compatibility.md). acks=0 gets no answer, as always.
+pub fn refuse(req: ProduceRequest) -> Reply {
+    if req.acks == 0 {
+        return Reply::Now(None);
+    }
+    let responses = req
+        .topic_data
+        .into_iter()
+        .map(|td| {
+            let parts = td
+                .partition_data
+                .iter()
+                .map(|pd| {
+                    error(
+                        pd.index,
+                        ResponseError::InvalidRequest.code(),
+                        "this Shoal agent does not have the produce role (--roles); \
+                         produce through an agent group whose agents have it",
+                    )
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_partition_responses(parts)
+        })
+        .collect();
+    Reply::now(ProduceResponse::default().with_responses(responses))
+}
+
 pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply {
     let acks = req.acks;
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Slot>)> = Vec::new();

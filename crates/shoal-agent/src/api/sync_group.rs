@@ -6,6 +6,7 @@ use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse
 use kafka_protocol::ResponseError;
 
 use super::{sb, Reply};
+use crate::cluster;
 use crate::groups::SyncOutcome;
 use crate::Shared;
 
@@ -22,6 +23,15 @@ fn response(o: SyncOutcome, version: i16) -> SyncGroupResponse {
 }
 
 pub fn handle(shared: &Arc<Shared>, req: SyncGroupRequest, version: i16) -> Reply {
+    if !cluster::coordinates(shared, req.group_id.0.as_str()) {
+        return Reply::now(response(
+            SyncOutcome {
+                error: ResponseError::NotCoordinator.code(),
+                ..Default::default()
+            },
+            version,
+        ));
+    }
     let assignments = req
         .assignments
         .iter()

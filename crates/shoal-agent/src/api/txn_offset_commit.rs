@@ -1,12 +1,16 @@
 //! TxnOffsetCommit: offsets staged by a transaction, applied when it commits. Every
-//! partition of the request gets the same outcome.
+//! partition of the request gets the same outcome. Clients send it to the *group's*
+//! coordinator (as in Kafka), so that is the agent that must answer it; the others
+//! answer NOT_COORDINATOR.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use kafka_protocol::ResponseError;
 use shoal_meta::GroupOffset;
 
+use crate::cluster;
 use crate::txn;
 use crate::Shared;
 
@@ -30,22 +34,10 @@ pub async fn handle(
             })
         })
         .collect();
-    let code = match txn::stage_offsets(
-        shared,
-        req.transactional_id.0.as_str(),
-        req.producer_id.0,
-        req.producer_epoch,
-        req.group_id.0.as_str(),
-        &offsets,
-    )
-    .await
-    {
-        Ok(()) => 0,
-        Err(e) => {
-            let e = txn::for_version(e, version, 3);
-            tracing::debug!(error = %e.message, "TxnOffsetCommit refused");
-            e.code()
-        }
+    let code = if !cluster::coordinates(shared, req.group_id.0.as_str()) {
+        ResponseError::NotCoordinator.code()
+    } else {
+        stage(shared, &req, &offsets, version).await
     };
     let topics = req
         .topics
@@ -66,4 +58,30 @@ pub async fn handle(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Stages the offsets; returns the error code.
+async fn stage(
+    shared: &Shared,
+    req: &TxnOffsetCommitRequest,
+    offsets: &[GroupOffset],
+    version: i16,
+) -> i16 {
+    match txn::stage_offsets(
+        shared,
+        req.transactional_id.0.as_str(),
+        req.producer_id.0,
+        req.producer_epoch,
+        req.group_id.0.as_str(),
+        offsets,
+    )
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            let e = txn::for_version(e, version, 3);
+            tracing::debug!(error = %e.message, "TxnOffsetCommit refused");
+            e.code()
+        }
+    }
 }

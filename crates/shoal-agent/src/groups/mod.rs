@@ -35,7 +35,7 @@ pub fn coordinator_for(group: &str, agents: &[i32]) -> Option<i32> {
 
 /// FNV-1a with a final avalanche (FNV alone mixes its high bits poorly, and the
 /// comparison above is decided by them).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });

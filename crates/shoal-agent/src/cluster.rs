@@ -1,0 +1,340 @@
+//! The agent's view of the cluster: which agents a client is shown, which of them
+//! "leads" a partition, and which agent coordinates a consumer group or transactional id.
+//!
+//! Everything here is computed from the metadata store's registry of live agents
+//! ([`MetaStore::live_agents`], kept current by the backend) and this agent's own
+//! registration; nothing is stored. When the registry is empty (the SQLite backend, the
+//! playground) the agent is alone and every answer is "this agent", exactly as before
+//! cluster mode. Every agent computes the same answers from the same registry, because
+//! the hashes below are fixed functions (never `std`'s randomly seeded `DefaultHasher`).
+//!
+//! - **Agents a client sees** ([`ClusterView::for_client`]): the live agents of this
+//!   agent's agent group that serve clients (have `produce` or `fetch`; jobs-only agents
+//!   are left out unless the group has nothing else). If the client names its zone in
+//!   its `client.id` (`shoal_az=ZONE`) and some of those agents are in that zone, only
+//!   those; otherwise all of them. Always sorted by node id.
+//! - **Partition leader** ([`partition_leader`]): rendezvous hashing of (topic id,
+//!   partition) over the client's agents, so partitions spread evenly and an agent
+//!   leaving moves only the partitions it led. Any agent can serve any partition; the
+//!   leader only spreads load and keeps a client in its zone.
+//! - **Coordinator** ([`ClusterView::coordinator`]): [`coordinator_for`] over *all* live
+//!   agents of the agent group, not filtered by zone or role, so every client of the
+//!   group finds the same coordinator whichever agent it asks.
+//!
+//! This module must not call the metadata store over the network: it runs on every
+//! request, and `live_agents` is a cached snapshot.
+
+use shoal_meta::AgentInfo;
+
+use crate::groups::{coordinator_for, fnv1a};
+use crate::Shared;
+
+/// What a client puts in its `client.id` to name its availability zone.
+const ZONE_KEY: &str = "shoal_az=";
+
+/// The live agents of this agent's group, as seen at one moment.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    me: i32,
+    /// Live agents of this agent's group, sorted by node id, never empty.
+    group: Vec<AgentInfo>,
+}
+
+impl ClusterView {
+    /// The view from `me` given the registry's live agents (empty: no registry).
+    /// If the registry shows no agent of `me`'s group (it has not caught up with this
+    /// agent's registration yet), the group is `me` alone.
+    pub fn new(me: &AgentInfo, live: Vec<AgentInfo>) -> ClusterView {
+        let mut group: Vec<AgentInfo> = live.into_iter().filter(|a| a.group == me.group).collect();
+        group.sort_by_key(|a| a.node_id);
+        group.dedup_by_key(|a| a.node_id);
+        if group.is_empty() {
+            group.push(me.clone());
+        }
+        ClusterView {
+            me: me.node_id,
+            group,
+        }
+    }
+
+    /// The current view of a running agent.
+    pub fn of(shared: &Shared) -> ClusterView {
+        ClusterView::new(&shared.me, shared.meta.live_agents())
+    }
+
+    /// The live agents of this agent's group, by node id.
+    pub fn group(&self) -> &[AgentInfo] {
+        &self.group
+    }
+
+    /// The agents a client with this `client.id` should use, by node id; never empty.
+    pub fn for_client(&self, client_id: Option<&str>) -> Vec<&AgentInfo> {
+        let serving: Vec<&AgentInfo> = self.group.iter().filter(|a| serves_clients(a)).collect();
+        let candidates = if serving.is_empty() {
+            self.group.iter().collect()
+        } else {
+            serving
+        };
+        let Some(zone) = client_id.and_then(client_zone) else {
+            return candidates;
+        };
+        let local: Vec<&AgentInfo> = candidates
+            .iter()
+            .copied()
+            .filter(|a| a.az == zone)
+            .collect();
+        if local.is_empty() {
+            candidates
+        } else {
+            local
+        }
+    }
+
+    /// The agent that coordinates the group or transactional id `key`.
+    pub fn coordinator(&self, key: &str) -> Option<&AgentInfo> {
+        let ids: Vec<i32> = self.group.iter().map(|a| a.node_id).collect();
+        let id = coordinator_for(key, &ids)?;
+        self.group.iter().find(|a| a.node_id == id)
+    }
+
+    /// Whether this agent coordinates `key`.
+    pub fn coordinates(&self, key: &str) -> bool {
+        self.coordinator(key).is_some_and(|a| a.node_id == self.me)
+    }
+}
+
+/// Whether this agent coordinates the group or transactional id `key` right now.
+/// Requests for keys it does not coordinate are answered NOT_COORDINATOR.
+pub fn coordinates(shared: &Shared, key: &str) -> bool {
+    ClusterView::of(shared).coordinates(key)
+}
+
+/// Agents with neither `produce` nor `fetch` only run jobs: clients are not sent there.
+fn serves_clients(a: &AgentInfo) -> bool {
+    a.roles.iter().any(|r| r == "produce" || r == "fetch")
+}
+
+/// The zone a client names in its `client.id` as `shoal_az=ZONE` (anywhere in the
+/// string; the value ends at `,`, whitespace or the end). `None` if absent or empty.
+pub fn client_zone(client_id: &str) -> Option<&str> {
+    let start = client_id.find(ZONE_KEY)? + ZONE_KEY.len();
+    let rest = &client_id[start..];
+    let end = rest
+        .find(|c: char| c == ',' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|z| !z.is_empty())
+}
+
+/// The node id of the agent that leads `partition` of the topic `topic_id` among
+/// `agents` (rendezvous hashing: the highest score of (partition, agent) wins), or
+/// `None` when there are no agents.
+pub fn partition_leader(
+    agents: &[&AgentInfo],
+    topic_id: uuid::Uuid,
+    partition: i32,
+) -> Option<i32> {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(topic_id.as_bytes());
+    key[16..].copy_from_slice(&partition.to_be_bytes());
+    let h = fnv1a(&key);
+    agents.iter().map(|a| a.node_id).max_by_key(|&id| {
+        (
+            mix(h ^ (id as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            id,
+        )
+    })
+}
+
+/// The SplitMix64 finalizer: a fixed, well-mixing 64-bit permutation.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(node_id: i32, az: &str, group: &str, roles: &[&str]) -> AgentInfo {
+        AgentInfo {
+            node_id,
+            host: format!("agent-{node_id}"),
+            port: 9092,
+            az: az.to_string(),
+            group: group.to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            peer_addr: None,
+        }
+    }
+
+    const ALL: &[&str] = &["produce", "fetch", "jobs"];
+
+    fn ids(agents: &[&AgentInfo]) -> Vec<i32> {
+        agents.iter().map(|a| a.node_id).collect()
+    }
+
+    #[test]
+    fn zone_from_client_id() {
+        assert_eq!(client_zone("shoal_az=us-east-1a"), Some("us-east-1a"));
+        assert_eq!(
+            client_zone("app-7,shoal_az=eu-west-1b,x=y"),
+            Some("eu-west-1b")
+        );
+        assert_eq!(client_zone("consumer shoal_az=z1 more"), Some("z1"));
+        assert_eq!(client_zone("shoal_az=z\t"), Some("z"));
+        assert_eq!(client_zone("shoal_az="), None);
+        assert_eq!(client_zone("shoal_az=,x"), None);
+        assert_eq!(client_zone("rdkafka"), None);
+        assert_eq!(client_zone(""), None);
+    }
+
+    #[test]
+    fn alone_without_a_registry() {
+        let me = agent(0, "", "default", ALL);
+        let view = ClusterView::new(&me, Vec::new());
+        assert_eq!(ids(&view.for_client(Some("shoal_az=a"))), vec![0]);
+        assert_eq!(ids(&view.for_client(None)), vec![0]);
+        assert!(view.coordinates("any-group"));
+        assert_eq!(
+            partition_leader(&view.for_client(None), uuid::Uuid::nil(), 3),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn clients_see_their_group_and_prefer_their_zone() {
+        let me = agent(2, "a", "g1", ALL);
+        let live = vec![
+            agent(5, "b", "g1", ALL),
+            agent(2, "a", "g1", ALL),
+            agent(1, "a", "g2", ALL),
+            agent(3, "a", "g1", ALL),
+            agent(4, "b", "g1", &["jobs"]),
+        ];
+        let view = ClusterView::new(&me, live);
+        // No zone: the whole group (serving agents only), by node id.
+        assert_eq!(ids(&view.for_client(None)), vec![2, 3, 5]);
+        assert_eq!(ids(&view.for_client(Some("plain-client"))), vec![2, 3, 5]);
+        // A zone with agents: only those.
+        assert_eq!(ids(&view.for_client(Some("shoal_az=a"))), vec![2, 3]);
+        assert_eq!(ids(&view.for_client(Some("x,shoal_az=b"))), vec![5]);
+        // A zone without agents of the group: fall back to all of it.
+        assert_eq!(ids(&view.for_client(Some("shoal_az=c"))), vec![2, 3, 5]);
+        // Coordinators come from every agent of the group, jobs-only included.
+        assert_eq!(view.group().len(), 4);
+    }
+
+    #[test]
+    fn jobs_only_group_still_answers() {
+        let me = agent(7, "", "workers", &["jobs"]);
+        let view = ClusterView::new(&me, vec![agent(7, "", "workers", &["jobs"])]);
+        assert_eq!(ids(&view.for_client(None)), vec![7]);
+    }
+
+    #[test]
+    fn registry_without_me_yet() {
+        // The registry has not caught up with this agent's registration.
+        let me = agent(4, "", "g", ALL);
+        let view = ClusterView::new(&me, vec![agent(1, "", "other", ALL)]);
+        assert_eq!(ids(&view.for_client(None)), vec![4]);
+        assert!(view.coordinates("x"));
+        // Others of my group are known: this agent is not added behind their back.
+        let view = ClusterView::new(&me, vec![agent(1, "", "g", ALL)]);
+        assert_eq!(ids(&view.for_client(None)), vec![1]);
+        assert!(!view.coordinates("x"));
+    }
+
+    #[test]
+    fn leaders_spread_evenly_and_stay_put() {
+        let a = [
+            agent(1, "", "g", ALL),
+            agent(2, "", "g", ALL),
+            agent(3, "", "g", ALL),
+        ];
+        let three: Vec<&AgentInfo> = a.iter().collect();
+        let two: Vec<&AgentInfo> = a[..2].iter().collect();
+        let topics = [uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(0xdead_beef)];
+        let mut counts = [0usize; 4];
+        for t in topics {
+            for p in 0..1500 {
+                let leader = partition_leader(&three, t, p).unwrap();
+                counts[leader as usize] += 1;
+                // Same inputs, same answer.
+                assert_eq!(partition_leader(&three, t, p), Some(leader));
+                // Agent 3 leaving moves only the partitions it led.
+                let after = partition_leader(&two, t, p).unwrap();
+                if leader != 3 {
+                    assert_eq!(after, leader);
+                }
+            }
+        }
+        for (id, n) in counts.iter().enumerate().skip(1) {
+            assert!((850..=1150).contains(n), "agent {id} leads {n} of 3000");
+        }
+        assert_eq!(partition_leader(&[], topics[0], 0), None);
+    }
+
+    #[test]
+    fn leaders_are_fixed_across_versions() {
+        // The hash is part of the protocol between agents of different versions: agents
+        // must agree on leaders. Changing it is a compatibility decision, not a refactor.
+        let a = [
+            agent(1, "", "g", ALL),
+            agent(2, "", "g", ALL),
+            agent(3, "", "g", ALL),
+        ];
+        let three: Vec<&AgentInfo> = a.iter().collect();
+        let t = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let leaders: Vec<i32> = (0..12)
+            .map(|p| partition_leader(&three, t, p).unwrap())
+            .collect();
+        assert_eq!(leaders, LEADERS_FIXTURE);
+    }
+
+    const LEADERS_FIXTURE: [i32; 12] = [3, 2, 3, 1, 3, 1, 1, 3, 1, 3, 3, 3];
+
+    #[test]
+    fn coordinator_ignores_zones_and_survives_unrelated_departures() {
+        let me = agent(1, "a", "g", ALL);
+        let live: Vec<AgentInfo> = (1..=5)
+            .map(|i| agent(i, if i % 2 == 0 { "a" } else { "b" }, "g", ALL))
+            .chain([agent(9, "a", "elsewhere", ALL)])
+            .collect();
+        let view = ClusterView::new(&me, live.clone());
+        let keys: Vec<String> = (0..300).map(|i| format!("group-{i}")).collect();
+        let before: Vec<i32> = keys
+            .iter()
+            .map(|k| view.coordinator(k).unwrap().node_id)
+            .collect();
+        assert!(
+            !before.contains(&9),
+            "agents of other groups never coordinate"
+        );
+        for id in 1..=5 {
+            assert!(before.contains(&id), "agent {id} coordinates nothing");
+        }
+        // Agent 4 leaves: only the keys it coordinated move.
+        let fewer: Vec<AgentInfo> = live.into_iter().filter(|a| a.node_id != 4).collect();
+        let after = ClusterView::new(&me, fewer);
+        for (k, b) in keys.iter().zip(&before) {
+            let now = after.coordinator(k).unwrap().node_id;
+            if *b != 4 {
+                assert_eq!(now, *b, "{k} moved although its coordinator stayed");
+            }
+        }
+        // Each agent agrees on who coordinates, and exactly one says it is itself.
+        for k in &keys {
+            let claimed = (1..=5)
+                .filter(|&i| {
+                    ClusterView::new(&agent(i, "", "g", ALL), view.group().to_vec()).coordinates(k)
+                })
+                .count();
+            assert_eq!(claimed, 1, "{k}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod agent_tests;

@@ -1,0 +1,712 @@
+//! A whole agent against a metadata store with a registry of other agents (a fake one
+//! around SQLite: the etcd backend's own tests cover the real registry): registration,
+//! the client's agent list, partition leaders, coordinator checks, roles, and the
+//! shutdown order (last flush committed before leaving the registry).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, FetchRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, InitProducerIdRequest, ListGroupsRequest, MetadataRequest,
+    OffsetCommitRequest, ProduceRequest, RequestHeader, ResponseHeader, TransactionalId,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+use object_store::memory::InMemory;
+use shoal_meta::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Roles;
+use crate::groups::coordinator_for;
+use crate::{Agent, AgentConfig};
+
+/// SQLite plus an in-memory agent registry that records what the agent did, in order.
+struct Registry {
+    inner: SqliteStore,
+    live: Mutex<Vec<AgentInfo>>,
+    me: Mutex<Option<i32>>,
+    events: Mutex<Vec<String>>,
+}
+
+impl Registry {
+    fn new(others: Vec<AgentInfo>) -> Arc<Registry> {
+        Arc::new(Registry {
+            inner: SqliteStore::in_memory().unwrap(),
+            live: Mutex::new(others),
+            me: Mutex::new(None),
+            events: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn event(&self, e: impl Into<String>) {
+        self.events.lock().unwrap().push(e.into());
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for Registry {
+    async fn cluster_id(&self) -> Result<String, MetaError> {
+        self.inner.cluster_id().await
+    }
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, MetaError> {
+        self.inner.create_topic(spec).await
+    }
+    async fn delete_topic(&self, name: &str) -> Result<TopicInfo, MetaError> {
+        self.inner.delete_topic(name).await
+    }
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, MetaError> {
+        self.inner.list_topics().await
+    }
+    async fn create_partitions(&self, name: &str, total: i32) -> Result<TopicInfo, MetaError> {
+        self.inner.create_partitions(name, total).await
+    }
+    async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicInfo, MetaError> {
+        self.inner.set_topic_configs(name, configs).await
+    }
+    async fn commit_flush(
+        &self,
+        object: &ObjectRef,
+        segments: &[SegmentAppend],
+    ) -> Result<Vec<SegmentOutcome>, MetaError> {
+        let r = self.inner.commit_flush(object, segments).await;
+        self.event("commit");
+        r
+    }
+    async fn partition_offsets(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<PartitionOffsets, MetaError> {
+        self.inner.partition_offsets(topic_id, partition).await
+    }
+    async fn index_from(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>, MetaError> {
+        self.inner
+            .index_from(topic_id, partition, from, limit)
+            .await
+    }
+    async fn index_for_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<Option<IndexEntry>, MetaError> {
+        self.inner
+            .index_for_timestamp(topic_id, partition, timestamp)
+            .await
+    }
+    async fn index_max_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<IndexEntry>, MetaError> {
+        self.inner.index_max_timestamp(topic_id, partition).await
+    }
+    async fn advance_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, MetaError> {
+        self.inner
+            .advance_log_start(topic_id, partition, offset)
+            .await
+    }
+    async fn unreferenced_objects(
+        &self,
+        now_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        self.inner
+            .unreferenced_objects(now_ms, before_ms, limit)
+            .await
+    }
+    async fn referenced_objects(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectRef>, MetaError> {
+        self.inner.referenced_objects(prefix, limit).await
+    }
+    async fn object_entries(&self, key: &str) -> Result<Vec<PartitionEntry>, MetaError> {
+        self.inner.object_entries(key).await
+    }
+    async fn replace_entries(
+        &self,
+        old: &[PartitionEntry],
+        object: &ObjectRef,
+        new: &[PartitionEntry],
+    ) -> Result<(), MetaError> {
+        self.inner.replace_entries(old, object, new).await
+    }
+    async fn object_known(&self, key: &str) -> Result<bool, MetaError> {
+        self.inner.object_known(key).await
+    }
+    async fn forget_object(&self, key: &str) -> Result<(), MetaError> {
+        self.inner.forget_object(key).await
+    }
+    async fn claim_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, MetaError> {
+        self.event(format!("claim {job} {holder}"));
+        self.inner.claim_job(job, holder, now_ms, ttl_ms).await
+    }
+    async fn allocate_producer_id(&self) -> Result<i64, MetaError> {
+        self.inner.allocate_producer_id().await
+    }
+    async fn aborted_transactions(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AbortedTxn>, MetaError> {
+        self.inner
+            .aborted_transactions(topic_id, partition, from, to)
+            .await
+    }
+    async fn producers(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Vec<ProducerState>, MetaError> {
+        self.inner.producers(topic_id, partition).await
+    }
+    async fn expire_producers(&self, before_ms: i64) -> Result<u64, MetaError> {
+        self.event("expire producers");
+        self.inner.expire_producers(before_ms).await
+    }
+    async fn transaction(&self, transactional_id: &str) -> Result<Option<Transaction>, MetaError> {
+        self.inner.transaction(transactional_id).await
+    }
+    async fn transactions(&self) -> Result<Vec<Transaction>, MetaError> {
+        self.inner.transactions().await
+    }
+    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError> {
+        self.inner.save_transaction(txn).await
+    }
+    async fn stage_txn_offsets(
+        &self,
+        transactional_id: &str,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<(), MetaError> {
+        self.inner
+            .stage_txn_offsets(transactional_id, group, offsets)
+            .await
+    }
+    async fn complete_transaction(
+        &self,
+        txn: &Transaction,
+        commit: bool,
+    ) -> Result<u64, MetaError> {
+        self.inner.complete_transaction(txn, commit).await
+    }
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError> {
+        self.inner.pending_txn_offsets(group).await
+    }
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<(), MetaError> {
+        self.inner.commit_group_offsets(group, offsets).await
+    }
+    async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, MetaError> {
+        self.inner.group_offsets(group).await
+    }
+    async fn delete_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), MetaError> {
+        self.inner
+            .delete_group_offsets(group, topic, partitions)
+            .await
+    }
+    async fn delete_group(&self, group: &str) -> Result<bool, MetaError> {
+        self.inner.delete_group(group).await
+    }
+    async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
+        self.inner.offset_groups().await
+    }
+
+    async fn register_agent(&self, info: &AgentInfo) -> Result<i32, MetaError> {
+        let mut live = self.live.lock().unwrap();
+        let id = if info.node_id >= 0 {
+            if live.iter().any(|a| a.node_id == info.node_id) {
+                return Err(MetaError::Conflict(format!("node id {}", info.node_id)));
+            }
+            info.node_id
+        } else {
+            (0..)
+                .find(|i| live.iter().all(|a| a.node_id != *i))
+                .unwrap()
+        };
+        live.push(AgentInfo {
+            node_id: id,
+            ..info.clone()
+        });
+        *self.me.lock().unwrap() = Some(id);
+        self.event(format!("register {id}"));
+        Ok(id)
+    }
+    async fn deregister_agent(&self) -> Result<(), MetaError> {
+        if let Some(id) = self.me.lock().unwrap().take() {
+            self.live.lock().unwrap().retain(|a| a.node_id != id);
+        }
+        self.event("deregister");
+        Ok(())
+    }
+    fn live_agents(&self) -> Vec<AgentInfo> {
+        self.live.lock().unwrap().clone()
+    }
+}
+
+fn other(node_id: i32, az: &str, group: &str) -> AgentInfo {
+    AgentInfo {
+        node_id,
+        host: format!("agent-{node_id}.example"),
+        port: 9000 + node_id,
+        az: az.to_string(),
+        group: group.to_string(),
+        roles: Roles::ALL.names(),
+        peer_addr: None,
+    }
+}
+
+fn config(az: &str, roles: Roles) -> AgentConfig {
+    AgentConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        az: az.to_string(),
+        roles,
+        // Produce data waits for shutdown's final flush unless a test wants otherwise.
+        batch_timeout: Duration::from_secs(60),
+        compaction_interval: Duration::from_secs(3600),
+        ..AgentConfig::default()
+    }
+}
+
+async fn start(
+    registry: &Arc<Registry>,
+    config: AgentConfig,
+) -> (Agent, CancellationToken, TcpStream) {
+    let stop = CancellationToken::new();
+    let agent = Agent::start(
+        config,
+        registry.clone(),
+        Arc::new(InMemory::new()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let conn = TcpStream::connect(agent.local_addr).await.unwrap();
+    (agent, stop, conn)
+}
+
+/// Sends one request and reads its answer.
+async fn call<R: Request>(
+    conn: &mut TcpStream,
+    client_id: &str,
+    req: &R,
+    version: i16,
+) -> R::Response {
+    send(conn, client_id, req, version).await;
+    recv::<R>(conn, version).await
+}
+
+async fn send<R: Request>(conn: &mut TcpStream, client_id: &str, req: &R, version: i16) {
+    let key = ApiKey::try_from(R::KEY).unwrap();
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())))
+        .encode(&mut body, key.request_header_version(version))
+        .unwrap();
+    req.encode(&mut body, version).unwrap();
+    conn.write_all(&(body.len() as i32).to_be_bytes())
+        .await
+        .unwrap();
+    conn.write_all(&body).await.unwrap();
+}
+
+async fn recv<R: Request>(conn: &mut TcpStream, version: i16) -> R::Response {
+    let key = ApiKey::try_from(R::KEY).unwrap();
+    let read = async {
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).await.unwrap();
+        let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut frame).await.unwrap();
+        frame
+    };
+    let frame = tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an answer within 20 s");
+    let mut buf = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    R::Response::decode(&mut buf, version).unwrap()
+}
+
+/// A key of `prefix` that `coordinator_for` gives to `node` among `nodes`.
+fn key_of(prefix: &str, node: i32, nodes: &[i32]) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|k| coordinator_for(k, nodes) == Some(node))
+        .unwrap()
+}
+
+fn batch(value: &[u8]) -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        delete_horizon: false,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: IndexMap::new(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce(topic: &str, partition: i32, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(crate::api::topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch(b"v")))])])
+}
+
+async fn create_topic(meta: &Registry, name: &str, partitions: i32) -> TopicInfo {
+    meta.create_topic(TopicSpec {
+        name: name.into(),
+        partitions,
+        configs: BTreeMap::new(),
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn agent_in_a_cluster() {
+    // Node 0 is another agent of this group in zone b; node 3 is in another group.
+    let registry = Registry::new(vec![other(0, "b", "default"), other(3, "a", "other")]);
+    let topic = create_topic(&registry, "t", 16).await;
+    let (agent, stop, mut conn) = start(&registry, config("a", Roles::ALL)).await;
+    // The registry gave the lowest free id.
+    assert_eq!(registry.events()[0], "register 1");
+    let me = agent.local_addr;
+
+    // Metadata: the group's agents, the client's zone first; node 3 never.
+    let ids = |r: &kafka_protocol::messages::MetadataResponse| -> Vec<i32> {
+        r.brokers.iter().map(|b| b.node_id.0).collect()
+    };
+    let all = MetadataRequest::default().with_topics(None);
+    let r = call(&mut conn, "app", &all, 12).await;
+    assert_eq!(ids(&r), vec![0, 1]);
+    assert_eq!(r.brokers[0].host.as_str(), "agent-0.example");
+    assert_eq!(r.brokers[0].rack.as_ref().map(|s| s.as_str()), Some("b"));
+    assert_eq!(r.brokers[1].host.as_str(), me.ip().to_string());
+    assert_eq!(r.brokers[1].port, i32::from(me.port()));
+    assert_eq!(r.controller_id.0, 0);
+    let r = call(&mut conn, "app,shoal_az=a", &all, 12).await;
+    assert_eq!(ids(&r), vec![1]);
+    let r = call(&mut conn, "shoal_az=b", &all, 12).await;
+    assert_eq!(ids(&r), vec![0]);
+    let r = call(&mut conn, "shoal_az=nowhere", &all, 12).await;
+    assert_eq!(ids(&r), vec![0, 1]);
+    // v0 has no rack: still answers.
+    let r = call(
+        &mut conn,
+        "app",
+        &MetadataRequest::default().with_topics(Some(vec![])),
+        0,
+    )
+    .await;
+    assert_eq!(ids(&r), vec![0, 1]);
+    let r = call(&mut conn, "app", &DescribeClusterRequest::default(), 0).await;
+    let described: Vec<i32> = r.brokers.iter().map(|b| b.broker_id.0).collect();
+    assert_eq!(described, vec![0, 1]);
+
+    // Leaders: spread over the client's agents by the fixed hash.
+    let r = call(&mut conn, "app", &all, 12).await;
+    let t = &r.topics[0];
+    let both = [other(0, "b", "default"), other(1, "a", "default")];
+    let both: Vec<&AgentInfo> = both.iter().collect();
+    let mut led = [0; 2];
+    for p in &t.partitions {
+        let expected = crate::cluster::partition_leader(&both, topic.id, p.partition_index);
+        assert_eq!(Some(p.leader_id.0), expected);
+        assert_eq!(p.replica_nodes, vec![p.leader_id]);
+        led[p.leader_id.0 as usize] += 1;
+    }
+    assert!(led[0] > 0 && led[1] > 0, "{led:?}");
+    let r = call(&mut conn, "shoal_az=a", &all, 12).await;
+    assert!(r.topics[0].partitions.iter().all(|p| p.leader_id.0 == 1));
+
+    // Coordinators: over nodes 0 and 1 whatever the zone.
+    let theirs = key_of("g", 0, &[0, 1]);
+    let mine = key_of("g", 1, &[0, 1]);
+    let find = |key: &str| {
+        FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(key.to_string()))
+            .with_key_type(0)
+    };
+    let r = call(&mut conn, "shoal_az=a", &find(&theirs), 3).await;
+    assert_eq!((r.error_code, r.node_id.0), (0, 0));
+    assert_eq!((r.host.as_str(), r.port), ("agent-0.example", 9000));
+    let r = call(&mut conn, "app", &find(&mine), 3).await;
+    assert_eq!(
+        (r.error_code, r.node_id.0, r.port),
+        (0, 1, i32::from(me.port()))
+    );
+
+    let not_coordinator = ResponseError::NotCoordinator.code();
+    let heartbeat = |g: &str| {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(g.to_string())))
+            .with_generation_id(1)
+            .with_member_id(StrBytes::from_static_str("m"))
+    };
+    let r = call(&mut conn, "app", &heartbeat(&theirs), 4).await;
+    assert_eq!(r.error_code, not_coordinator);
+    let r = call(&mut conn, "app", &heartbeat(&mine), 4).await;
+    assert_ne!(r.error_code, not_coordinator);
+    let commit = |g: &str| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(g.to_string())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(crate::api::topic_name("t"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(0)])])
+    };
+    let r = call(&mut conn, "app", &commit(&theirs), 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, not_coordinator);
+    let r = call(&mut conn, "app", &commit(&mine), 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    // Offsets of a group coordinated elsewhere (committed there) are not listed here.
+    registry
+        .commit_group_offsets(
+            &theirs,
+            &[GroupOffset {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp: 0,
+            }],
+        )
+        .await
+        .unwrap();
+    let r = call(&mut conn, "app", &ListGroupsRequest::default(), 4).await;
+    let listed: Vec<&str> = r.groups.iter().map(|g| g.group_id.0.as_str()).collect();
+    assert_eq!(listed, vec![mine.as_str()]);
+
+    let txn_theirs = key_of("tx", 0, &[0, 1]);
+    let txn_mine = key_of("tx", 1, &[0, 1]);
+    let init = |id: &str| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let r = call(&mut conn, "app", &init(&txn_theirs), 4).await;
+    assert_eq!(r.error_code, not_coordinator);
+    let r = call(&mut conn, "app", &init(&txn_mine), 4).await;
+    assert_eq!(r.error_code, 0);
+    assert!(r.producer_id.0 >= 0);
+    // Idempotent producers may ask any agent.
+    let idempotent = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r = call(&mut conn, "app", &idempotent, 4).await;
+    assert_eq!(r.error_code, 0);
+
+    // Jobs run under this agent's registered id.
+    assert!(registry
+        .events()
+        .iter()
+        .any(|e| e == "claim retention-gc node-1"));
+
+    // Shutdown with a produce buffered: answered, flushed and committed, then deregistered.
+    send(&mut conn, "app", &produce("t", 3, 1), 9).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!registry.events().iter().any(|e| e == "commit"));
+    stop.cancel();
+    let r = recv::<ProduceRequest>(&mut conn, 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    agent.wait().await.unwrap();
+    let events = registry.events();
+    let commit_at = events.iter().position(|e| e == "commit").expect("a commit");
+    let left_at = events.iter().position(|e| e == "deregister").expect("left");
+    assert!(commit_at < left_at, "{events:?}");
+    assert_eq!(left_at, events.len() - 1, "{events:?}");
+    assert!(registry.live_agents().iter().all(|a| a.node_id != 1));
+}
+
+#[tokio::test]
+async fn roles_refuse_what_the_agent_does_not_do() {
+    let registry = Registry::new(Vec::new());
+    let topic = create_topic(&registry, "t", 2).await;
+    let roles = Roles {
+        produce: false,
+        fetch: false,
+        jobs: false,
+    };
+    let mut config = config("", roles);
+    config.node_id = 4;
+    let (agent, stop, mut conn) = start(&registry, config).await;
+    assert_eq!(registry.events(), vec!["register 4"]);
+    let invalid = ResponseError::InvalidRequest.code();
+    for _ in 0..2 {
+        let r = call(&mut conn, "app", &produce("t", 1, -1), 9).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.index, p.error_code), (1, invalid));
+        assert!(p
+            .error_message
+            .as_ref()
+            .is_some_and(|m| m.as_str().contains("produce role")));
+    }
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(5000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(crate::api::topic_name("t"))
+            .with_topic_id(topic.id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = call(&mut conn, "app", &fetch, 12).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.partition_index, p.error_code), (0, invalid));
+    assert_eq!(r.responses[0].topic.0.as_str(), "t");
+    let r = call(&mut conn, "app", &fetch, 13).await;
+    assert_eq!(r.responses[0].topic_id, topic.id);
+    assert_eq!(r.responses[0].partitions[0].error_code, invalid);
+    // acks=0 gets no answer; the next request is still answered in order.
+    send(&mut conn, "app", &produce("t", 0, 0), 9).await;
+    let r = call(&mut conn, "app", &MetadataRequest::default(), 12).await;
+    assert_eq!(r.brokers[0].node_id.0, 4);
+    // No jobs: nothing claimed, no producer expiry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        registry
+            .events()
+            .iter()
+            .all(|e| !e.starts_with("claim") && e != "expire producers"),
+        "{:?}",
+        registry.events()
+    );
+    stop.cancel();
+    agent.wait().await.unwrap();
+    assert_eq!(registry.events(), vec!["register 4", "deregister"]);
+}
+
+#[tokio::test]
+async fn taken_node_id_fails_the_start() {
+    let registry = Registry::new(vec![other(2, "", "default")]);
+    let mut config = config("", Roles::ALL);
+    config.node_id = 2;
+    let err = Agent::start(
+        config,
+        registry.clone(),
+        Arc::new(InMemory::new()),
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("node id 2 is taken");
+    assert!(format!("{err:#}").contains("--node-id 2"), "{err:#}");
+}
+
+#[tokio::test]
+async fn commits_elsewhere_wake_fetches_here() {
+    let (notify, notifications) = tokio::sync::watch::channel(0u64);
+    let signal = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let mut woken = signal.subscribe();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(crate::forward_commits(
+        notifications,
+        signal.clone(),
+        stop.clone(),
+    ));
+    for n in 1..=3 {
+        notify.send(n).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), woken.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    // The store going away ends the task quietly too.
+    let (notify, notifications) = tokio::sync::watch::channel(0u64);
+    let task = tokio::spawn(crate::forward_commits(
+        notifications,
+        signal,
+        CancellationToken::new(),
+    ));
+    drop(notify);
+    task.await.unwrap().unwrap();
+}

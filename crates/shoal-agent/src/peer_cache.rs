@@ -1,0 +1,208 @@
+//! The distributed chunk cache: each chunk of an object has one owner agent per zone,
+//! and the other agents of that zone ask the owner for it instead of the object store,
+//! so a chunk is read from object storage about once per zone.
+//!
+//! The owner of chunk (object key, chunk index) is chosen by rendezvous hashing over the
+//! live agents of this agent's zone and group that registered a peer address
+//! ([`chunk_owner`]); every agent computes the same owner from the same registry. The
+//! owner serves the chunk from its own cache, loading it from the object store on a miss
+//! (never asking a peer itself, so differing registry views cannot loop).
+//!
+//! The internal endpoint speaks a tiny binary protocol, one request per connection:
+//! request `u16 key length, key, u64 object size, u64 chunk index`; answer `u8 status`
+//! (0 ok, 1 error) then `u32 length` and the chunk bytes or an error text. Requests are
+//! bounded (key ≤ 1 KiB, the chunk must lie inside the object) and time out. A failing or
+//! slow peer only costs a fallback: the asking agent GETs the chunk itself.
+//!
+//! The endpoint reads any object of the bucket for whoever connects: bind it
+//! (`--peer-listen`) to an address only the agents can reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_meta::AgentInfo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::groups::fnv1a;
+use crate::metrics::Metrics;
+use crate::Shared;
+
+/// How long a peer may take to answer before the asker reads the object store itself.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_KEY: usize = 1024;
+
+/// The agent that owns chunk `idx` of object `key` among `agents` (rendezvous hashing).
+pub fn chunk_owner<'a>(agents: &[&'a AgentInfo], key: &str, idx: u64) -> Option<&'a AgentInfo> {
+    agents.iter().copied().max_by_key(|a| {
+        let mut bytes = Vec::with_capacity(key.len() + 12);
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(&idx.to_be_bytes());
+        bytes.extend_from_slice(&a.node_id.to_be_bytes());
+        (fnv1a(&bytes), a.node_id)
+    })
+}
+
+/// The peers a chunk may be owned by, seen from `me`: live agents of its group and zone
+/// with a peer address (including `me`).
+pub fn zone_peers<'a>(me: &AgentInfo, live: &'a [AgentInfo]) -> Vec<&'a AgentInfo> {
+    live.iter()
+        .filter(|a| a.group == me.group && a.az == me.az && a.peer_addr.is_some())
+        .collect()
+}
+
+/// Asks the peer at `addr` for chunk `idx` of object `key` (of `size` bytes).
+pub async fn fetch(addr: &str, key: &str, size: u64, idx: u64) -> Result<Bytes, String> {
+    let work = async {
+        let mut sock = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        sock.set_nodelay(true).ok();
+        let mut req = Vec::with_capacity(18 + key.len());
+        req.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        req.extend_from_slice(key.as_bytes());
+        req.extend_from_slice(&size.to_be_bytes());
+        req.extend_from_slice(&idx.to_be_bytes());
+        sock.write_all(&req).await.map_err(|e| e.to_string())?;
+        let status = sock.read_u8().await.map_err(|e| e.to_string())?;
+        let len = sock.read_u32().await.map_err(|e| e.to_string())? as usize;
+        if len as u64 > size {
+            return Err(format!(
+                "peer announced {len} bytes for a {size}-byte object"
+            ));
+        }
+        let mut body = vec![0u8; len];
+        sock.read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != 0 {
+            return Err(format!("peer: {}", String::from_utf8_lossy(&body)));
+        }
+        Ok(Bytes::from(body))
+    };
+    tokio::time::timeout(PEER_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")))
+}
+
+/// Serves chunks to peers until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer endpoint accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(sock, &shared).await {
+                tracing::debug!(%peer, error = %e, "peer chunk request failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut sock: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    sock.set_nodelay(true).ok();
+    let request = async {
+        let key_len = sock.read_u16().await? as usize;
+        if key_len == 0 || key_len > MAX_KEY {
+            return Err(std::io::Error::other(format!("key length {key_len}")));
+        }
+        let mut key = vec![0u8; key_len];
+        sock.read_exact(&mut key).await?;
+        let size = sock.read_u64().await?;
+        let idx = sock.read_u64().await?;
+        let key = String::from_utf8(key).map_err(std::io::Error::other)?;
+        Ok((key, size, idx))
+    };
+    let (key, size, idx) = tokio::time::timeout(PEER_TIMEOUT, request)
+        .await
+        .map_err(|_| std::io::Error::other("request timed out"))??;
+    let cs = shared.reader.cache().chunk_size();
+    let result = if idx.checked_mul(cs).is_none_or(|start| start >= size) {
+        Err(format!("chunk {idx} lies outside the {size}-byte object"))
+    } else {
+        shared
+            .reader
+            .local_chunk(&key, size, idx)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(b) => {
+            Metrics::add(&shared.metrics.peer_chunks_served, 1);
+            sock.write_u8(0).await?;
+            sock.write_u32(b.len() as u32).await?;
+            sock.write_all(&b).await?;
+        }
+        Err(e) => {
+            sock.write_u8(1).await?;
+            sock.write_u32(e.len() as u32).await?;
+            sock.write_all(e.as_bytes()).await?;
+        }
+    }
+    sock.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(node_id: i32, az: &str) -> AgentInfo {
+        AgentInfo {
+            node_id,
+            host: "h".into(),
+            port: 1,
+            az: az.into(),
+            group: "g".into(),
+            roles: vec![],
+            peer_addr: Some(format!("h:{node_id}")),
+        }
+    }
+
+    #[test]
+    fn owners_spread_and_only_move_from_a_leaving_agent() {
+        let all = [agent(1, "a"), agent(2, "a"), agent(3, "a")];
+        let three: Vec<&AgentInfo> = all.iter().collect();
+        let mut counts = [0; 4];
+        for idx in 0..300 {
+            counts[chunk_owner(&three, "data/x", idx).unwrap().node_id as usize] += 1;
+        }
+        assert!(counts[1..].iter().all(|&c| c > 60), "{counts:?}");
+        let two: Vec<&AgentInfo> = all[..2].iter().collect();
+        for idx in 0..300 {
+            let before = chunk_owner(&three, "data/x", idx).unwrap().node_id;
+            let after = chunk_owner(&two, "data/x", idx).unwrap().node_id;
+            if before != 3 {
+                assert_eq!(before, after, "chunk {idx} moved though its owner stayed");
+            }
+        }
+    }
+
+    #[test]
+    fn peers_are_the_zone_and_group() {
+        let mut other_group = agent(4, "a");
+        other_group.group = "other".into();
+        let mut no_peer = agent(5, "a");
+        no_peer.peer_addr = None;
+        let live = vec![agent(1, "a"), agent(2, "b"), other_group, no_peer];
+        let ids: Vec<i32> = zone_peers(&agent(9, "a"), &live)
+            .iter()
+            .map(|a| a.node_id)
+            .collect();
+        assert_eq!(ids, vec![1]);
+    }
+}
