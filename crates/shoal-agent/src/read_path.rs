@@ -374,19 +374,84 @@ impl ReadPath {
         path: &Path,
         range: std::ops::Range<u64>,
     ) -> object_store::Result<Bytes> {
-        let first = self.store.get_range(path, range.clone());
-        tokio::pin!(first);
-        tokio::select! {
-            r = &mut first => return r,
-            _ = tokio::time::sleep(self.hedge_after) => {}
-        }
-        Metrics::add(&self.metrics.object_gets, 1);
-        Metrics::add(&self.metrics.hedged_gets, 1);
-        let second = self.store.get_range(path, range);
-        tokio::pin!(second);
-        tokio::select! {
-            r = &mut first => r,
-            r = &mut second => r,
-        }
+        hedged(
+            self.hedge_after,
+            || self.store.get_range(path, range.clone()),
+            || {
+                Metrics::add(&self.metrics.object_gets, 1);
+                Metrics::add(&self.metrics.hedged_gets, 1);
+            },
+        )
+        .await
+    }
+}
+
+/// Runs `start()`; if it has not finished after `after`, calls `on_hedge` and runs
+/// `start()` a second time, returning whichever finishes first.
+async fn hedged<T, F, Fut>(after: std::time::Duration, start: F, on_hedge: impl FnOnce()) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let first = start();
+    tokio::pin!(first);
+    tokio::select! {
+        r = &mut first => return r,
+        _ = tokio::time::sleep(after) => {}
+    }
+    on_hedge();
+    let second = start();
+    tokio::pin!(second);
+    tokio::select! {
+        r = &mut first => r,
+        r = &mut second => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hedged;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// The first call takes `first_ms`, later calls 10 ms; returns which call answered.
+    async fn run(first_ms: u64) -> (u32, u32, bool) {
+        let calls = AtomicU32::new(0);
+        let mut hedged_once = false;
+        let answer = hedged(
+            Duration::from_millis(400),
+            || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let ms = if n == 0 { first_ms } else { 10 };
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    n
+                }
+            },
+            || hedged_once = true,
+        )
+        .await;
+        (answer, calls.load(Ordering::SeqCst), hedged_once)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_get_is_not_hedged() {
+        assert_eq!(run(100).await, (0, 1, false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_get_is_hedged_and_the_second_answer_wins() {
+        let t = tokio::time::Instant::now();
+        assert_eq!(run(5_000).await, (1, 2, true));
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_millis(410),
+            "paused clock: 400 + 10 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_get_finishing_after_the_hedge_started_still_counts() {
+        assert_eq!(run(405).await, (0, 2, true));
     }
 }
