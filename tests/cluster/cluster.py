@@ -298,6 +298,25 @@ class MinIO(Service):
                       f"{urllib.request.quote(prefix + '/', safe='')}")
         return re.findall(r"<Key>([^<]*)</Key>", xml)
 
+    def list_objects(self, prefix):
+        """[(key, size in bytes)] of every object under `prefix/` (all pages)."""
+        import re
+        out, token = [], None
+        for _ in range(1000):
+            # Parameters in sorted order, each percent-encoded: curl signs the query as written.
+            query = (f"continuation-token={urllib.request.quote(token, safe='')}&" if token else "") \
+                + f"list-type=2&prefix={urllib.request.quote(prefix + '/', safe='')}"
+            xml = self.s3(f"{self.endpoint}/{self.bucket}?{query}")
+            for entry in re.findall(r"<Contents>(.*?)</Contents>", xml, re.S):
+                key = re.search(r"<Key>([^<]*)</Key>", entry).group(1)
+                out.append((key, int(re.search(r"<Size>(\d+)</Size>", entry).group(1))))
+            more = re.search(r"<IsTruncated>true</IsTruncated>", xml)
+            token = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", xml)
+            if not more or not token:
+                return out
+            token = token.group(1)
+        raise Failed(f"listing {prefix}/ did not end after 1000 pages")
+
     def agent_env(self):
         env = {k: v for k, v in os.environ.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
         env.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret,
@@ -406,11 +425,12 @@ class Cluster:
         self.agents.append(a)
         return a
 
-    def start_all(self, timeout=40):
-        """Starts every agent not running, all at once, then waits for each."""
+    def start_all(self, timeout=40, only=None):
+        """Starts every agent not running (of `only`, if given), all at once, then waits
+        for each."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("start processes from the main thread")
-        todo = [a for a in self.agents if not a.alive()]
+        todo = [a for a in (self.agents if only is None else only) if not a.alive()]
         for a in todo:
             a._spawn()
         for a in todo:

@@ -4,7 +4,7 @@
 #
 #   tests/cluster/run.sh [SHOAL_BINARY] [TEST ...]     (default binary: target/debug/shoal)
 #
-# TEST: 1..5 or a name below; default all. The tests (tests/cluster/suite.py; the process
+# TEST: 1..6 or a name below; default all. The tests (tests/cluster/suite.py; the process
 # harness is tests/cluster/cluster.py, the clients and checks tests/cluster/workload.py):
 #   1 basic          3 agents, a 6-partition topic; 3 idempotent producers and a 3-member
 #                    consumer group, each client bootstrapped to a different agent. Every
@@ -32,9 +32,24 @@
 #                    agent, `shoal_az=a` the two a agents, no shoal_az (or an unknown zone)
 #                    all three; a zone-b client bootstrapped to zone-a agents produces and
 #                    consumes through the b agent only.
+#   6 chunk-cache    the distributed chunk cache on cold reads. 3 agents, one zone,
+#                    `--compaction-target-bytes 0 --batch-max-bytes 1MiB`; ~20k records of
+#                    ~1 KiB into a 6-partition topic through ONE agent alone (so every object
+#                    holds every partition: with all up, each agent's objects would hold only
+#                    the partitions it leads), objects of one 4 MiB chunk each (sizes from the
+#                    bucket listing). All 3 start with empty caches; a group-less read-back
+#                    (each partition from its leader) returns every acknowledged record;
+#                    summed over the agents (/metrics, during the read): peer hits > 0,
+#                    served >= peer hits, no fallback, object-store GETs (hedges left out)
+#                    <= 1.5 x chunks (without the peer cache: leaders x chunks). Then kill -9
+#                    one agent and restart the other two at once (empty caches, the dead one
+#                    still registered until its lease ends, so owner of a third of the
+#                    chunks): a new read-back still returns every record (the fallback GETs
+#                    are reported), no agent panics.
 # Agents run with --batch-timeout 50ms; each test has its own etcd prefix and bucket prefix
-# (etcd://127.0.0.1:P/tN-name, s3://shoal-cluster/tN-name). About 1.5 minutes on 2 cores
-# with a debug build (tests 2 and 3 take half a minute each: their producers are paced).
+# (etcd://127.0.0.1:P/tN-name, s3://shoal-cluster/tN-name). About 2 minutes on 2 cores
+# with a debug build (tests 2 and 3 take half a minute each: their producers are paced;
+# test 6 about 20 s, half of it waiting for the killed agent's lease).
 #
 # Installs what is missing (idempotent): etcd from Debian (etcd-server, /usr/bin/etcd 3.4),
 # MinIO with `go install github.com/minio/minio@${SHOAL_MINIO_VERSION:-latest}` as
@@ -42,7 +57,7 @@
 # (${SHOAL_CACHE:-$HOME/.cache/shoal}/venv, confluent-kafka pinned there).
 #
 # Environment: CLUSTER_SECONDS (420: the suite stops itself then; `timeout` kills it 60 s
-# later), CLUSTER_RECORDS (30000 per test), CLUSTER_RATE_BASIC (1500 records/s per
+# later), CLUSTER_RECORDS (30000 per test; test 6 produces 2/3 of it), CLUSTER_RATE_BASIC (1500 records/s per
 # producer in test 1), CLUSTER_RATE (350 in tests 2-3), CLUSTER_OUTAGE (3 s), CLUSTER_KEEP=1
 # keeps the temporary directory (logs of every agent, etcd, MinIO and the clients, and
 # tN-name/group-TOPIC.json: each group assignment with the offsets it consumed and each

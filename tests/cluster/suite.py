@@ -3,7 +3,7 @@
     suite.py --shoal BIN --minio BIN [--etcd BIN] [--seconds N] [--selftest-sqlite] [TEST ...]
 
 TEST is a number or name (1 basic, 2 agent-kill, 3 store-restart, 4 agent-groups,
-5 zones); default all. Each check prints `ok:` or `FAILED:`; each test prints its figures;
+5 zones, 6 chunk-cache); default all. Each check prints `ok:` or `FAILED:`; each test prints its figures;
 the last line is `cluster: N passed, M failed` (exit status 1 on any failure).
 --selftest-sqlite runs tests 1-3 on ONE agent with SQLite metadata and no cluster flags:
 a check of this harness with a binary that has no etcd backend, not a test of Shoal's
@@ -497,12 +497,201 @@ def test_zones(ck, servers, opts):
     return cl
 
 
+CHUNK_BYTES = 4 * 1024 * 1024  # the agents' chunk size (AgentConfig::chunk_bytes, no flag)
+CACHE_METRICS = {
+    "peer_hit": 'shoal_peer_chunks_total{result="peer_hit"}',
+    "fallback": 'shoal_peer_chunks_total{result="fallback"}',
+    "served": 'shoal_peer_chunks_total{result="served"}',
+    "get": 'shoal_object_store_requests_total{op="get"}',
+    "hedged": "shoal_object_hedged_gets_total",
+    "hit": 'shoal_chunk_cache_requests_total{result="hit"}',
+    "miss": 'shoal_chunk_cache_requests_total{result="miss"}',
+    "fetched": "shoal_fetched_bytes_total",
+}
+
+
+def cache_counts(agents, before=None):
+    """{agent name: {short name: value}} of CACHE_METRICS, minus `before` (same shape)."""
+    out = {}
+    for a in agents:
+        m = a.metrics()
+        lacking = [v for v in CACHE_METRICS.values() if v not in m]
+        if lacking:
+            raise Failed(f"/metrics of {a.name} lacks {lacking}" if m else f"no /metrics from {a.name}")
+        out[a.name] = {k: int(m[v]) - (before[a.name][k] if before else 0)
+                       for k, v in CACHE_METRICS.items()}
+    return out
+
+
+def summed(counts, key):
+    return sum(c[key] for c in counts.values())
+
+
+def per_agent(counts, key):
+    return {name: c[key] for name, c in counts.items()}
+
+
+def check_read_back(ck, got, highs, problems, ledger, what):
+    cmp = w.compare(got, ledger)
+    bad = {k: v for k, v in cmp.items() if v and k != "unacked"}
+    ck.check(not problems and not bad and len(got) == sum(highs.values()),
+             f"{what}: {len(got)} records, every acknowledged one with its value at its "
+             f"offset, nothing else (high watermarks sum to {sum(highs.values())})"
+             + (f"; problems {problems[:3]}" if problems else "")
+             + "".join(f"; {k} {w.sample(v)}" for k, v in bad.items()))
+
+
+def test_chunk_cache(ck, servers, opts):
+    """Cold reads of objects holding every partition by three agents: each chunk comes
+    from the bucket about once (its owner's GET), the others get it from the owner."""
+    cl = Cluster(servers, "t6-chunk-cache")
+    # No compaction: the objects listed below stay the ones read back. Flushes start at
+    # 1 MiB (instead of 8): objects of one chunk each, even if the writer falls behind.
+    agents = [cl.add_agent(extra=["--compaction-target-bytes", "0", "--batch-max-bytes", "1MiB"])
+              for _ in range(3)]
+    topic, partitions = "chunkcache", 6
+    total = max(600, opts.records * 2 // 3) // 2 * 2
+    # Produced through one agent alone, which then leads every partition, so that every
+    # flush object holds batches of every partition. (With three agents up, producers
+    # send each partition to its leader: each agent's objects would hold only the
+    # partitions it leads, a cold read would need each object on one agent only, and
+    # there would be nothing to share.)
+    writer = agents[0]
+    writer.start()
+    check_brokers(ck, cl, [writer], [writer], timeout=30)
+    create_topic(ck, cl, topic, partitions, writer, [writer])
+    ledger, abort = w.Ledger(), threading.Event()
+    # Paced (5 s), so that the 50 ms flushes make many small objects: about 200 KiB,
+    # one chunk each.
+    producers = [w.ProducerThread(f"{topic}-producer{i}", writer.address, topic, total // 2,
+                                  ledger, abort, tag=topic, pad=900, rate=total // 10)
+                 for i in range(2)]
+    t0 = time.time()
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join(max(5, 150 - (time.time() - t0)))
+    produced_in = time.time() - t0
+    stuck = [p.name for p in producers if p.is_alive()]
+    if stuck:
+        abort.set()
+    errs = [f"{p.name}: {p.exception!r}" for p in producers if p.exception]
+    acked = ledger.count()
+    ck.check(not stuck and not errs and acked == total and not ledger.failed
+             and not ledger.fatal and not ledger.double_acks,
+             f"{acked} of {total} records (~1 KiB each) acknowledged through {writer.name} "
+             f"alone in {produced_in:.1f}s" + (f"; stuck {stuck}" if stuck else "")
+             + (f"; raised {errs}" if errs else "")
+             + (f"; failed {w.sample(ledger.failed.values())}" if ledger.failed else "")
+             + (f"; fatal {ledger.fatal[:3]}" if ledger.fatal else "")
+             + (f"; acknowledged twice {ledger.double_acks[:3]}" if ledger.double_acks else ""))
+    if not acked:
+        raise Failed("nothing acknowledged, nothing further to test")
+    stop_agents(ck, cl, "agent (the writer)")
+
+    objects = servers.minio.list_objects(f"{cl.prefix}/data")
+    sizes = [size for _, size in objects]
+    chunks = sum(max(1, -(-size // CHUNK_BYTES)) for size in sizes)
+    ck.check(len(objects) > 0,
+             f"the bucket holds {len(objects)} data objects under {cl.prefix}/data/ "
+             f"({sum(sizes) / 2**20:.1f} MiB, largest {max(sizes or [0]) / 2**20:.2f} MiB): "
+             f"{chunks} chunks of 4 MiB")
+    if not objects:
+        raise Failed("no objects, nothing further to test")
+
+    # Phase 1: all three start with empty caches; a group-less consumer fetches each
+    # partition from its leader, so every leader needs (a chunk of) every object.
+    cl.start_all()
+    check_brokers(ck, cl, agents, agents, timeout=30)
+    md = w.metadata(agents[0].address, topic=topic)
+    leaders = w.leader_addresses(md, topic)
+    name = {a.address: a.name for a in agents}
+    lead = {p: name.get(v, v) for p, v in sorted(leaders.items())}
+    ck.info(f"leaders: {lead}")
+    before = cache_counts(agents)
+    t1 = time.time()
+    got, highs, problems = w.read_all(agents[1].address, topic, partitions,
+                                      client_id=f"{topic}-read-cold")
+    read_in = time.time() - t1
+    d = cache_counts(agents, before)
+    check_read_back(ck, got, highs, problems, ledger,
+                    f"cold read-back through {agents[1].name} ({read_in:.1f}s)")
+    readers = sorted(n for n, c in d.items() if c["fetched"] > 0)
+    ck.info(f"agents that served fetches: {readers} (leaders {sorted(set(lead.values()))})")
+    if len(readers) < 2:
+        ck.info("only one agent served fetches: the GET bound below says little this time")
+    peer_hit, served, fallback = (summed(d, k) for k in ("peer_hit", "served", "fallback"))
+    gets, hedged = summed(d, "get"), summed(d, "hedged")
+    ck.check(peer_hit > 0, f"chunks got from their owner agent: {peer_hit} "
+                           f"{per_agent(d, 'peer_hit')}")
+    ck.check(served >= peer_hit, f"chunks served to peers ({served} {per_agent(d, 'served')}) "
+                                 f">= chunks got from peers ({peer_hit})")
+    ck.check(fallback == 0, f"no owner failed (fallback GETs: {fallback} "
+                            f"{per_agent(d, 'fallback')})")
+    # Without the peer cache every agent serving fetches GETs every chunk it needs
+    # (here: each chunk, by each of them); with it each chunk is GET once, by its owner.
+    # Hedges (a second GET for one slower than --hedge-after) are another matter: left out.
+    bound = int(1.5 * chunks)
+    ck.check(gets - hedged <= bound,
+             f"object-store GETs during the read-back: {gets} ({hedged} hedges) "
+             f"{per_agent(d, 'get')} for {chunks} chunks: at most 1.5 x chunks = {bound} "
+             f"without hedges (without the peer cache: ~{len(readers)} x {chunks} = "
+             f"{len(readers) * chunks})")
+    ck.figure(f"{total} records, {sum(sizes) / 2**20:.1f} MiB in {len(objects)} objects "
+              f"({chunks} chunks); cold read-back by {len(readers)} leaders in {read_in:.1f}s: "
+              f"{gets} GETs ({hedged} hedged; ~{len(readers) * chunks} without the peer cache), "
+              f"{peer_hit} peer hits, {served} served, {fallback} fallbacks, cache "
+              f"{summed(d, 'hit')} hits / {summed(d, 'miss')} misses")
+
+    # Phase 2: kill -9 the leader of partition 0; its registration lives on until its
+    # lease expires (~10 s), so the others still pick it as owner of a third of the
+    # chunks. They are restarted at once (empty caches again, else they would hold every
+    # chunk already and ask nobody), then everything is read back: an owner that does not
+    # answer costs a fallback GET, never a failed read.
+    victim = cl.by_address(leaders.get(0)) or agents[2]
+    survivors = [a for a in agents if a is not victim]
+    t_kill = time.time()
+    ck.info(f"{time.strftime('%H:%M:%S')} kill -9 {victim.name}; SIGTERM and restart "
+            f"{[a.name for a in survivors]}")
+    victim.kill9()
+    stop_agents(ck, cl, "surviving agents")
+    cl.start_all(only=survivors)
+    listed = None
+    try:
+        listed = victim.address in w.broker_addresses(w.metadata(survivors[0].address))
+    except Exception as exc:
+        ck.info(f"(Metadata after the restart: {exc})")
+    ck.info(f"survivors back {time.time() - t_kill:.1f}s after the kill; Metadata "
+            f"{'still lists' if listed else 'no longer lists'} {victim.name}")
+    before = cache_counts(survivors)
+    t2 = time.time()
+    # With the high watermarks of the first read: asking for them would wait for the
+    # dead leader of partition 0 (until its lease expires) before fetching anything.
+    got, highs, problems = w.read_all(survivors[0].address, topic, partitions,
+                                      client_id=f"{topic}-read-after-kill",
+                                      extra_conf={"topic.metadata.refresh.interval.ms": 1000},
+                                      known_highs=highs)
+    read2_in = time.time() - t2
+    d = cache_counts(survivors, before)
+    check_read_back(ck, got, highs, problems, ledger,
+                    f"read-back with {victim.name} dead ({read2_in:.1f}s, started "
+                    f"{t2 - t_kill:.1f}s after the kill)")
+    ck.figure(f"after kill -9 of {victim.name} (read from {t2 - t_kill:.1f}s to "
+              f"{time.time() - t_kill:.1f}s after the kill): {summed(d, 'fallback')} fallbacks "
+              f"{per_agent(d, 'fallback')}, {summed(d, 'peer_hit')} peer hits, "
+              f"{summed(d, 'get')} GETs for {chunks} chunks")
+    stop_agents(ck, cl)
+    no_panics(ck, cl)
+    return cl
+
+
 TESTS = [
     ("1", "basic", test_basic),
     ("2", "agent-kill", test_agent_kill),
     ("3", "store-restart", test_store_restart),
     ("4", "agent-groups", test_agent_groups),
     ("5", "zones", test_zones),
+    ("6", "chunk-cache", test_chunk_cache),
 ]
 
 
@@ -521,7 +710,8 @@ def main():
     ap.add_argument("--etcd", default="etcd")
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("CLUSTER_SECONDS", 420)))
     ap.add_argument("--records", type=int, default=int(os.environ.get("CLUSTER_RECORDS", 30000)),
-                    help="records per test for tests 1-3 (4: /4 per producer, 5: /10)")
+                    help="records per test for tests 1-3 (4: /4 per producer, 5: /10, "
+                         "6: 2/3 of ~1 KiB each)")
     ap.add_argument("--rate", type=int, default=int(os.environ.get("CLUSTER_RATE", 350)),
                     help="records/s per producer in tests 2 and 3 (keeps the stream going "
                          "while servers are killed)")

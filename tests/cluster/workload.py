@@ -196,9 +196,10 @@ class Ledger:
 
 class ProducerThread(threading.Thread):
     def __init__(self, name, bootstrap, topic, count, ledger, abort, rate=None, tag="",
-                 keys=500, extra_conf=None, client_id=None):
+                 keys=500, extra_conf=None, client_id=None, pad=0):
         super().__init__(name=name, daemon=True)
         self.bootstrap, self.topic, self.count = bootstrap, topic, count
+        self.pad = pad  # extra bytes per value (values are ~30-230 bytes without)
         self.ledger, self.abort, self.rate, self.tag, self.keys = ledger, abort, rate, tag, keys
         self.client_id = client_id or name
         self.conf = dict(base_conf(bootstrap, self.client_id), **{
@@ -233,7 +234,7 @@ class ProducerThread(threading.Thread):
         for seq in range(self.count):
             if self.abort.is_set():
                 break
-            value = f"{self.tag}/{self.name}/{seq}/" + "v" * ((seq * 37) % 200)
+            value = f"{self.tag}/{self.name}/{seq}/" + "v" * (self.pad + (seq * 37) % 200)
             key = f"key-{(seq * 7919) % self.keys}"
             with self.ledger.lock:
                 self.ledger.produced[value] = (self.name, seq)
@@ -501,28 +502,45 @@ class Member(threading.Thread):
 
 # ------------------------------------------------------------------ reading back
 
-def read_all(bootstrap, topic, partitions, timeout=90, client_id="cluster-read-all"):
+def read_all(bootstrap, topic, partitions, timeout=90, client_id="cluster-read-all",
+             extra_conf=None, known_highs=None):
     """Every record of `topic` from offset 0 to the high watermark (assign(), no group).
-    Returns ({(p, o): value}, {p: high watermark}, problems)."""
-    c = Consumer(dict(base_conf(bootstrap, client_id), **{
+    Returns ({(p, o): value}, {p: high watermark}, problems). With `known_highs`
+    ({p: high watermark}) the watermarks are not asked for: every partition is fetched
+    at once, also while some partition's leader is a dead agent still listed."""
+    c = Consumer({**base_conf(bootstrap, client_id), **{
         "group.id": "cluster-read-all-unused",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "error",
-    }))
+    }, **(extra_conf or {})})
     problems = []
     got = {}
     try:
         highs = {}
         lows = {}
+        deadline = time.time() + timeout
         for p in range(partitions):
-            lows[p], highs[p] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+            if known_highs is not None:
+                lows[p], highs[p] = 0, known_highs[p]
+                continue
+            # Asked of the partition's leader: retried while that is a dead agent still
+            # listed (until its lease expires and Metadata moves the partition).
+            while True:
+                try:
+                    lows[p], highs[p] = c.get_watermark_offsets(TopicPartition(topic, p),
+                                                                timeout=10)
+                    break
+                except KafkaException:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.5)
             if lows[p] != 0:
                 problems.append(f"p{p} log start offset {lows[p]}, expected 0")
         todo = {p for p in range(partitions) if highs[p] > 0}
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(todo)])
-        deadline = time.time() + timeout
+        deadline = max(deadline, time.time() + timeout / 2)
         while todo and time.time() < deadline:
             m = c.poll(0.5)
             if m is None:

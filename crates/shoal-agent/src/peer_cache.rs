@@ -6,7 +6,8 @@
 //! live agents of this agent's zone and group that registered a peer address
 //! ([`chunk_owner`]); every agent computes the same owner from the same registry. The
 //! owner serves the chunk from its own cache, loading it from the object store on a miss
-//! (never asking a peer itself, so differing registry views cannot loop).
+//! (never asking a peer itself, and never waiting on its own loads that ask a peer, so
+//! agents whose registry views differ cannot wait on each other).
 //!
 //! The internal endpoint speaks a tiny binary protocol, one request per connection:
 //! request `u16 key length, key, u64 object size, u64 chunk index`; answer `u8 status`

@@ -45,7 +45,11 @@ impl From<MetaError> for ReadError {
     }
 }
 
-type ChunkKey = (String, u64);
+/// (object key, chunk index, whether the load asks a peer). A load from the object store
+/// (this agent owns the chunk, or serves a peer) never waits on a load that asks a peer,
+/// so two agents whose registry views disagree cannot each wait for the other's answer;
+/// loads of one kind share one request.
+type ChunkKey = (String, u64, bool);
 type ChunkWaiters = Vec<oneshot::Sender<Result<Bytes, ReadError>>>;
 
 pub struct ReadPath {
@@ -259,7 +263,12 @@ impl ReadPath {
             return Ok(b);
         }
         Metrics::add(&self.metrics.cache_misses, 1);
-        let k = (key.to_string(), idx);
+        let owner = if ask_peer {
+            self.owner_addr(key, idx)
+        } else {
+            None
+        };
+        let k = (key.to_string(), idx, owner.is_some());
         let rx = {
             let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
             match loading.get_mut(&k) {
@@ -284,11 +293,6 @@ impl ReadPath {
         }
         let cs = self.cache.chunk_size();
         let range = idx * cs..((idx + 1) * cs).min(size);
-        let owner = if ask_peer {
-            self.owner_addr(key, idx)
-        } else {
-            None
-        };
         let result = match owner {
             Some(addr) => match crate::peer_cache::fetch(&addr, key, size, idx).await {
                 Ok(b) if b.len() as u64 == range.end - range.start => {
