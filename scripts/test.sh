@@ -29,5 +29,5 @@ step "idempotent producers through lost acknowledgements"
 bash tests/compat/lost-ack/run.sh target/debug/shoal
 step "single agent on S3 (MinIO)"
 bash tests/s3/run.sh target/debug/shoal
-step "cluster mode: agents on etcd and MinIO, kills and store restarts"
+step "cluster mode: agents on etcd and MinIO (kills, store restarts, groups, zones, chunk cache; Java, librdkafka, kafka-python and franz-go suites against 3 agents)"
 bash tests/cluster/run.sh target/debug/shoal

@@ -4,8 +4,9 @@
 #
 #   tests/cluster/run.sh [SHOAL_BINARY] [TEST ...]     (default binary: target/debug/shoal)
 #
-# TEST: 1..6 or a name below; default all. The tests (tests/cluster/suite.py; the process
-# harness is tests/cluster/cluster.py, the clients and checks tests/cluster/workload.py):
+# TEST: 1..7 or a name below; default all. Tests 1-6 are tests/cluster/suite.py (the process
+# harness is tests/cluster/cluster.py, the clients and checks tests/cluster/workload.py);
+# 7 runs the real-client suites of tests/compat through tests/cluster/serve.py:
 #   1 basic          3 agents, a 6-partition topic; 3 idempotent producers and a 3-member
 #                    consumer group, each client bootstrapped to a different agent. Every
 #                    acknowledged (partition, offset, value) is consumed with that value,
@@ -46,6 +47,18 @@
 #                    still registered until its lease ends, so owner of a third of the
 #                    chunks): a new read-back still returns every record (the fallback GETs
 #                    are reported), no agent panics.
+#   7 clients      the third-party client suites in their own languages, each against its
+#                    own fresh cluster (its own etcd, MinIO and 3 agents, tests/cluster/serve.py):
+#                    java (tests/compat/java: the Java client, bootstrap.servers = all 3
+#                    agents), go (tests/compat/go: franz-go), groups (tests/compat/groups:
+#                    consumer groups with Java, confluent-kafka, kafka-python, franz-go) and txn
+#                    (tests/compat/txn: idempotence and transactions with Java, confluent-kafka,
+#                    franz-go); those three take one HOST:PORT, so they get one agent's address
+#                    and find the others through Metadata. Each suite passes as a whole; after
+#                    it every agent must still run, exit 0 on SIGTERM and have no panic in its
+#                    log. About 3 minutes on 2 cores (java ~15 s, go ~5 s, groups ~60 s, txn
+#                    ~80 s, plus ~2 s of cluster start and stop each). Needs java, mvn and go
+#                    (the Maven projects build offline from ~/.m2 after the first time).
 # Agents run with --batch-timeout 50ms; each test has its own etcd prefix and bucket prefix
 # (etcd://127.0.0.1:P/tN-name, s3://shoal-cluster/tN-name). About 2 minutes on 2 cores
 # with a debug build (tests 2 and 3 take half a minute each: their producers are paced;
@@ -59,14 +72,21 @@
 # Environment: CLUSTER_SECONDS (420: the suite stops itself then; `timeout` kills it 60 s
 # later), CLUSTER_RECORDS (30000 per test; test 6 produces 2/3 of it), CLUSTER_RATE_BASIC (1500 records/s per
 # producer in test 1), CLUSTER_RATE (350 in tests 2-3), CLUSTER_OUTAGE (3 s), CLUSTER_KEEP=1
-# keeps the temporary directory (logs of every agent, etcd, MinIO and the clients, and
-# tN-name/group-TOPIC.json: each group assignment with the offsets it consumed and each
-# completed commit). On a failure the tails of the logs are printed. Nothing outlives the
+# keeps the temporary directory (suite/: logs of every agent, etcd, MinIO and the clients,
+# and suite/tN-name/group-TOPIC.json: each group assignment with the offsets it consumed and
+# each completed commit; clients-NAME/: test 7's cluster for suite NAME). On a failure the tails of the logs are printed. Nothing outlives the
 # run: children get a parent-death signal and are stopped at exit. `--selftest-sqlite`
 # after the binary runs tests 1-3 on one SQLite agent without cluster flags: a check of
-# the harness only.
+# the harness only (test 7 is then left out).
+# Test 7: CLUSTER_CLIENTS (the suites to run, default "java go groups txn"; "python" and
+# "kcat", tests/compat/python and kcat, may be added), CLUSTER_CLIENTS_SECONDS (480: limit
+# per suite, cluster start and stop included; serve.py then stops the suite and it fails),
+# SHOAL_COMPAT_TIMEOUT (240 here: each Java program's and pytest run's own limit) and every
+# other variable the suites take (tests/compat/README.md).
 #
-# Last line: `cluster: N passed, M failed`; exit status non-zero on any failure.
+# Last line: `cluster: N passed, M failed`, counting the checks of tests 1-6 and each client
+# suite of test 7 as one (test 7 prints its own `cluster-clients: N passed, M failed`, with
+# the time of each suite, just before); exit status non-zero on any failure.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -77,6 +97,27 @@ shoal="${1:-$root/target/debug/shoal}"
 limit="${CLUSTER_SECONDS:-420}"
 
 fail() { echo "cluster: failed: $*"; exit 1; }
+
+# Which tests: 1-6 go to suite.py, 7 (clients) is run here.
+suite_args=(); run_suite=0; run_clients=0; named=0; selftest=0
+for arg in "$@"; do
+  case "$arg" in
+    7|clients) run_clients=1; named=1 ;;
+    --selftest-sqlite) selftest=1; suite_args+=("$arg") ;;
+    -*) suite_args+=("$arg") ;;
+    *) run_suite=1; named=1; suite_args+=("$arg") ;;
+  esac
+done
+(( named )) || { run_suite=1; run_clients=1; }
+if (( selftest )); then run_suite=1; run_clients=0; fi
+clients="${CLUSTER_CLIENTS:-java go groups txn}"
+client_limit="${CLUSTER_CLIENTS_SECONDS:-480}"
+if (( run_clients )); then
+  for c in $clients; do
+    case "$c" in java|go|groups|txn|python|kcat) ;;
+      *) fail "unknown client suite '$c' in CLUSTER_CLIENTS (java go groups txn python kcat)" ;; esac
+  done
+fi
 
 # ------------------------------------------------------------------ prerequisites
 SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
@@ -106,26 +147,92 @@ if [[ -z "$minio" ]]; then
   fi
 fi
 
+if (( run_clients )); then
+  for tool in java mvn go; do
+    command -v "$tool" >/dev/null || fail "$tool is needed by the client suites (test 7; scripts/install-test-deps.sh)"
+  done
+  if [[ " $clients " == *" kcat "* ]]; then
+    command -v kcat >/dev/null || fail "kcat is needed by CLUSTER_CLIENTS=...kcat"
+  fi
+fi
+
 py="$(bash "$root/tests/compat/python/venv.sh")" || fail "set up the Python client venv"
 echo "etcd: $etcd ($("$etcd" --version 2>/dev/null | head -1)); minio: $minio; python: $py"
 
 # ------------------------------------------------------------------ run
 # suite.py stops itself after $limit seconds (cleanup included); `timeout` is the last
-# resort. A TERM/INT sent to this script is passed on. The work directory is removed here
-# too, in case the suite could not do it itself.
+# resort. A TERM/INT sent to this script is passed on (to suite.py or serve.py) and no
+# further step starts. The work directory is removed here too, in case the suite could not
+# do it itself.
 work="$(mktemp -d "${TMPDIR:-/tmp}/shoal-cluster.XXXXXX")"
 cleanup() { [[ "${CLUSTER_KEEP:-}" == 1 ]] || rm -rf "$work"; }
 trap cleanup EXIT
+child=""; stopping=0
+trap 'stopping=1; [[ -z "$child" ]] || kill -TERM "$child" 2>/dev/null || true' TERM INT HUP
+# Runs "$@" in the background (so the trap above can pass signals on) and waits for it.
+run_child() {
+  local status=0
+  "$@" &
+  child=$!
+  while :; do
+    wait "$child" && status=0 || status=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
+  child=""
+  return "$status"
+}
+
 rc=0
-timeout -k 30 $(( limit + 60 )) "$py" -u "$here/suite.py" --shoal "$shoal" --minio "$minio" \
-  --etcd "$etcd" --seconds "$limit" --workdir "$work" "$@" &
-child=$!
-trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT HUP
-while :; do
-  wait "$child" && rc=0 || rc=$?
-  kill -0 "$child" 2>/dev/null || break
-done
-if (( rc == 124 || rc == 137 )); then
-  echo "cluster: failed: killed (time limit of $(( limit + 60 ))s, or a signal)"
+suite_passed=0; suite_failed=0
+if (( run_suite )); then
+  counts="$work/suite-counts"
+  run_child timeout -k 30 $(( limit + 60 )) "$py" -u "$here/suite.py" --shoal "$shoal" \
+    --minio "$minio" --etcd "$etcd" --seconds "$limit" --workdir "$work/suite" \
+    --counts "$counts" ${suite_args[@]+"${suite_args[@]}"} || rc=$?
+  if (( rc == 124 || rc == 137 )); then
+    echo "cluster: failed: killed (time limit of $(( limit + 60 ))s, or a signal)"
+  fi
+  if [[ -s "$counts" ]]; then
+    read -r suite_passed suite_failed <"$counts"
+  elif (( rc != 0 )); then
+    suite_failed=1  # suite.py did not get to its summary
+  fi
+fi
+
+# ------------------------------------------------------------------ 7 clients
+# Each suite against a fresh 3-agent cluster of its own (serve.py: etcd, MinIO, agents,
+# Metadata listing all 3, the suite, SIGTERM and the agents' exit status and logs).
+if (( run_clients && ! stopping )); then
+  export SHOAL_COMPAT_TIMEOUT="${SHOAL_COMPAT_TIMEOUT:-240}"
+  c_passed=0; c_failed=0; c_lines=(); c_start=$SECONDS
+  for c in $clients; do
+    (( stopping )) && break
+    case "$c" in
+      java)   cmd=(bash "$root/tests/compat/java/run.sh" "{bootstrap}") ;;
+      go)     cmd=(bash "$root/tests/compat/go/run.sh" "{bootstrap1}") ;;
+      groups) cmd=(bash "$root/tests/compat/groups/run.sh" "{bootstrap1}") ;;
+      txn)    cmd=(bash "$root/tests/compat/txn/run.sh" "{bootstrap1}") ;;
+      python) cmd=(bash "$root/tests/compat/python/run.sh" "{bootstrap1}") ;;
+      kcat)   cmd=(bash "$root/tests/compat/kcat/run.sh" "{bootstrap}") ;;
+    esac
+    echo; echo "==> test 7 clients: $c (tests/compat/$c) against a fresh 3-agent cluster"
+    t0=$SECONDS; status=0
+    run_child timeout -k 30 $(( client_limit + 90 )) "$py" -u "$here/serve.py" --agents 3 \
+      --shoal "$shoal" --minio "$minio" --etcd "$etcd" --batch-timeout 50ms \
+      --seconds "$client_limit" --workdir "$work/clients-$c" --name "clients-$c" \
+      -- "${cmd[@]}" || status=$?
+    took=$(( SECONDS - t0 ))
+    if (( status == 0 )); then
+      c_passed=$((c_passed + 1)); c_lines+=("$(printf '  %-7s passed  %4ds' "$c" "$took")")
+    else
+      c_failed=$((c_failed + 1)); c_lines+=("$(printf '  %-7s FAILED  %4ds (status %d)' "$c" "$took" "$status")")
+    fi
+  done
+  echo; echo "==> test 7 clients: summary ($(( SECONDS - c_start ))s)"
+  [[ ${#c_lines[@]} -eq 0 ]] || printf '%s\n' "${c_lines[@]}"
+  (( stopping )) && echo "  (stopped by a signal)"
+  echo "cluster-clients: $c_passed passed, $c_failed failed"
+  (( c_failed == 0 && ! stopping )) || rc=1
+  echo "cluster: $(( suite_passed + c_passed )) passed, $(( suite_failed + c_failed )) failed"
 fi
 exit "$rc"

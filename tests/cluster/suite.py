@@ -721,6 +721,8 @@ def main():
     ap.add_argument("--outage", type=float, default=float(os.environ.get("CLUSTER_OUTAGE", 3)))
     ap.add_argument("--workdir", help="for logs and data (default: a new temporary directory)")
     ap.add_argument("--selftest-sqlite", dest="selftest", action="store_true")
+    ap.add_argument("--counts", help="also write 'PASSED FAILED' (the last line's numbers) "
+                                     "to this file (run.sh adds the client suites to them)")
     ap.add_argument("tests", nargs="*")
     opts = ap.parse_args()
     chosen = [t for t in TESTS if not opts.tests or t[0] in opts.tests or t[1] in opts.tests]
@@ -787,6 +789,9 @@ def main():
             for f in ck.failures:
                 print(f"  {f}")
         print(f"cluster: {ck.passed} passed, {ck.failed} failed", flush=True)
+        if opts.counts:
+            with open(opts.counts, "w") as f:
+                f.write(f"{ck.passed} {ck.failed}\n")
     return 0 if ck.failed == 0 else 1
 
 

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -47,14 +48,18 @@ func TestTopicAdmin(t *testing.T) {
 	})
 
 	t.Run("list-all-topics", func(t *testing.T) {
-		tds, err := adm.ListTopics(opCtx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, ok := tds[topic]
-		if !ok {
-			t.Fatalf("%s not in the topic list (%d topics)", topic, len(tds))
-		}
+		// Polled: with several brokers, the one asked may list a topic created
+		// through another a moment later (Shoal agents: within 1 s).
+		var td kadm.TopicDetail
+		waitUntil(t, topic+" in the list of all topics", func() (bool, string) {
+			tds, err := adm.ListTopics(opCtx(t))
+			if err != nil {
+				return false, err.Error()
+			}
+			var ok bool
+			td, ok = tds[topic]
+			return ok, fmt.Sprintf("not in the topic list (%d topics)", len(tds))
+		})
 		if len(td.Partitions) != 2 || td.IsInternal {
 			t.Errorf("%d partitions, internal %v; want 2, false", len(td.Partitions), td.IsInternal)
 		}
@@ -157,19 +162,22 @@ func TestTopicAdmin(t *testing.T) {
 			}
 			return true, ""
 		})
-		one := kmsg.NewPtrMetadataRequest()
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(topic)
-		one.Topics = append(one.Topics, rt)
-		resp, err := one.RequestWith(opCtx(t), raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(resp.Topics) != 1 {
-			t.Fatalf("%d topics in the metadata response, want 1", len(resp.Topics))
-		}
-		if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); !errors.Is(err, kerr.UnknownTopicOrPartition) {
-			t.Errorf("metadata for the deleted topic: err %v, want UNKNOWN_TOPIC_OR_PARTITION", err)
-		}
+		// Asked by name, the broker answers UNKNOWN_TOPIC_OR_PARTITION (polled too:
+		// the request may reach another broker than the listing above).
+		waitUntil(t, "UNKNOWN_TOPIC_OR_PARTITION for "+topic+" by name", func() (bool, string) {
+			one := kmsg.NewPtrMetadataRequest()
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr(topic)
+			one.Topics = append(one.Topics, rt)
+			resp, err := one.RequestWith(opCtx(t), raw)
+			if err != nil {
+				return false, err.Error()
+			}
+			if len(resp.Topics) != 1 {
+				return false, fmt.Sprintf("%d topics in the metadata response, want 1", len(resp.Topics))
+			}
+			err = kerr.ErrorForCode(resp.Topics[0].ErrorCode)
+			return errors.Is(err, kerr.UnknownTopicOrPartition), fmt.Sprintf("err %v", err)
+		})
 	})
 }
