@@ -168,6 +168,24 @@ impl Agent {
                 shutdown.clone(),
             ));
         }
+        if let Some(mut changes) = shared.meta.topic_notifications() {
+            // Topics created or deleted through other agents reach this agent's cache at
+            // once (instead of within its TTL).
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return Ok(());
+                            }
+                            shared.topics.invalidate();
+                        }
+                    }
+                }
+            });
+        }
         {
             // Drives group timeouts (session expiry, rebalance deadlines).
             let (shared, stop) = (shared.clone(), shutdown.clone());

@@ -1,8 +1,9 @@
 //! Topic names, ids and configs as this agent sees them, plus topic-config rules.
 //!
 //! The metadata store is the truth; this is a snapshot refreshed when older than a
-//! short TTL, after every local admin change, and on demand when a request names a topic
-//! the snapshot does not know (it may have just been created through another agent).
+//! short TTL, after every local admin change, when the metadata store reports a topic
+//! change made through another agent (etcd's watch), and on demand when a request names
+//! a topic the snapshot does not know.
 //! Config defaults and validation live here too, so every API reports the same values.
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +25,11 @@ pub struct Snapshot {
 
 pub struct TopicCache {
     meta: Arc<dyn MetaStore>,
-    state: RwLock<Option<(Instant, Arc<Snapshot>)>>,
+    /// The snapshot, when it was loaded, and the generation it was loaded in.
+    state: RwLock<Option<(Instant, Arc<Snapshot>, u64)>>,
+    /// Bumped by [`TopicCache::invalidate`]; a snapshot from an older generation is
+    /// stale even if a reload that began before the change stored it afterwards.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl TopicCache {
@@ -32,13 +37,15 @@ impl TopicCache {
         TopicCache {
             meta,
             state: RwLock::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The current snapshot, reloaded if stale.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, MetaError> {
-        if let Some((at, snap)) = &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < TTL {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, snap, g)) = &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < TTL && *g == generation {
                 return Ok(snap.clone());
             }
         }
@@ -47,6 +54,7 @@ impl TopicCache {
 
     /// Reloads from the metadata store now.
     pub async fn reload(&self) -> Result<Arc<Snapshot>, MetaError> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let topics = self.meta.list_topics().await?;
         let mut snap = Snapshot::default();
         for t in topics {
@@ -57,12 +65,15 @@ impl TopicCache {
         }
         let snap = Arc::new(snap);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), snap.clone()));
+            Some((Instant::now(), snap.clone(), generation));
         Ok(snap)
     }
 
-    /// Drops the snapshot so the next read reloads.
+    /// Drops the snapshot so the next read reloads (a topic changed, here or, as a
+    /// metadata watch reports, on another agent).
     pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 

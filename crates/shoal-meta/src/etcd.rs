@@ -28,8 +28,8 @@
 //! partitions; compaction sizes its swaps to fit ([`MetaStore::max_swap_entries`]).
 //! Requests stay far below etcd's 1.5 MiB request limit.
 //!
-//! Lifecycle: [`EtcdStore::connect`] opens the client and starts two watches (live
-//! agents, partition commits) that reconnect by themselves; the registry lease is kept
+//! Lifecycle: [`EtcdStore::connect`] opens the client and starts three watches (live
+//! agents, partition commits, topic changes) that reconnect by themselves; the registry lease is kept
 //! alive by a task started in [`MetaStore::register_agent`].
 
 use std::collections::BTreeMap;
@@ -65,6 +65,7 @@ pub struct EtcdStore {
     pub(crate) max_ops: usize,
     agents: watch::Receiver<Vec<AgentInfo>>,
     commits: watch::Receiver<u64>,
+    topics: watch::Receiver<u64>,
     /// The lease and key of this process's registry entry, once registered.
     registration: Arc<Mutex<Option<(i64, String)>>>,
 }
@@ -405,18 +406,21 @@ impl EtcdStore {
             })?;
         let (agents_tx, agents) = watch::channel(Vec::new());
         let (commits_tx, commits) = watch::channel(0u64);
+        let (topics_tx, topics) = watch::channel(0u64);
         let store = EtcdStore {
             client,
             prefix,
             max_ops,
             agents,
             commits,
+            topics,
             registration: Arc::new(Mutex::new(None)),
         };
         // Fail fast with a clear message if etcd is not reachable at all.
         store.get(&store.key("cluster_id")).await?;
         tokio::spawn(watch_agents(store.clone(), agents_tx));
-        tokio::spawn(watch_commits(store.clone(), commits_tx));
+        tokio::spawn(watch_changes(store.clone(), "parts/", commits_tx));
+        tokio::spawn(watch_changes(store.clone(), "topics/", topics_tx));
         Ok(store)
     }
 
@@ -673,9 +677,10 @@ async fn watch_agents(store: EtcdStore, tx: watch::Sender<Vec<AgentInfo>>) {
     }
 }
 
-/// Bumps `tx` whenever any agent commits to any partition (a `parts/` key changes).
-async fn watch_commits(store: EtcdStore, tx: watch::Sender<u64>) {
-    let prefix = store.key("parts/");
+/// Bumps `tx` whenever a key under `what/` changes: `parts/` when any agent commits to
+/// any partition, `topics/` when a topic is created, changed or deleted.
+async fn watch_changes(store: EtcdStore, what: &'static str, tx: watch::Sender<u64>) {
+    let prefix = store.key(what);
     loop {
         if tx.is_closed() {
             return;
@@ -687,7 +692,7 @@ async fn watch_commits(store: EtcdStore, tx: watch::Sender<u64>) {
                 .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
                 .await
                 .map_err(backend)?;
-            // Commits may have happened while the watch was down.
+            // Changes may have happened while the watch was down.
             tx.send_modify(|n| *n += 1);
             while let Some(msg) = stream.message().await.map_err(backend)? {
                 if msg.canceled() {
@@ -701,7 +706,7 @@ async fn watch_commits(store: EtcdStore, tx: watch::Sender<u64>) {
         }
         .await;
         if let Err(e) = result {
-            tracing::warn!(error = %e, "commit watch broke; watching again in 1 s");
+            tracing::warn!(error = %e, prefix = what, "etcd watch broke; watching again in 1 s");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -792,6 +797,10 @@ impl EtcdStore {
 
     pub(crate) fn commit_watch(&self) -> watch::Receiver<u64> {
         self.commits.clone()
+    }
+
+    pub(crate) fn topic_watch(&self) -> watch::Receiver<u64> {
+        self.topics.clone()
     }
 }
 

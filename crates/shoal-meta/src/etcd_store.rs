@@ -1077,6 +1077,10 @@ impl MetaStore for EtcdStore {
         Some(self.commit_watch())
     }
 
+    fn topic_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.topic_watch())
+    }
+
     fn max_swap_entries(&self) -> usize {
         self.max_ops / 2 - 1
     }

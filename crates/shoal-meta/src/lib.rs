@@ -267,6 +267,13 @@ pub trait MetaStore: Send + Sync + 'static {
         None
     }
 
+    /// A counter the backend bumps whenever any agent creates, changes or deletes a
+    /// topic, so topic caches of every agent follow at once. `None` when every change goes
+    /// through this process.
+    fn topic_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// The most index entries [`MetaStore::replace_entries`] accepts in one call (a
     /// backend's transaction-size limit); compaction picks its inputs to fit.
     fn max_swap_entries(&self) -> usize {

@@ -238,6 +238,10 @@ async fn registry_and_commit_notifications(etcd: &Etcd) {
     // A commit through one client wakes watchers on another.
     let mut seen = c.commit_notifications().expect("etcd notifies");
     seen.borrow_and_update();
+    let mut topics = c
+        .topic_notifications()
+        .expect("etcd notifies topic changes");
+    topics.borrow_and_update();
     let t = a
         .create_topic(TopicSpec {
             name: "notify".into(),
@@ -245,6 +249,10 @@ async fn registry_and_commit_notifications(etcd: &Etcd) {
             configs: Default::default(),
         })
         .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), topics.changed())
+        .await
+        .expect("woken by another client's topic creation")
         .unwrap();
     seen.borrow_and_update();
     a.commit_flush(
