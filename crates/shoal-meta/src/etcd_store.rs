@@ -150,7 +150,8 @@ impl EtcdStore {
             // Decide, as the SQLite backend does, on the in-memory copies.
             let now = now_ms();
             let mut chunk_outcomes: Vec<(usize, SegmentOutcome)> = Vec::new();
-            let mut entries: Vec<(Uuid, i32, EntryRec, i64, u64)> = Vec::new(); // (.., end, data end)
+            // (topic, partition, entry, where its data ends in the object)
+            let mut entries: Vec<(Uuid, i32, IndexEntry, u64)> = Vec::new();
             let mut last_entry: HashMap<(Uuid, i32), usize> = HashMap::new();
             let mut aborts: Vec<(Uuid, i32, AbortedTxn)> = Vec::new();
             let mut dirty_parts: HashSet<(Uuid, i32)> = HashSet::new();
@@ -215,16 +216,13 @@ impl EtcdStore {
                 part.hwm = end;
                 dirty_parts.insert(key);
                 match last_entry.get(&key).map(|&n| &mut entries[n]) {
-                    Some((_, _, e, prev_end, data_end))
-                        if *prev_end == hwm && *data_end == s.data_offset =>
+                    Some((_, _, e, data_end))
+                        if e.end_offset == hwm && *data_end == s.data_offset =>
                     {
-                        let mut entry = IndexEntry::from(e.clone());
-                        entry.end_offset = end;
-                        entry.data_len += s.data_len;
-                        entry.min_timestamp = entry.min_timestamp.min(s.min_timestamp);
-                        entry.max_timestamp = entry.max_timestamp.max(s.max_timestamp);
-                        *e = EntryRec::from(&entry);
-                        *prev_end = end;
+                        e.end_offset = end;
+                        e.data_len += s.data_len;
+                        e.min_timestamp = e.min_timestamp.min(s.min_timestamp);
+                        e.max_timestamp = e.max_timestamp.max(s.max_timestamp);
                         *data_end = s.data_offset + s.data_len;
                     }
                     _ => {
@@ -239,13 +237,7 @@ impl EtcdStore {
                             max_timestamp: s.max_timestamp,
                         };
                         last_entry.insert(key, entries.len());
-                        entries.push((
-                            s.topic_id,
-                            s.partition,
-                            EntryRec::from(&entry),
-                            end,
-                            s.data_offset + s.data_len,
-                        ));
+                        entries.push((s.topic_id, s.partition, entry, s.data_offset + s.data_len));
                     }
                 }
                 chunk_outcomes.push((
@@ -294,10 +286,13 @@ impl EtcdStore {
                     unref_ms: None,
                 },
             };
-            for (t, p, e, _, _) in &entries {
-                let r = EtcdStore::idx_ref(*t, *p, e_base(e));
-                plan.puts
-                    .push(TxnOp::put(self.idx_key_of_ref(&r), to_json(e), None));
+            for (t, p, e, _) in &entries {
+                let r = EtcdStore::idx_ref(*t, *p, e.base_offset);
+                plan.puts.push(TxnOp::put(
+                    self.idx_key_of_ref(&r),
+                    to_json(&EntryRec::from(e)),
+                    None,
+                ));
                 obj.refs.push(r);
             }
             for (t, p, a) in &aborts {
@@ -358,6 +353,25 @@ impl EtcdStore {
         Ok(out)
     }
 
+    /// Which of `objects` (key, record) still have an index entry pointing into them:
+    /// every ref of every object checked in one batched read (not one read per object).
+    async fn referenced(&self, objects: &[(String, ObjRec)]) -> Result<Vec<bool>, MetaError> {
+        let keys: Vec<String> = objects
+            .iter()
+            .flat_map(|(_, rec)| rec.refs.iter().map(|r| self.idx_key_of_ref(r)))
+            .collect();
+        let mut read = self.get_many(&keys).await?.into_iter();
+        let mut out = Vec::with_capacity(objects.len());
+        for (key, rec) in objects {
+            let mut alive = false;
+            for kv in read.by_ref().take(rec.refs.len()).flatten() {
+                alive |= IndexEntry::from(from_json::<EntryRec>(&kv)?).object_key == *key;
+            }
+            out.push(alive);
+        }
+        Ok(out)
+    }
+
     async fn entries_of_partition(
         &self,
         topic_id: Uuid,
@@ -369,10 +383,6 @@ impl EtcdStore {
             .map(|kv| from_json::<EntryRec>(kv).map(IndexEntry::from))
             .collect()
     }
-}
-
-fn e_base(e: &EntryRec) -> i64 {
-    IndexEntry::from(e.clone()).base_offset
 }
 
 /// Splits a flush's segments into chunks that each fit one etcd transaction, keeping
@@ -729,33 +739,37 @@ impl MetaStore for EtcdStore {
     ) -> Result<Vec<String>, MetaError> {
         let prefix = self.key("obj/");
         let mut due: Vec<(i64, String)> = Vec::new();
+        let mut unmarked: Vec<(String, ObjRec)> = Vec::new();
+        let mut kvs: Vec<etcd_client::KeyValue> = Vec::new();
         for kv in self.scan(&prefix, None, 0).await? {
             let key = key_str(&kv)[prefix.len()..].to_string();
-            let mut rec: ObjRec = from_json(&kv)?;
-            let mark = match rec.unref_ms {
-                Some(m) => m,
+            let rec: ObjRec = from_json(&kv)?;
+            match rec.unref_ms {
+                Some(mark) if mark < before_ms => due.push((mark, key)),
+                Some(_) => {}
                 None => {
-                    if !self.live_refs(&key, &rec.refs).await?.is_empty() {
-                        continue;
-                    }
-                    rec.unref_ms = Some(now_ms);
-                    let k = key_str(&kv);
-                    // A commit or GC pass that changed the record meanwhile wins.
-                    if !self
-                        .txn(
-                            Txn::new()
-                                .when([unchanged(&k, Some(&kv))])
-                                .and_then([TxnOp::put(k.as_str(), to_json(&rec), None)]),
-                        )
-                        .await?
-                    {
-                        continue;
-                    }
-                    now_ms
+                    unmarked.push((key, rec));
+                    kvs.push(kv);
                 }
-            };
-            if mark < before_ms {
-                due.push((mark, key));
+            }
+        }
+        let alive = self.referenced(&unmarked).await?;
+        for (((key, mut rec), kv), alive) in unmarked.into_iter().zip(kvs).zip(alive) {
+            if alive {
+                continue;
+            }
+            rec.unref_ms = Some(now_ms);
+            let k = key_str(&kv);
+            // A commit or GC pass that changed the record meanwhile wins.
+            let marked = self
+                .txn(
+                    Txn::new()
+                        .when([unchanged(&k, Some(&kv))])
+                        .and_then([TxnOp::put(k.as_str(), to_json(&rec), None)]),
+                )
+                .await?;
+            if marked && now_ms < before_ms {
+                due.push((now_ms, key));
             }
         }
         due.sort();
@@ -768,18 +782,26 @@ impl MetaStore for EtcdStore {
         limit: usize,
     ) -> Result<Vec<ObjectRef>, MetaError> {
         let base = self.key("obj/");
-        let mut out = Vec::new();
+        let mut candidates: Vec<(String, ObjRec)> = Vec::new();
         for kv in self.scan(&format!("{base}{prefix}"), None, 0).await? {
+            let rec: ObjRec = from_json(&kv)?;
+            if rec.unref_ms.is_none() {
+                candidates.push((key_str(&kv)[base.len()..].to_string(), rec));
+            }
+        }
+        let mut out = Vec::new();
+        // Oldest first, a page at a time, until `limit` referenced objects are found.
+        for page in candidates.chunks(64) {
+            for ((key, rec), alive) in page.iter().zip(self.referenced(page).await?) {
+                if alive && out.len() < limit {
+                    out.push(ObjectRef {
+                        key: key.clone(),
+                        size: rec.size,
+                    });
+                }
+            }
             if out.len() >= limit {
                 break;
-            }
-            let key = key_str(&kv)[base.len()..].to_string();
-            let rec: ObjRec = from_json(&kv)?;
-            if rec.unref_ms.is_none() && !self.live_refs(&key, &rec.refs).await?.is_empty() {
-                out.push(ObjectRef {
-                    key,
-                    size: rec.size,
-                });
             }
         }
         Ok(out)
