@@ -80,13 +80,20 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory().map_err(backend)?)
     }
 
-    fn init(conn: Connection) -> Result<Self, MetaError> {
+    fn init(mut conn: Connection) -> Result<Self, MetaError> {
+        // The wait for a lock comes first so that even switching to WAL waits for
+        // another process opening the same file, not fails with "database is locked".
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(backend)?;
+        // Transactions read, then write. A deferred transaction that must upgrade its
+        // read lock while another process (a second agent on the same file) writes
+        // fails at once with SQLITE_BUSY, without waiting; taking the write lock at
+        // BEGIN makes it wait its turn under the busy timeout instead.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.execute_batch(producers::SCHEMA).map_err(backend)?;
         let has_mark: bool = conn
@@ -1064,6 +1071,56 @@ mod tests {
     async fn conformance_in_memory() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         crate::conformance::run_all(store).await;
+    }
+
+    /// Two agents on one database file (two connections) write at the same time:
+    /// every write must wait its turn, none may fail with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_connections_write_concurrently_without_busy_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let stores = [
+            Arc::new(SqliteStore::open(&path).unwrap()),
+            Arc::new(SqliteStore::open(&path).unwrap()),
+        ];
+        let topic = stores[0]
+            .create_topic(TopicSpec {
+                name: "shared".into(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+            })
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for (n, store) in stores.iter().enumerate() {
+            for i in 0..20 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .create_topic(TopicSpec {
+                            name: format!("t-{n}-{i}"),
+                            partitions: 1,
+                            configs: BTreeMap::new(),
+                        })
+                        .await?;
+                    store
+                        .commit_flush(
+                            &ObjectRef {
+                                key: format!("o-{n}-{i}"),
+                                size: 10,
+                            },
+                            &[crate::conformance::segment(topic.id, 0, 0, 10, 3)],
+                        )
+                        .await
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let offsets = stores[1].partition_offsets(topic.id, 0).await.unwrap();
+        assert_eq!(offsets.high_watermark, 40 * 3);
+        assert_eq!(stores[1].list_topics().await.unwrap().len(), 41);
     }
 
     #[tokio::test]
