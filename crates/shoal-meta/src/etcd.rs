@@ -749,23 +749,11 @@ impl EtcdStore {
             Box::new((1..).filter(|i| !taken.contains(i)))
         };
         for id in candidates.take(1000) {
-            let key = self.key(&format!("agents/{id:010}"));
-            let rec = AgentRec::from(&AgentInfo {
+            let info = AgentInfo {
                 node_id: id,
                 ..info.clone()
-            });
-            let won = self
-                .txn(
-                    Txn::new()
-                        .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(
-                            key.as_str(),
-                            to_json(&rec),
-                            Some(PutOptions::new().with_lease(lease)),
-                        )]),
-                )
-                .await?;
-            if won {
+            };
+            if self.claim_entry(&info, lease).await? {
                 return Ok(id);
             }
         }
@@ -773,6 +761,21 @@ impl EtcdStore {
             "node id {} is held by another live agent; give each agent its own --node-id or leave it out",
             info.node_id
         )))
+    }
+
+    /// Writes `info`'s registry entry under `lease` if no live agent holds its id.
+    async fn claim_entry(&self, info: &AgentInfo, lease: i64) -> Result<bool, MetaError> {
+        let key = self.key(&format!("agents/{:010}", info.node_id));
+        self.txn(
+            Txn::new()
+                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.as_str(),
+                    to_json(&AgentRec::from(info)),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]),
+        )
+        .await
     }
 
     pub(crate) async fn deregister(&self) -> Result<(), MetaError> {
@@ -819,12 +822,15 @@ async fn keep_registered(store: EtcdStore, info: AgentInfo, mut lease: i64) {
             _ => return, // deregistered
         }
         let alive = async {
-            let (mut keeper, mut stream) = store
-                .client
-                .lease_client()
-                .keep_alive(lease)
-                .await
-                .map_err(backend)?;
+            // etcd-client reports a lease etcd no longer knows (it expired while etcd
+            // was out of reach, or was revoked) as this error when the stream opens.
+            let (mut keeper, mut stream) = match store.client.lease_client().keep_alive(lease).await
+            {
+                Err(etcd_client::Error::LeaseKeepAliveError(e)) if e == "lease not found" => {
+                    return Ok(false)
+                }
+                other => other.map_err(backend)?,
+            };
             keeper.keep_alive().await.map_err(backend)?;
             let resp = stream.message().await.map_err(backend)?;
             Ok::<bool, MetaError>(resp.is_some_and(|r| r.ttl() > 0))
@@ -848,6 +854,10 @@ async fn keep_registered(store: EtcdStore, info: AgentInfo, mut lease: i64) {
     }
 }
 
+/// Claims this agent's node id again under a new lease, with the same compare-and-swap
+/// as the first registration: while the lease was lapsed another agent may have
+/// registered the id, and its entry must not be overwritten. This agent then stays
+/// out of the registry (so out of every Metadata answer) and tries again each round.
 async fn reregister(store: &EtcdStore, info: &AgentInfo) -> Result<i64, MetaError> {
     let lease = store
         .client
@@ -856,17 +866,17 @@ async fn reregister(store: &EtcdStore, info: &AgentInfo) -> Result<i64, MetaErro
         .await
         .map_err(backend)?
         .id();
+    let won = store.claim_entry(info, lease).await;
+    if !matches!(won, Ok(true)) {
+        let _ = store.client.lease_client().revoke(lease).await;
+        won?;
+        return Err(MetaError::Invalid(format!(
+            "node id {} is now held by another agent; this agent is left out of Metadata \
+             until the id is free (give each agent its own --node-id)",
+            info.node_id
+        )));
+    }
     let key = store.key(&format!("agents/{:010}", info.node_id));
-    store
-        .client
-        .kv_client()
-        .put(
-            key.as_str(),
-            to_json(&AgentRec::from(info)),
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .map_err(backend)?;
     *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some((lease, key));
     Ok(lease)
 }

@@ -235,6 +235,8 @@ async fn registry_and_commit_notifications(etcd: &Etcd) {
         .iter()
         .any(|x| x.node_id == id_a && x.port == 9001));
 
+    lapsed_lease_never_takes_over_a_reused_id(etcd, &a, id_a, &c).await;
+
     // A commit through one client wakes watchers on another.
     let mut seen = c.commit_notifications().expect("etcd notifies");
     seen.borrow_and_update();
@@ -268,4 +270,49 @@ async fn registry_and_commit_notifications(etcd: &Etcd) {
         .await
         .expect("woken by another client's commit")
         .unwrap();
+}
+
+/// `a`'s lease lapses (revoked here, as etcd would after an outage longer than the
+/// lease) and another agent registers `a`'s id meanwhile: `a` must not overwrite that
+/// entry when it registers again, and takes its id back once the other agent is gone.
+async fn lapsed_lease_never_takes_over_a_reused_id(
+    etcd: &Etcd,
+    a: &EtcdStore,
+    id_a: i32,
+    watcher: &EtcdStore,
+) {
+    let mut raw = etcd_client::Client::connect([format!("127.0.0.1:{}", etcd.client_port)], None)
+        .await
+        .unwrap();
+    let key = format!("reg/agents/{id_a:010}");
+    let got = raw.get(key.as_str(), None).await.unwrap();
+    let lease = got.kvs().first().expect("a is registered").lease();
+    assert_ne!(lease, 0, "the registry entry lives under a lease");
+    raw.lease_revoke(lease).await.unwrap();
+    let d = EtcdStore::connect(&etcd.url("reg")).await.unwrap();
+    d.register_agent(&agent(id_a, 9004)).await.unwrap();
+    let port_of_id = || {
+        watcher
+            .live_agents()
+            .iter()
+            .find(|x| x.node_id == id_a)
+            .map(|x| x.port)
+    };
+    // a's keeper checks every 3 s; give it two rounds to (wrongly) write its entry.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        port_of_id(),
+        Some(9004),
+        "the agent that registered the free id keeps it"
+    );
+    d.deregister_agent().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while port_of_id() != Some(9001) {
+        assert!(
+            Instant::now() < deadline,
+            "a takes its id back once it is free"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.live_agents().iter().any(|x| x.port == 9001));
 }
