@@ -10,13 +10,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, FetchRequest, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, InitProducerIdRequest, ListGroupsRequest, MetadataRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, ListGroupsRequest, MetadataRequest,
     OffsetCommitRequest, ProduceRequest, RequestHeader, ResponseHeader, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
@@ -709,4 +710,48 @@ async fn commits_elsewhere_wake_fetches_here() {
     ));
     drop(notify);
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_group_that_moves_away_is_dropped_and_starts_afresh_when_back() {
+    let registry = Registry::new(vec![other(5, "a", "default")]);
+    let (agent, stop, mut conn) = start(&registry, config("a", Roles::ALL)).await;
+    assert_eq!(registry.events()[0], "register 0");
+    // A group this agent coordinates beside agent 5, which agent 6 takes when it comes.
+    let group = (0..)
+        .map(|i| format!("moving-{i}"))
+        .find(|g| {
+            coordinator_for(g, &[0, 5]) == Some(0) && coordinator_for(g, &[0, 5, 6]) == Some(6)
+        })
+        .unwrap();
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0"))])
+    };
+    let first = call(&mut conn, "c1", &join(""), 3).await;
+    assert_eq!((first.error_code, first.generation_id), (0, 1));
+    // A second member's join waits for the first to rejoin (up to 30 s)...
+    let mut second_conn = TcpStream::connect(agent.local_addr).await.unwrap();
+    send(&mut second_conn, "c2", &join(""), 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...until agent 6 appears and the group is its: the wait ends with NOT_COORDINATOR.
+    registry.live.lock().unwrap().push(other(6, "a", "default"));
+    let second = recv::<JoinGroupRequest>(&mut second_conn, 3).await;
+    assert_eq!(second.error_code, ResponseError::NotCoordinator.code());
+    // Agent 6 goes again: the group is back here, without the first member (whose
+    // session has 30 s left), so a new member's join completes by itself.
+    registry.live.lock().unwrap().retain(|a| a.node_id != 6);
+    let third = call(&mut conn, "c3", &join(""), 3).await;
+    assert_eq!(
+        (third.error_code, third.generation_id, third.members.len()),
+        (0, 1, 1)
+    );
+    stop.cancel();
 }

@@ -187,7 +187,8 @@ impl Agent {
             });
         }
         {
-            // Drives group timeouts (session expiry, rebalance deadlines).
+            // Drives group timeouts (session expiry, rebalance deadlines) and drops the
+            // groups the registry now gives to another agent.
             let (shared, stop) = (shared.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -195,7 +196,11 @@ impl Agent {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
-                        _ = every.tick() => shared.groups.tick(),
+                        _ = every.tick() => {
+                            shared.groups.tick();
+                            let view = cluster::ClusterView::of(&shared);
+                            shared.groups.release(|g| view.coordinates(g));
+                        }
                     }
                 }
             });

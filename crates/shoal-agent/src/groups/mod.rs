@@ -5,6 +5,8 @@
 //! ([`coordinator_for`]); with one agent it is always this one. The coordinator keeps no
 //! state another agent could not rebuild: if it goes away, members get
 //! NOT_COORDINATOR, find the new one and rejoin, and committed offsets are in the store.
+//! An agent that stops coordinating a group while running (another agent joined and
+//! won it) drops the group's state ([`Coordinator::release`]).
 //!
 //! Protocol in brief (KIP-62, KIP-345, KIP-394):
 //! - JoinGroup puts the group in `PreparingRebalance`; the join completes when every

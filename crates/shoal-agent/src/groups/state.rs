@@ -843,6 +843,26 @@ impl Coordinator {
         Some(topics)
     }
 
+    /// Drops every group `keep` rejects: those another agent coordinates now that the
+    /// registry changed, as a Kafka broker unloads the groups of a partition it stops
+    /// leading. Members waiting in JoinGroup or SyncGroup get NOT_COORDINATOR at once
+    /// and look for the new coordinator; and if a group comes back here later it starts
+    /// afresh rather than waiting for members that went elsewhere. Returns the ids.
+    pub fn release(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut groups = self.lock();
+        let gone: Vec<String> = groups.keys().filter(|g| !keep(g)).cloned().collect();
+        for name in &gone {
+            if let Some(mut g) = groups.remove(name) {
+                let ids: Vec<String> = g.members.keys().cloned().collect();
+                for id in ids {
+                    g.remove_member(&id, ResponseError::NotCoordinator.code());
+                }
+                tracing::info!(group = %name, "group moved to another coordinator; its state here is dropped");
+            }
+        }
+        gone
+    }
+
     /// Expires silent members and overdue rebalances. Call periodically.
     pub fn tick(&self) {
         self.tick_at(Instant::now())

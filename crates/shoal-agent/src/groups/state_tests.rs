@@ -292,3 +292,32 @@ async fn static_follower_returns_without_a_rebalance() {
     assert_eq!(mine.assignment, Bytes::from_static(b"L"));
     assert_eq!(c.describe("g").unwrap().state, "Stable");
 }
+
+#[tokio::test]
+async fn released_groups_answer_waiting_members_and_start_afresh() {
+    let c = Coordinator::new(Duration::ZERO);
+    let (a, rx_a) = join_new(&c, "moved");
+    assert_eq!(rx_a.await.unwrap().generation, 1);
+    let (_stays, rx_stays) = join_new(&c, "stays");
+    assert_eq!(rx_stays.await.unwrap().generation, 1);
+    // A second member's join waits for `a` to rejoin: the group is mid-rebalance.
+    let (_b, rx_b) = join_new(&c, "moved");
+
+    let gone = c.release(|g| g != "moved");
+    assert_eq!(gone, vec!["moved".to_string()]);
+    let jb = tokio::time::timeout(Duration::from_secs(1), rx_b)
+        .await
+        .expect("a waiting join is answered at once")
+        .unwrap();
+    assert_eq!(jb.error, ResponseError::NotCoordinator.code());
+    assert_eq!(c.group_ids(), vec!["stays".to_string()]);
+    assert_eq!(
+        c.heartbeat("moved", 1, &a, None),
+        ResponseError::UnknownMemberId.code(),
+        "nothing of the old group is left"
+    );
+    // Back here later, the group starts from generation 1 without the old members.
+    let (_c, rx_c) = join_new(&c, "moved");
+    let jc = rx_c.await.unwrap();
+    assert_eq!((jc.error, jc.generation, jc.members.len()), (0, 1, 1));
+}
