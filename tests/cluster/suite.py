@@ -448,6 +448,22 @@ def test_agent_groups(ck, servers, opts):
              f"produce went to writers only: batches {prod}")
     ck.check(all(fetched[a.name] == 0 for a in writers) and sum(fetched[a.name] for a in readers) > 0,
              f"fetches went to readers only: bytes {fetched}")
+    # Cross-agent wakeups: a consumer on the readers waits at the end of the log, then
+    # one record per partition goes through the writers. Readers commit nothing, so
+    # every wakeup of their fetches comes from etcd's watch reporting the writers'
+    # commits (per partition: the other partitions' reports leave a fetch waiting).
+    before = {a.name: a.metrics() for a in readers}
+    got = w.wake_probe(readers[0].address, writers[0].address, topic, 6)
+    after = {a.name: a.metrics() for a in readers}
+
+    def woken(result):
+        key = f'shoal_fetch_wakeups_total{{result="{result}"}}'
+        return {a.name: int(after[a.name].get(key, -1) - before[a.name].get(key, 0)) for a in readers}
+    ck.check(got == 6, f"a consumer waiting on the readers got all 6 records produced through "
+             f"the writers (got {got})")
+    ck.check(sum(woken("read").values()) > 0,
+             f"the writers' commits woke the readers' waiting fetches: read again {woken('read')}, "
+             f"kept waiting {woken('skipped')}")
     stop_agents(ck, cl)
     no_panics(ck, cl)
     return cl

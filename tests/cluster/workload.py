@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 _LOGGER = None
@@ -501,6 +501,36 @@ class Member(threading.Thread):
 
 
 # ------------------------------------------------------------------ reading back
+
+def wake_probe(read_bootstrap, write_bootstrap, topic, partitions, timeout=30):
+    """A consumer (through `read_bootstrap`) waits at the end of every partition in long
+    polls of 10 s; then one record per partition is produced through `write_bootstrap`.
+    Returns how many of them the consumer got within `timeout`."""
+    c = Consumer({**base_conf(read_bootstrap, "cluster-wake-probe"), **{
+        "group.id": "cluster-wake-probe-unused",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 10000,
+    }})
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_END) for p in range(partitions)])
+        settle = time.time() + 3
+        while time.time() < settle:
+            c.poll(0.2)
+        p = Producer({**base_conf(write_bootstrap, "cluster-wake-producer"), "acks": "all"})
+        for part in range(partitions):
+            p.produce(topic, value=f"wake-{part}".encode(), partition=part)
+        if p.flush(30) != 0:
+            return 0
+        got = set()
+        deadline = time.time() + timeout
+        while len(got) < partitions and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None and m.value().startswith(b"wake-"):
+                got.add(m.partition())
+        return len(got)
+    finally:
+        c.close()
+
 
 def read_all(bootstrap, topic, partitions, timeout=90, client_id="cluster-read-all",
              extra_conf=None, known_highs=None):

@@ -683,33 +683,55 @@ async fn taken_node_id_fails_the_start() {
 
 #[tokio::test]
 async fn commits_elsewhere_wake_fetches_here() {
-    let (notify, notifications) = tokio::sync::watch::channel(0u64);
-    let signal = Arc::new(tokio::sync::watch::channel(0u64).0);
-    let mut woken = signal.subscribe();
+    let (notify, notifications) = tokio::sync::broadcast::channel(2);
+    let commits = Arc::new(crate::commits::Commits::default());
+    let mut woken = commits.subscribe();
     let stop = CancellationToken::new();
     let task = tokio::spawn(crate::forward_commits(
         notifications,
-        signal.clone(),
+        commits.clone(),
         stop.clone(),
     ));
-    for n in 1..=3 {
-        notify.send(n).unwrap();
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    async fn next(woken: &mut tokio::sync::watch::Receiver<u64>) {
         tokio::time::timeout(Duration::from_secs(5), woken.changed())
             .await
             .expect("woken")
             .unwrap();
     }
+    // A report naming (a, 0) wakes fetches; only those of (a, 0) read again.
+    let seen = *woken.borrow_and_update();
+    notify.send(Some(vec![(a, 0)].into())).unwrap();
+    next(&mut woken).await;
+    assert!(commits.changed_since(seen, &[(a, 0)]));
+    assert!(!commits.changed_since(seen, &[(a, 1), (b, 0)]));
+    // A report that may have missed changes counts for every partition.
+    let seen = *woken.borrow_and_update();
+    notify.send(None).unwrap();
+    next(&mut woken).await;
+    assert!(commits.changed_since(seen, &[(b, 7)]));
     stop.cancel();
     task.await.unwrap().unwrap();
-    // The store going away ends the task quietly too.
-    let (notify, notifications) = tokio::sync::watch::channel(0u64);
+
+    // Falling behind the reports counts for every partition too.
+    let (notify, notifications) = tokio::sync::broadcast::channel(2);
+    let seen = *woken.borrow_and_update();
+    for i in 0..5 {
+        notify.send(Some(vec![(a, i)].into())).unwrap();
+    }
     let task = tokio::spawn(crate::forward_commits(
         notifications,
-        signal,
+        commits.clone(),
         CancellationToken::new(),
     ));
+    next(&mut woken).await;
+    // The store going away ends the task quietly.
     drop(notify);
     task.await.unwrap().unwrap();
+    assert!(
+        commits.changed_since(seen, &[(b, 9)]),
+        "reports (a, 0..3) were lost"
+    );
 }
 
 #[tokio::test]
@@ -754,4 +776,74 @@ async fn a_group_that_moves_away_is_dropped_and_starts_afresh_when_back() {
         (0, 1, 1)
     );
     stop.cancel();
+}
+
+/// A metric's value from the agent's `/metrics` page.
+async fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in the metrics page"))
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_reads_again_only_when_its_partition_changes() {
+    let registry = Registry::new(vec![]);
+    create_topic(&registry, "quiet", 1).await;
+    create_topic(&registry, "busy", 1).await;
+    let (agent, stop, mut producer) = start(
+        &registry,
+        AgentConfig {
+            batch_timeout: Duration::from_millis(5),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..config("a", Roles::ALL)
+        },
+    )
+    .await;
+    let metrics = agent.metrics_addr.unwrap();
+    let mut consumer = TcpStream::connect(agent.local_addr).await.unwrap();
+    let fetch = |offset: i64, max_wait_ms: i32| {
+        FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(crate::api::topic_name("quiet"))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    send(&mut consumer, "consumer", &fetch(0, 20_000), 12).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Commits to another topic wake the fetch, which goes back to waiting unread.
+    for _ in 0..5 {
+        let r = call(&mut producer, "producer", &produce("busy", 0, 1), 9).await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let skipped = "shoal_fetch_wakeups_total{result=\"skipped\"}";
+    let read = "shoal_fetch_wakeups_total{result=\"read\"}";
+    assert!(metric(metrics, skipped).await >= 1);
+    assert_eq!(metric(metrics, read).await, 0);
+    // A commit to its own partition answers it (long before its 20 s are up).
+    let r = call(&mut producer, "producer", &produce("quiet", 0, 1), 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let answer = recv::<FetchRequest>(&mut consumer, 12).await;
+    let part = &answer.responses[0].partitions[0];
+    assert_eq!((part.error_code, part.high_watermark), (0, 1));
+    assert!(!part.records.as_ref().unwrap().is_empty());
+    assert_eq!(metric(metrics, read).await, 1);
+    // A fetch still waiting when the agent shuts down is answered at once (not after
+    // its 30 s), so a SIGTERM is not held up by consumers' long polls.
+    send(&mut consumer, "consumer", &fetch(1, 30_000), 12).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let answer = recv::<FetchRequest>(&mut consumer, 12).await;
+    let part = &answer.responses[0].partitions[0];
+    assert_eq!((part.error_code, part.high_watermark), (0, 1));
 }

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod commits;
 pub mod compaction;
 pub mod config;
 pub mod connection;
@@ -63,6 +64,8 @@ pub struct Shared {
     pub txns: txn::TxnCoordinator,
     /// Kafka cluster id, read once from the metadata store.
     pub cluster_id: String,
+    /// Cancelled when the agent starts shutting down: long polls answer at once.
+    pub stopping: CancellationToken,
 }
 
 /// A running agent.
@@ -132,11 +135,11 @@ impl Agent {
             store,
             metrics.clone(),
             reader.cache(),
-            reader.commit_signal(),
+            reader.commits(),
             shutdown.clone(),
             flush_stop.clone(),
         );
-        let commit_signal = reader.commit_signal();
+        let commits = reader.commits();
         reader.set_identity(me.clone());
         let shared = Arc::new(Shared {
             groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
@@ -149,6 +152,7 @@ impl Agent {
             me,
             meta,
             config,
+            stopping: shutdown.clone(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let mut metrics_addr = None;
@@ -162,11 +166,7 @@ impl Agent {
         }
         if let Some(notifications) = shared.meta.commit_notifications() {
             // Commits by other agents wake this agent's long-polling fetches too.
-            tasks.spawn(forward_commits(
-                notifications,
-                commit_signal,
-                shutdown.clone(),
-            ));
+            tasks.spawn(forward_commits(notifications, commits, shutdown.clone()));
         }
         if let Some(mut changes) = shared.meta.topic_notifications() {
             // Topics created or deleted through other agents reach this agent's cache at
@@ -336,22 +336,24 @@ async fn register(
     Ok(me)
 }
 
-/// Bumps the read path's commit signal whenever the metadata store reports a commit
-/// (by any agent), until shutdown or until the store stops reporting.
+/// Passes the partitions the metadata store reports changed (by any agent) on to the
+/// read path's [`commits::Commits`], until shutdown or until the store stops reporting.
 async fn forward_commits(
-    mut notifications: tokio::sync::watch::Receiver<u64>,
-    signal: Arc<tokio::sync::watch::Sender<u64>>,
+    mut notifications: tokio::sync::broadcast::Receiver<shoal_meta::ChangedPartitions>,
+    commits: Arc<commits::Commits>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            changed = notifications.changed() => {
-                if changed.is_err() {
+            report = notifications.recv() => match report {
+                Ok(Some(partitions)) => commits.changed(partitions.iter().copied()),
+                Ok(None) | Err(RecvError::Lagged(_)) => commits.everything_changed(),
+                Err(RecvError::Closed) => {
                     tracing::warn!("the metadata store stopped reporting commits; fetches of data committed by other agents wait for their max_wait_ms");
                     return Ok(());
                 }
-                signal.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
     }

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub peer_chunks_served: AtomicU64,
     /// Second GETs sent because the first was slow.
     pub hedged_gets: AtomicU64,
+    /// Long-polling fetches woken by a commit: those that read again because one of
+    /// their partitions changed, and those that went back to waiting.
+    pub fetch_wakeups_read: AtomicU64,
+    pub fetch_wakeups_skipped: AtomicU64,
     pub requests: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
@@ -168,6 +172,14 @@ impl Metrics {
             "shoal_object_hedged_gets_total",
             "Second GETs sent because the first was slower than --hedge-after (also counted in shoal_object_store_requests_total).",
             &[("", g(&self.hedged_gets))],
+        );
+        counter(
+            "shoal_fetch_wakeups_total",
+            "Waiting fetches woken by a commit report: read again (one of their partitions changed) or skipped (kept waiting without reading).",
+            &[
+                ("{result=\"read\"}", g(&self.fetch_wakeups_read)),
+                ("{result=\"skipped\"}", g(&self.fetch_wakeups_skipped)),
+            ],
         );
         counter(
             "shoal_requests_total",

@@ -11,8 +11,9 @@
 //! the object store. GETs slower than `hedge_after` are hedged: a second identical GET
 //! is sent and the first answer wins.
 //!
-//! It also owns the commit signal that wakes long-polling fetches: the write path bumps
-//! it after every local commit, and a metadata watch after commits of other agents.
+//! It also owns the [`Commits`] record that wakes long-polling fetches: the write path
+//! reports every local commit's partitions, and the metadata store's watch those of
+//! commits by other agents.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,10 @@ use object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use shoal_meta::{AgentInfo, IndexEntry, MetaError, MetaStore};
 use shoal_object::ChunkCache;
 use shoal_wire::batch;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::commits::Commits;
 use crate::metrics::Metrics;
 use crate::AgentConfig;
 
@@ -57,7 +59,7 @@ pub struct ReadPath {
     store: Arc<dyn ObjectStore>,
     cache: Arc<ChunkCache>,
     metrics: Arc<Metrics>,
-    committed: Arc<watch::Sender<u64>>,
+    committed: Arc<Commits>,
     /// Chunks being fetched now, with the readers waiting for them.
     loading: Mutex<HashMap<ChunkKey, ChunkWaiters>>,
     /// This agent as registered (set once at start), for finding chunk owners.
@@ -86,7 +88,7 @@ impl ReadPath {
             store,
             cache: Arc::new(ChunkCache::new(config.cache_bytes, config.chunk_bytes)),
             metrics,
-            committed: Arc::new(watch::channel(0).0),
+            committed: Arc::new(Commits::default()),
             loading: Mutex::new(HashMap::new()),
             me: std::sync::OnceLock::new(),
             hedge_after: config.hedge_after,
@@ -119,14 +121,10 @@ impl ReadPath {
         self.cache.clone()
     }
 
-    /// The sender the write path bumps after each commit.
-    pub fn commit_signal(&self) -> Arc<watch::Sender<u64>> {
+    /// Where commits are reported (by the write path, and for other agents' commits by
+    /// the metadata store's watch) and where waiting fetches learn of them.
+    pub fn commits(&self) -> Arc<Commits> {
         self.committed.clone()
-    }
-
-    /// A receiver that changes whenever new data may be readable.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.committed.subscribe()
     }
 
     /// Reads whole batches of a partition starting at the batch containing `offset` and

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::commits::Commits;
 use crate::errors::WriteError;
 use crate::metrics::Metrics;
 use crate::AgentConfig;
@@ -135,7 +136,7 @@ impl WritePath {
         store: Arc<dyn ObjectStore>,
         metrics: Arc<Metrics>,
         cache: Arc<ChunkCache>,
-        committed: Arc<tokio::sync::watch::Sender<u64>>,
+        committed: Arc<Commits>,
         drain: CancellationToken,
         stop: CancellationToken,
     ) -> (
@@ -417,7 +418,7 @@ async fn committer(
     meta: Arc<dyn MetaStore>,
     metrics: Arc<Metrics>,
     cache: Arc<ChunkCache>,
-    committed: Arc<tokio::sync::watch::Sender<u64>>,
+    committed: Arc<Commits>,
 ) -> anyhow::Result<()> {
     while let Some(job) = jobs.recv().await {
         let span = tracing::debug_span!("flush", key = %job.key, bytes = job.size, segments = job.segments.len());
@@ -433,7 +434,7 @@ async fn commit_one(
     meta: &dyn MetaStore,
     metrics: &Metrics,
     cache: &ChunkCache,
-    committed: &tokio::sync::watch::Sender<u64>,
+    committed: &Commits,
 ) {
     let fail = |waiters: Vec<Waiter>, e: WriteError| {
         for w in waiters {
@@ -484,7 +485,7 @@ async fn commit_one(
         let r = answer(&w, &job.placement, &outcomes);
         let _ = w.tx.send(r);
     }
-    committed.send_modify(|n| *n += 1);
+    committed.changed(job.segments.iter().map(|s| (s.topic_id, s.partition)));
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ async fn harness(store: Arc<dyn ObjectStore>, timeout_ms: u64) -> Harness {
         store.clone(),
         Arc::new(Metrics::default()),
         Arc::new(ChunkCache::new(1 << 20, 1 << 16)),
-        Arc::new(tokio::sync::watch::channel(0).0),
+        Arc::new(crate::commits::Commits::default()),
         CancellationToken::new(),
         stop.clone(),
     );

@@ -42,7 +42,7 @@ use etcd_client::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::producer_rules::ProducerRow;
@@ -64,7 +64,8 @@ pub struct EtcdStore {
     /// The server's `--max-txn-ops`.
     pub(crate) max_ops: usize,
     agents: watch::Receiver<Vec<AgentInfo>>,
-    commits: watch::Receiver<u64>,
+    /// Fed by the watch on partition state; subscribers are the agent's fetch wakeups.
+    commits: broadcast::Sender<ChangedPartitions>,
     topics: watch::Receiver<u64>,
     /// The lease and key of this process's registry entry, once registered.
     registration: Arc<Mutex<Option<(i64, String)>>>,
@@ -405,7 +406,7 @@ impl EtcdStore {
                 ))
             })?;
         let (agents_tx, agents) = watch::channel(Vec::new());
-        let (commits_tx, commits) = watch::channel(0u64);
+        let commits = broadcast::channel(COMMIT_BACKLOG).0;
         let (topics_tx, topics) = watch::channel(0u64);
         let store = EtcdStore {
             client,
@@ -419,7 +420,11 @@ impl EtcdStore {
         // Fail fast with a clear message if etcd is not reachable at all.
         store.get(&store.key("cluster_id")).await?;
         tokio::spawn(watch_agents(store.clone(), agents_tx));
-        tokio::spawn(watch_changes(store.clone(), "parts/", commits_tx));
+        tokio::spawn(watch_commits(
+            store.client.clone(),
+            store.key("parts/"),
+            store.commits.downgrade(),
+        ));
         tokio::spawn(watch_changes(store.clone(), "topics/", topics_tx));
         Ok(store)
     }
@@ -677,8 +682,71 @@ async fn watch_agents(store: EtcdStore, tx: watch::Sender<Vec<AgentInfo>>) {
     }
 }
 
-/// Bumps `tx` whenever a key under `what/` changes: `parts/` when any agent commits to
-/// any partition, `topics/` when a topic is created, changed or deleted.
+/// How many commit reports a slow subscriber may fall behind before it is told it
+/// lagged (and then treats every partition as changed).
+const COMMIT_BACKLOG: usize = 1024;
+
+/// Reports which partitions' state keys (`parts/{topic id}/{partition}`) change, for as
+/// long as the store exists (the task holds no strong sender, so it ends with the
+/// store). After the watch (re)starts it reports `None` (anything may have changed
+/// while it was down).
+async fn watch_commits(
+    client: Client,
+    prefix: String,
+    tx: broadcast::WeakSender<ChangedPartitions>,
+) {
+    loop {
+        let result: Result<(), MetaError> = async {
+            let mut stream = client
+                .watch_client()
+                .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
+                .await
+                .map_err(backend)?;
+            let Some(sender) = tx.upgrade() else {
+                return Ok(());
+            };
+            let _ = sender.send(None);
+            drop(sender);
+            while let Some(msg) = stream.message().await.map_err(backend)? {
+                if msg.canceled() {
+                    break;
+                }
+                let mut changed: Vec<(Uuid, i32)> = msg
+                    .events()
+                    .iter()
+                    .filter_map(|ev| parse_part_key(&prefix, ev.kv()?.key_str().ok()?))
+                    .collect();
+                if changed.is_empty() {
+                    continue;
+                }
+                changed.sort_unstable();
+                changed.dedup();
+                let Some(sender) = tx.upgrade() else {
+                    return Ok(());
+                };
+                let _ = sender.send(Some(changed.into()));
+            }
+            Ok(())
+        }
+        .await;
+        if tx.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "etcd commit watch broke; watching again in 1 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `(topic id, partition)` of a key `{parts_prefix}{topic id}/{partition}`.
+fn parse_part_key(parts_prefix: &str, key: &str) -> Option<(Uuid, i32)> {
+    let (id, p) = key.strip_prefix(parts_prefix)?.split_once('/')?;
+    Some((Uuid::parse_str(id).ok()?, p.parse().ok()?))
+}
+
+/// Bumps `tx` whenever a key under `what/` changes (`topics/`: a topic is created,
+/// changed or deleted).
 async fn watch_changes(store: EtcdStore, what: &'static str, tx: watch::Sender<u64>) {
     let prefix = store.key(what);
     loop {
@@ -798,8 +866,8 @@ impl EtcdStore {
         self.agents.borrow().clone()
     }
 
-    pub(crate) fn commit_watch(&self) -> watch::Receiver<u64> {
-        self.commits.clone()
+    pub(crate) fn commit_watch(&self) -> broadcast::Receiver<ChangedPartitions> {
+        self.commits.subscribe()
     }
 
     pub(crate) fn topic_watch(&self) -> watch::Receiver<u64> {

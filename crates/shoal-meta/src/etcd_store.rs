@@ -1095,7 +1095,7 @@ impl MetaStore for EtcdStore {
         self.live()
     }
 
-    fn commit_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    fn commit_notifications(&self) -> Option<tokio::sync::broadcast::Receiver<ChangedPartitions>> {
         Some(self.commit_watch())
     }
 

@@ -260,10 +260,12 @@ pub trait MetaStore: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// A counter the backend bumps whenever any agent commits a flush, so fetches
-    /// long-polling on this agent wake for records committed by others. `None` when every
-    /// commit goes through this process.
-    fn commit_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    /// The partitions whose state (high watermark, last stable offset, log start) any
+    /// agent changed, as the backend sees them, so fetches long-polling on this agent wake
+    /// for records committed by others, and only fetches of those partitions. A `None`
+    /// item (or a lagged receiver) means changes may have been missed: assume every
+    /// partition changed. `None` when every commit goes through this process.
+    fn commit_notifications(&self) -> Option<tokio::sync::broadcast::Receiver<ChangedPartitions>> {
         None
     }
 

@@ -275,3 +275,7 @@ pub struct AgentInfo {
     /// `host:port` of the internal endpoint peers use to read cached chunks, if any.
     pub peer_addr: Option<String>,
 }
+
+/// One report of a backend's commit watch: the (topic id, partition) pairs whose state
+/// changed, or `None` when the watch may have missed changes and any may have.
+pub type ChangedPartitions = Option<std::sync::Arc<[(Uuid, i32)]>>;

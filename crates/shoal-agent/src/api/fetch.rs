@@ -2,8 +2,9 @@
 //!
 //! The whole request is answered from a task (the connection keeps reading meanwhile).
 //! Each round reads every requested partition; if fewer than `min_bytes` came back and
-//! `max_wait_ms` has not passed, the task sleeps until the next commit signal (not a
-//! polling timer) and tries again. read_committed fetches stop at the last stable offset
+//! `max_wait_ms` has not passed, the task waits until a commit changes one of its
+//! partitions ([`crate::commits`]; not a polling timer, and not every commit anywhere)
+//! and tries again. read_committed fetches stop at the last stable offset
 //! and carry the aborted transactions overlapping what they return, so clients can drop
 //! aborted records (control batches travel with the data, as in Kafka). Fetch sessions (KIP-227) are not kept: the answer's
 //! session id is 0, which tells clients to keep sending full requests.
@@ -20,6 +21,7 @@ use shoal_meta::TopicInfo;
 
 use super::Reply;
 use crate::errors::meta_code;
+use crate::metrics::Metrics;
 use crate::Shared;
 
 /// Upper bound on one response, whatever the client asks for.
@@ -100,9 +102,18 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
         + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let max_bytes = (req.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
     let read_committed = req.isolation_level == 1;
-    let mut signal = shared.reader.subscribe();
+    let wanted: Vec<(uuid::Uuid, i32)> = req
+        .topics
+        .iter()
+        .zip(&resolved)
+        .filter_map(|(t, (_, _, topic))| Some((t, topic.as_ref().ok()?.id)))
+        .flat_map(|(t, id)| t.partitions.iter().map(move |p| (id, p.partition)))
+        .collect();
+    let commits = shared.reader.commits();
+    let mut signal = commits.subscribe();
     loop {
-        signal.borrow_and_update();
+        // Partition state read below reflects every report up to `seen`.
+        let seen = *signal.borrow_and_update();
         let mut total = 0usize;
         let mut any_error = false;
         let mut responses = Vec::with_capacity(req.topics.len());
@@ -228,15 +239,26 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
         }
         let done = total >= req.min_bytes.max(0) as usize
             || any_error
-            || tokio::time::Instant::now() >= deadline;
+            || tokio::time::Instant::now() >= deadline
+            || shared.stopping.is_cancelled();
         if done {
             return FetchResponse::default()
                 .with_responses(responses)
                 .with_session_id(0);
         }
-        tokio::select! {
-            r = signal.changed() => if r.is_err() { return FetchResponse::default().with_responses(responses) },
-            _ = tokio::time::sleep_until(deadline) => {}
+        // Wait for a report naming one of our partitions, the deadline or the agent's
+        // shutdown (then read once more, so the answer carries current watermarks).
+        loop {
+            tokio::select! {
+                r = signal.changed() => if r.is_err() { return FetchResponse::default().with_responses(responses) },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shared.stopping.cancelled() => break,
+            }
+            if commits.changed_since(seen, &wanted) {
+                Metrics::add(&shared.metrics.fetch_wakeups_read, 1);
+                break;
+            }
+            Metrics::add(&shared.metrics.fetch_wakeups_skipped, 1);
         }
     }
 }
