@@ -15,7 +15,9 @@ count N and batch timeout T, with a fresh etcd prefix and bucket prefix `bench-n
     cold reads see the flush objects, not a merge in progress);
  2. produce: `shoal-bench --bootstrap AGENT1 --records R` (its producers, tailing consumer
     and catch-up read each connect to every partition leader); produce MB/s and latency,
-    end-to-end latency; PUTs and GETs summed over every agent's /metrics;
+    end-to-end latency; PUTs and GETs summed over every agent's /metrics, and how often
+    the tailing consumer's waiting fetches were woken to read again or left waiting
+    (`shoal_fetch_wakeups_total`: a commit of partitions they do not fetch);
  2b. the same once more into a second topic with `--max-in-flight 20` (4x the default
     window of bytes in flight; `--wide-in-flight`): shoal-bench is a closed loop, so with
     the default window its throughput is about window / latency;
@@ -87,6 +89,8 @@ COUNTERS = {
     "fallback": ("shoal_peer_chunks_total", {"result": "fallback"}),
     "served": ("shoal_peer_chunks_total", {"result": "served"}),
     "errors": ("shoal_object_store_errors_total", {}),
+    "wake_read": ("shoal_fetch_wakeups_total", {"result": "read"}),
+    "wake_skipped": ("shoal_fetch_wakeups_total", {"result": "skipped"}),
 }
 
 
@@ -247,6 +251,7 @@ def one_run(args, servers, n, t):
                 ["--records", str(args.records)], n)
     d = delta(before, scrape(agents))
     row.update(produce=res, puts=d["puts"], puts_per_mb=d["puts"] / mb,
+               wake_read=d["wake_read"], wake_skipped=d["wake_skipped"],
                warm_gets=d["gets"], warm_gets_per_mb=d["gets"] / (2 * mb),
                load_after=load())
     objects, size, chunks = bucket_chunks(servers.minio, prefix)
@@ -256,7 +261,9 @@ def one_run(args, servers, n, t):
         f"{res['produce_p50_ms']}/{res['produce_p99_ms']} ms, e2e p50/p99 "
         f"{res['e2e_p50_ms']}/{res['e2e_p99_ms']} ms, catch-up {res['consume_mb_s']} MB/s; "
         f"PUTs {d['puts']:.0f} ({d['puts'] / mb:.3f}/MB); GETs (tail + warm catch-up) "
-        f"{d['gets']:.0f}; bucket: {objects} objects, {size / MIB:.1f} MiB, {chunks} chunks")
+        f"{d['gets']:.0f}; bucket: {objects} objects, {size / MIB:.1f} MiB, {chunks} chunks; "
+        f"waiting fetches woken {d['wake_read']:.0f} times to read, "
+        f"{d['wake_skipped']:.0f} left waiting")
 
     if args.wide_in_flight:
         wide_load = load()
@@ -302,8 +309,8 @@ def table(rows, args):
     out = []
     out.append("| agents | batch timeout | load (1 min) | produce MB/s | produce p50 / p99 ms "
                "| end-to-end p50 / p99 ms | PUTs/MB | cold catch-up GETs/MB "
-               "| peer hits (GETs saved) |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
+               "| peer hits (GETs saved) | fetch wakeups read / skipped |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         p, on, off = r["produce"], r["cold_on"], r.get("cold_off")
         saved = f"{off['gets'] - on['gets']:.0f}" if off else "n/a"
@@ -311,7 +318,8 @@ def table(rows, args):
             f"| {r['n']} | {r['t']} | {r['load']} | {p['produce_mb_s']} "
             f"| {p['produce_p50_ms']} / {p['produce_p99_ms']} "
             f"| {p['e2e_p50_ms']} / {p['e2e_p99_ms']} | {r['puts_per_mb']:.3f} "
-            f"| {on['gets_per_mb']:.3f} | {on['peer_hit']:.0f} ({saved}) |")
+            f"| {on['gets_per_mb']:.3f} | {on['peer_hit']:.0f} ({saved}) "
+            f"| {r.get('wake_read', 0):.0f} / {r.get('wake_skipped', 0):.0f} |")
     out.append("")
     out.append("Cold catch-up reads (agents restarted, 2-member consumer group from offset 0):")
     out.append("")

@@ -29,7 +29,8 @@
 #                    produce through writers, a consumer group through readers gets every
 #                    record; metrics show produce only on writers, fetch only on readers;
 #                    the readers' waiting fetches were woken by the writers' commits (etcd
-#                    watch); the readers' group coordinator is a reader.
+#                    watch); the readers' group coordinator is a reader; the writers (job
+#                    interval 2 s, --metadata-history 1s) compacted etcd's history.
 #   5 zones          3 agents `--az a`, `a`, `b`: client.id `app,shoal_az=b` sees only the b
 #                    agent, `shoal_az=a` the two a agents, no shoal_az (or an unknown zone)
 #                    all three; a zone-b client bootstrapped to zone-a agents produces and

@@ -420,7 +420,10 @@ def test_store_restart(ck, servers, opts):
 def test_agent_groups(ck, servers, opts):
     """Writers (produce,jobs) and readers (fetch) share etcd and the bucket."""
     cl = Cluster(servers, "t4-agent-groups")
-    writers = [cl.add_agent(f"writer{i}", group="writers", roles="produce,jobs") for i in range(2)]
+    # Short job intervals, so the writers also compact etcd's history during the test.
+    writers = [cl.add_agent(f"writer{i}", group="writers", roles="produce,jobs",
+                            extra=["--retention-check-interval", "2s",
+                                   "--metadata-history", "1s"]) for i in range(2)]
     readers = [cl.add_agent(f"reader{i}", group="readers", roles="fetch") for i in range(2)]
     cl.start_all()
     check_brokers(ck, cl, writers, writers, timeout=30)
@@ -464,6 +467,11 @@ def test_agent_groups(ck, servers, opts):
     ck.check(sum(woken("read").values()) > 0,
              f"the writers' commits woke the readers' waiting fetches: read again {woken('read')}, "
              f"kept waiting {woken('skipped')}")
+    compactions = {a.name: a.log_text().count("compacted the metadata store's history")
+                   for a in writers}
+    ck.check(sum(compactions.values()) > 0,
+             f"etcd's history was compacted by the writer holding the job, and everything "
+             f"above still worked across it: compactions {compactions}")
     stop_agents(ck, cl)
     no_panics(ck, cl)
     return cl

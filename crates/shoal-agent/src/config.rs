@@ -55,6 +55,9 @@ pub struct AgentConfig {
     pub gc_grace: Duration,
     /// How old an object that was never committed must be before GC deletes it.
     pub orphan_grace: Duration,
+    /// How much of the metadata store's history of old versions (etcd revisions) is
+    /// kept; older history is compacted with retention and GC. Zero: never compacted.
+    pub metadata_history: Duration,
     /// How often compaction looks for small objects to merge.
     pub compaction_interval: Duration,
     /// Size compaction merges small objects up to; 0 turns compaction off.
@@ -89,6 +92,7 @@ impl Default for AgentConfig {
             group_initial_rebalance_delay: Duration::from_millis(500),
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),
+            metadata_history: Duration::from_secs(10 * 60),
             orphan_grace: Duration::from_secs(60 * 60),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,

@@ -12,7 +12,12 @@
 //!   or whose agent died) are deleted once their key's timestamp is older than
 //!   `orphan_grace`, which is far longer than any flush takes from PUT to commit.
 //!
-//! Each kind of pass (retention + GC, compaction) is claimed through the metadata store
+//! - **Metadata history** (same interval, unless `metadata_history` is zero): the
+//!   metadata store's history of old versions is compacted to what is older than
+//!   `metadata_history` ([`MetaStore::compact_history`]; etcd keeps every revision
+//!   until compacted, and stops accepting writes when its database reaches its quota).
+//!
+//! Each kind of pass (retention + GC + history, compaction) is claimed through the metadata store
 //! before it runs ([`MetaStore::claim_job`]), so with several agents on one store only
 //! the holder of the claim works; a claim not renewed (its agent died) expires after
 //! three intervals and another agent takes over. Compaction itself is in
@@ -254,6 +259,19 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "GC pass failed; retrying next interval")
+            }
+        }
+        if !cfg.metadata_history.is_zero() {
+            let keep = cfg.metadata_history.as_millis() as i64;
+            match shared.meta.compact_history(now_ms(), keep).await {
+                Ok(Some(revision)) => tracing::info!(
+                    revision,
+                    "compacted the metadata store's history (older revisions discarded)"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata history compaction failed; retrying next interval")
+                }
             }
         }
     }

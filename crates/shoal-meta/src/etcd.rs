@@ -15,6 +15,7 @@
 //! | `txn/{txn id}`, `txnpid/{pid}` | transaction records (version = etcd's key version) |
 //! | `txoff/{txn id}/{group}/…`, `goff/{group}/{topic}/{p}` | staged and committed offsets |
 //! | `jobs/{name}`, `agents/{node}` | job claims; live agents (under leases) |
+//! | `history` | revisions seen by past history compactions, and the last compacted |
 //!
 //! Writes are optimistic: read the keys a change depends on, compute, then one etcd
 //! transaction that compares each key's mod revision and applies every put and delete.
@@ -212,6 +213,17 @@ pub(crate) struct ObjRec {
     /// When GC first saw the object unreferenced.
     pub unref_ms: Option<i64>,
 }
+
+/// Revisions seen by history compaction passes: `(revision, when)`, oldest first.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct HistoryRec {
+    pub marks: Vec<(i64, i64)>,
+    pub compacted: i64,
+}
+
+/// Marks kept at most (if passes come far more often than the retention, the oldest go,
+/// which only delays compaction).
+const MAX_HISTORY_MARKS: usize = 1000;
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct JobRec {
@@ -829,6 +841,69 @@ impl EtcdStore {
             "node id {} is held by another live agent; give each agent its own --node-id or leave it out",
             info.node_id
         )))
+    }
+
+    /// See [`MetaStore::compact_history`]. Each pass notes the current revision with the
+    /// time; the history is compacted to the newest revision noted at least `keep_ms`
+    /// ago, so a revision is discarded only once it is that old.
+    pub(crate) async fn compact_history(
+        &self,
+        now_ms: i64,
+        keep_ms: i64,
+    ) -> Result<Option<i64>, MetaError> {
+        let key = self.key("history");
+        let resp = self
+            .client
+            .kv_client()
+            .get(key.as_str(), None)
+            .await
+            .map_err(backend)?;
+        let now_rev = resp.header().map_or(0, |h| h.revision());
+        let kv = resp.kvs().first();
+        let mut rec: HistoryRec = match kv {
+            Some(kv) => from_json(kv)?,
+            None => HistoryRec::default(),
+        };
+        let cutoff = now_ms.saturating_sub(keep_ms);
+        let due = rec
+            .marks
+            .iter()
+            .filter(|&&(_, at)| at <= cutoff)
+            .map(|&(rev, _)| rev)
+            .max();
+        rec.marks.retain(|&(rev, _)| due.is_none_or(|d| rev > d));
+        rec.marks.push((now_rev, now_ms));
+        if rec.marks.len() > MAX_HISTORY_MARKS {
+            rec.marks.remove(0);
+        }
+        let target = due.filter(|&d| d > rec.compacted);
+        if let Some(t) = target {
+            rec.compacted = t;
+        }
+        let written = self
+            .txn(Txn::new().when([unchanged(&key, kv)]).and_then([TxnOp::put(
+                key.as_str(),
+                to_json(&rec),
+                None,
+            )]))
+            .await?;
+        if !written {
+            return Ok(None); // another pass got there first
+        }
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        match self.client.kv_client().compact(target, None).await {
+            Ok(_) => Ok(Some(target)),
+            // etcd's own --auto-compaction already went further: nothing to do.
+            Err(e)
+                if e.to_string()
+                    .contains("required revision has been compacted") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(backend(e)),
+        }
     }
 
     /// Writes `info`'s registry entry under `lease` if no live agent holds its id.

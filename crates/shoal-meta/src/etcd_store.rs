@@ -1095,6 +1095,10 @@ impl MetaStore for EtcdStore {
         self.live()
     }
 
+    async fn compact_history(&self, now_ms: i64, keep_ms: i64) -> Result<Option<i64>, MetaError> {
+        EtcdStore::compact_history(self, now_ms, keep_ms).await
+    }
+
     fn commit_notifications(&self) -> Option<tokio::sync::broadcast::Receiver<ChangedPartitions>> {
         Some(self.commit_watch())
     }

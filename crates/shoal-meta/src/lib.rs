@@ -276,6 +276,16 @@ pub trait MetaStore: Send + Sync + 'static {
         None
     }
 
+    /// Discards the backend's history of old versions (etcd keeps every revision of every
+    /// key until told to compact; without it etcd's database grows until it hits its
+    /// space quota and refuses writes). Revisions are kept at least `keep_ms`. Returns
+    /// the revision compacted to, `None` if nothing was due or the backend keeps no
+    /// history (SQLite).
+    async fn compact_history(&self, now_ms: i64, keep_ms: i64) -> Result<Option<i64>, MetaError> {
+        let _ = (now_ms, keep_ms);
+        Ok(None)
+    }
+
     /// The most index entries [`MetaStore::replace_entries`] accepts in one call (a
     /// backend's transaction-size limit); compaction picks its inputs to fit.
     fn max_swap_entries(&self) -> usize {

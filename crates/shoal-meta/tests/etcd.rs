@@ -118,6 +118,61 @@ async fn etcd_backend() {
 
     concurrent_agents_never_share_an_offset(&etcd).await;
     registry_and_commit_notifications(&etcd).await;
+    history_is_compacted_once_old_enough(&etcd).await;
+}
+
+/// History compaction discards only revisions noted at least `keep` ago.
+async fn history_is_compacted_once_old_enough(etcd: &Etcd) {
+    let store = EtcdStore::connect(&etcd.url("hist")).await.unwrap();
+    let mut raw = etcd_client::Client::connect([format!("127.0.0.1:{}", etcd.client_port)], None)
+        .await
+        .unwrap();
+    let put = |raw: &mut etcd_client::Client, v: &'static str| {
+        let mut raw = raw.clone();
+        async move {
+            raw.put("hist-probe", v, None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision()
+        }
+    };
+    let first = put(&mut raw, "1").await;
+    // Nothing noted yet, then nothing noted 500 ms before "now".
+    assert_eq!(store.compact_history(1_000, 500).await.unwrap(), None);
+    let second = put(&mut raw, "2").await;
+    let compacted = store
+        .compact_history(2_000, 500)
+        .await
+        .unwrap()
+        .expect("the revision noted at 1000 is due at 2000");
+    assert!(
+        compacted >= first && compacted < second,
+        "compacted to the revision the first pass noted ({first} <= {compacted} < {second})"
+    );
+    let old = raw
+        .get(
+            "hist-probe",
+            Some(etcd_client::GetOptions::new().with_revision(compacted - 1)),
+        )
+        .await;
+    assert!(
+        old.unwrap_err().to_string().contains("compacted"),
+        "revisions before it are gone"
+    );
+    let kept = raw
+        .get(
+            "hist-probe",
+            Some(etcd_client::GetOptions::new().with_revision(second)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.kvs()[0].value(), b"2", "newer revisions are kept");
+    // Not again for the same revision; a backend without history never compacts.
+    assert_eq!(store.compact_history(2_100, 500).await.unwrap(), None);
+    let sqlite = SqliteStore::in_memory().unwrap();
+    assert_eq!(sqlite.compact_history(9_000, 0).await.unwrap(), None);
 }
 
 /// Four clients (as four agents would) commit to the same two partitions at once.

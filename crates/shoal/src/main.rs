@@ -157,6 +157,10 @@ struct Common {
     /// How old an object whose flush never committed must be before GC deletes it.
     #[arg(long, env = "SHOAL_ORPHAN_GRACE", default_value = "1h", value_parser = units::parse_duration)]
     orphan_grace: Duration,
+    /// etcd: how much history of old versions to keep; older revisions are compacted
+    /// with each retention check (0s: leave it to etcd's own --auto-compaction-*).
+    #[arg(long, env = "SHOAL_METADATA_HISTORY", default_value = "10m", value_parser = units::parse_duration)]
+    metadata_history: Duration,
     /// How often compaction looks for small flush objects to merge.
     #[arg(long, env = "SHOAL_COMPACTION_INTERVAL", default_value = "10s", value_parser = units::parse_duration)]
     compaction_interval: Duration,
@@ -204,6 +208,7 @@ impl Common {
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,
             orphan_grace: self.orphan_grace,
+            metadata_history: self.metadata_history,
             compaction_interval: self.compaction_interval,
             compaction_target_bytes: self.compaction_target_bytes,
             peer_listen: self.peer_listen,
