@@ -32,21 +32,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
 
-etcd="$(command -v etcd || true)"
-minio="$(command -v minio || true)"
-if [[ -z "$minio" ]]; then
-  gobin="$(go env GOBIN 2>/dev/null || true)"
-  [[ -n "$gobin" ]] || gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
-  [[ -x "$gobin/minio" ]] && minio="$gobin/minio"
-fi
-[[ -n "$etcd" && -n "$minio" ]] || {
-  echo "bench/cluster.sh: needs etcd and minio (etcd: '${etcd:-missing}', minio: '${minio:-missing}');" \
-       "tests/cluster/run.sh installs them" >&2
-  exit 2
-}
-
-echo "==> building release binaries" >&2
-cargo build --release -q -p shoal -p shoal-bench
+source bench/servers.sh
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/shoal-cluster-bench.XXXXXX")"
 cleanup() { [[ "${KEEP:-}" == 1 ]] && echo "kept $work" >&2 || rm -rf "$work"; }

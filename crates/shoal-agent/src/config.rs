@@ -92,7 +92,7 @@ impl Default for AgentConfig {
             group_initial_rebalance_delay: Duration::from_millis(500),
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),
-            metadata_history: Duration::from_secs(10 * 60),
+            metadata_history: Duration::from_secs(5 * 60),
             orphan_grace: Duration::from_secs(60 * 60),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,

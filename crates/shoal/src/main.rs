@@ -159,7 +159,7 @@ struct Common {
     orphan_grace: Duration,
     /// etcd: how much history of old versions to keep; older revisions are compacted
     /// with each retention check (0s: leave it to etcd's own --auto-compaction-*).
-    #[arg(long, env = "SHOAL_METADATA_HISTORY", default_value = "10m", value_parser = units::parse_duration)]
+    #[arg(long, env = "SHOAL_METADATA_HISTORY", default_value = "5m", value_parser = units::parse_duration)]
     metadata_history: Duration,
     /// How often compaction looks for small flush objects to merge.
     #[arg(long, env = "SHOAL_COMPACTION_INTERVAL", default_value = "10s", value_parser = units::parse_duration)]
