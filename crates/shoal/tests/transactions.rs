@@ -363,3 +363,67 @@ fn an_end_left_half_done_by_a_crash_is_finished_after_the_restart() {
             .is_empty());
     });
 }
+
+/// KIP-447: a TxnOffsetCommit naming a consumer's member id and generation is checked
+/// against the group like an OffsetCommit, so a zombie from an old generation cannot
+/// commit offsets through a transaction; one naming neither is accepted.
+#[test]
+fn txn_offset_commits_are_fenced_by_the_group_generation() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, GroupId, JoinGroupRequest, TxnOffsetCommitRequest,
+    };
+    const ILLEGAL_GENERATION: i16 = 22;
+    const UNKNOWN_MEMBER_ID: i16 = 25;
+
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("fenced", 1, &[]);
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(sb("g-fenced")))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(sb(""))
+        .with_protocol_type(sb("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(sb("range"))
+            .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0"))]);
+    let joined = c.send(&join, 3);
+    assert_eq!((joined.error_code, joined.generation_id), (NONE, 1));
+    let member = joined.member_id.to_string();
+
+    let (_, pid, epoch) = init_producer_id(&mut c, Some("t-fenced"), 60_000);
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(sb("t-fenced")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(sb("g-fenced")));
+    assert_eq!(c.send(&add, 3).error_code, NONE);
+    let mut commit = |member: &str, generation: i32| {
+        let req = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(sb("t-fenced")))
+            .with_group_id(GroupId(sb("g-fenced")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(generation)
+            .with_member_id(sb(member))
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(topic_name("fenced"))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(7)
+                    .with_committed_leader_epoch(-1)])]);
+        c.send(&req, 3).topics[0].partitions[0].error_code
+    };
+    assert_eq!(commit(&member, 0), ILLEGAL_GENERATION, "an old generation");
+    assert_eq!(commit("someone-else", 1), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        commit(&member, 1),
+        NONE,
+        "the current member and generation"
+    );
+    assert_eq!(commit("", -1), NONE, "no group identity: not checked");
+}

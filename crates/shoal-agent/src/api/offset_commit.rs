@@ -40,6 +40,7 @@ pub async fn handle(
                 req.generation_id_or_member_epoch,
                 req.member_id.as_str(),
                 req.group_instance_id.as_ref().map(|s| s.as_str()),
+                false,
             )
             .err()
     };

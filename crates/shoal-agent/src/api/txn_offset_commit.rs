@@ -1,7 +1,9 @@
 //! TxnOffsetCommit: offsets staged by a transaction, applied when it commits. Every
 //! partition of the request gets the same outcome. Clients send it to the *group's*
 //! coordinator (as in Kafka), so that is the agent that must answer it; the others
-//! answer NOT_COORDINATOR.
+//! answer NOT_COORDINATOR. From v3 the request names the consumer's member id and
+//! generation (KIP-447), and a zombie whose generation is over is refused with
+//! ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID / FENCED_INSTANCE_ID, as OffsetCommit is.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -34,8 +36,17 @@ pub async fn handle(
             })
         })
         .collect();
-    let code = if !cluster::coordinates(shared, req.group_id.0.as_str()) {
+    let group = req.group_id.0.as_str();
+    let code = if !cluster::coordinates(shared, group) {
         ResponseError::NotCoordinator.code()
+    } else if let Err(code) = shared.groups.check_commit(
+        group,
+        req.generation_id,
+        req.member_id.as_str(),
+        req.group_instance_id.as_ref().map(|s| s.as_str()),
+        true,
+    ) {
+        code
     } else {
         stage(shared, &req, &offsets, version).await
     };

@@ -729,24 +729,34 @@ impl Coordinator {
         Ok(codes)
     }
 
-    /// Checks whether an OffsetCommit may be applied; refreshes the member's liveness.
+    /// Checks whether an OffsetCommit (`transactional` false) or a TxnOffsetCommit may be
+    /// applied; refreshes the member's liveness. A TxnOffsetCommit (KIP-447) that names a
+    /// member or generation must come from a current member of the current generation,
+    /// like an OffsetCommit; one that names neither (a transactional producer outside any
+    /// group's protocol, or a request older than v3) is accepted whatever the group's
+    /// state.
     pub fn check_commit(
         &self,
         group_id: &str,
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
+        transactional: bool,
     ) -> Result<(), i16> {
+        let anonymous = generation < 0 && member_id.is_empty();
+        if transactional && anonymous && instance_id.is_none() {
+            return Ok(());
+        }
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {
             // No live group: only commits from outside any group (simple consumers).
-            return if generation < 0 {
+            return if generation < 0 && !transactional {
                 Ok(())
             } else {
                 Err(ResponseError::IllegalGeneration.code())
             };
         };
-        if generation < 0 && member_id.is_empty() {
+        if anonymous && !transactional {
             return if g.members.is_empty() {
                 Ok(())
             } else {
@@ -754,7 +764,7 @@ impl Coordinator {
             };
         }
         g.check_member(member_id, instance_id, Some(generation))?;
-        if g.state == State::CompletingRebalance {
+        if g.state == State::CompletingRebalance && !transactional {
             return Err(ResponseError::RebalanceInProgress.code());
         }
         if let Some(m) = g.members.get_mut(member_id) {
