@@ -6,7 +6,11 @@
 //!    partitions of a request land in the same flush, in arrival order. Each append
 //!    takes memory budget first (backpressure when flushes fall behind).
 //! 2. The flusher task takes the buffer when it reaches `batch_max_bytes` or is
-//!    `batch_timeout` old, lays it out with [`ObjectBuilder`] and starts the PUT.
+//!    `batch_timeout` old, lays it out with [`ObjectBuilder`] and starts the PUT. An
+//!    append that would take a non-empty buffer past `batch_max_bytes` first waits for
+//!    the flusher to take it, so an object holds at most `batch_max_bytes` of batches,
+//!    or one request's if that alone is more. (The connection waits meanwhile, so its
+//!    requests stay in order.)
 //! 3. The committer task awaits PUTs *in flush order* and commits each object's
 //!    segments with [`MetaStore::commit_flush`], which assigns the offsets. Several PUTs
 //!    may be in flight, but commits are strictly ordered, so a connection's requests get
@@ -94,6 +98,8 @@ struct Pending {
     waiters: Vec<Waiter>,
     first_at: Option<Instant>,
     permits: Vec<OwnedSemaphorePermit>,
+    /// An append is waiting because this buffer is too full to take it: flush now.
+    full: bool,
 }
 
 struct FlushJob {
@@ -111,6 +117,8 @@ struct FlushJob {
 struct Inner {
     pending: Mutex<Pending>,
     kick: Notify,
+    /// Signalled each time the flusher takes the buffer (appends waiting for room).
+    taken: Notify,
     budget: Arc<Semaphore>,
     budget_total: usize,
     batch_max_bytes: usize,
@@ -146,6 +154,7 @@ impl WritePath {
         let inner = Arc::new(Inner {
             pending: Mutex::new(Pending::default()),
             kick: Notify::new(),
+            taken: Notify::new(),
             budget: Arc::new(Semaphore::new(config.max_buffered_bytes)),
             budget_total: config.max_buffered_bytes,
             batch_max_bytes: config.batch_max_bytes,
@@ -183,11 +192,27 @@ impl WritePath {
             .map_err(|_| WriteError::ShuttingDown)?;
         let mut receivers = Vec::with_capacity(parts.len());
         {
-            let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-            // Checked under the lock the flusher takes to stop, so no append is stranded.
-            if self.inner.stopping.load(Ordering::Acquire) {
-                return Err(WriteError::ShuttingDown);
-            }
+            let mut p = loop {
+                let taken = self.inner.taken.notified();
+                tokio::pin!(taken);
+                {
+                    let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    // Checked under the lock the flusher takes to stop, so no append is
+                    // stranded.
+                    if self.inner.stopping.load(Ordering::Acquire) {
+                        return Err(WriteError::ShuttingDown);
+                    }
+                    let len = p.builder.data_len() as usize;
+                    if len == 0 || len + bytes <= self.inner.batch_max_bytes {
+                        break p;
+                    }
+                    // Registered before the lock goes, so the flusher's take is not missed.
+                    taken.as_mut().enable();
+                    p.full = true;
+                }
+                self.inner.kick.notify_one();
+                taken.await;
+            };
             for part in parts {
                 let (tx, rx) = oneshot::channel();
                 let first = p.batches.len();
@@ -334,6 +359,7 @@ async fn flusher(
                 Some(at) => {
                     let deadline = at + inner.batch_timeout;
                     let ready = p.builder.data_len() as usize >= inner.batch_max_bytes
+                        || p.full
                         || Instant::now() >= deadline
                         || draining
                         || stop.is_cancelled();
@@ -366,6 +392,7 @@ async fn flusher(
             continue;
         }
         let taken = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        inner.taken.notify_waiters();
         let (object, infos) = taken.builder.finish();
         let key = object_key();
         let (segments, placement) = commit_segments(&infos, &taken.batches);

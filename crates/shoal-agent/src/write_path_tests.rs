@@ -346,3 +346,26 @@ async fn stopping_flushes_what_is_buffered() {
         Err(WriteError::ShuttingDown)
     ));
 }
+
+/// `batch_max_bytes` (64 KiB here) caps an object: an append that would take the buffer
+/// past it waits for the buffer to be flushed first, even with a long batch timeout.
+#[tokio::test]
+async fn objects_hold_at_most_batch_max_bytes() {
+    let h = harness(Arc::new(InMemory::new()), 60_000).await;
+    // Requests of 40 KB each: two never fit in one object.
+    let request = |p: i32| part(h.topic, p, &[1; 400]);
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        acks.extend(h.writer.append(vec![request(i % 4)]).await.unwrap());
+    }
+    h.stop.cancel(); // flushes the last request
+    for rx in acks {
+        rx.await.unwrap().unwrap();
+    }
+    h.run.await.unwrap().unwrap();
+    use futures::StreamExt;
+    let objects: Vec<u64> = h.store.list(None).map(|o| o.unwrap().size).collect().await;
+    assert_eq!(objects.len(), 5, "one object per request: {objects:?}");
+    // 40 000 bytes of batches plus the object's index and footer.
+    assert!(objects.iter().all(|&size| size < 48 * 1024), "{objects:?}");
+}

@@ -128,7 +128,8 @@ struct Common {
     /// without the role fail with INVALID_REQUEST.
     #[arg(long, env = "SHOAL_ROLES", default_value = "produce,fetch,jobs")]
     roles: Roles,
-    /// Flush produce data once this much is buffered (e.g. 8MiB).
+    /// Flush produce data once this much is buffered (e.g. 8MiB); also the most an object
+    /// holds (a request that would overfill the buffer waits for the flush before it).
     #[arg(long, env = "SHOAL_BATCH_MAX_BYTES", default_value = "8MiB", value_parser = units::parse_bytes)]
     batch_max_bytes: u64,
     /// Memory for cached object chunks used by fetches (e.g. 128MiB).
