@@ -795,13 +795,7 @@ async fn watch_changes(store: EtcdStore, what: &'static str, tx: watch::Sender<u
 impl EtcdStore {
     /// Registry: claims `agents/{id}` under a fresh lease (see [`MetaStore::register_agent`]).
     pub(crate) async fn register(&self, info: &AgentInfo) -> Result<i32, MetaError> {
-        let lease = self
-            .client
-            .lease_client()
-            .grant(AGENT_LEASE_SECS, None)
-            .await
-            .map_err(backend)?
-            .id();
+        let lease = self.grant_lease().await?;
         let id = self.claim_node_id(info, lease).await?;
         *self.registration.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((lease, self.key(&format!("agents/{id:010}"))));
@@ -906,6 +900,17 @@ impl EtcdStore {
         }
     }
 
+    /// A fresh registry lease of [`AGENT_LEASE_SECS`].
+    async fn grant_lease(&self) -> Result<i64, MetaError> {
+        let resp = self
+            .client
+            .lease_client()
+            .grant(AGENT_LEASE_SECS, None)
+            .await
+            .map_err(backend)?;
+        Ok(resp.id())
+    }
+
     /// Writes `info`'s registry entry under `lease` if no live agent holds its id.
     async fn claim_entry(&self, info: &AgentInfo, lease: i64) -> Result<bool, MetaError> {
         let key = self.key(&format!("agents/{:010}", info.node_id));
@@ -1002,13 +1007,7 @@ async fn keep_registered(store: EtcdStore, info: AgentInfo, mut lease: i64) {
 /// registered the id, and its entry must not be overwritten. This agent then stays
 /// out of the registry (so out of every Metadata answer) and tries again each round.
 async fn reregister(store: &EtcdStore, info: &AgentInfo) -> Result<i64, MetaError> {
-    let lease = store
-        .client
-        .lease_client()
-        .grant(AGENT_LEASE_SECS, None)
-        .await
-        .map_err(backend)?
-        .id();
+    let lease = store.grant_lease().await?;
     let won = store.claim_entry(info, lease).await;
     if !matches!(won, Ok(true)) {
         let _ = store.client.lease_client().revoke(lease).await;
