@@ -32,8 +32,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::cluster::placement::coordinator_for;
 use crate::config::Roles;
-use crate::groups::coordinator_for;
 use crate::{Agent, AgentConfig};
 
 /// SQLite plus an in-memory agent registry that records what the agent did, in order.
@@ -491,7 +491,8 @@ async fn agent_in_a_cluster() {
     let both: Vec<&AgentInfo> = both.iter().collect();
     let mut led = [0; 2];
     for p in &t.partitions {
-        let expected = crate::cluster::partition_leader(&both, topic.id, p.partition_index);
+        let expected =
+            crate::cluster::placement::partition_leader(&both, topic.id, p.partition_index);
         assert_eq!(Some(p.leader_id.0), expected);
         assert_eq!(p.replica_nodes, vec![p.leader_id]);
         led[p.leader_id.0 as usize] += 1;

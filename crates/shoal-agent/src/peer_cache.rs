@@ -4,10 +4,11 @@
 //!
 //! The owner of chunk (object key, chunk index) is chosen by rendezvous hashing over the
 //! live agents of this agent's zone and group that registered a peer address
-//! ([`chunk_owner`]); every agent computes the same owner from the same registry. The
-//! owner serves the chunk from its own cache, loading it from the object store on a miss
-//! (never asking a peer itself, and never waiting on its own loads that ask a peer, so
-//! agents whose registry views differ cannot wait on each other).
+//! ([`chunk_owner`](crate::cluster::placement::chunk_owner)); every agent computes the
+//! same owner from the same registry. The owner serves the chunk from its own cache,
+//! loading it from the object store on a miss (never asking a peer itself, and never
+//! waiting on its own loads that ask a peer, so agents whose registry views differ
+//! cannot wait on each other).
 //!
 //! The internal endpoint speaks a tiny binary protocol, one request per connection:
 //! request `u16 key length, key, u64 object size, u64 chunk index`; answer `u8 status`
@@ -27,24 +28,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::groups::fnv1a;
 use crate::metrics::Metrics;
 use crate::Shared;
 
 /// How long a peer may take to answer before the asker reads the object store itself.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_KEY: usize = 1024;
-
-/// The agent that owns chunk `idx` of object `key` among `agents` (rendezvous hashing).
-pub fn chunk_owner<'a>(agents: &[&'a AgentInfo], key: &str, idx: u64) -> Option<&'a AgentInfo> {
-    agents.iter().copied().max_by_key(|a| {
-        let mut bytes = Vec::with_capacity(key.len() + 12);
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.extend_from_slice(&idx.to_be_bytes());
-        bytes.extend_from_slice(&a.node_id.to_be_bytes());
-        (fnv1a(&bytes), a.node_id)
-    })
-}
 
 /// The peers a chunk may be owned by, seen from `me`: live agents of its group and zone
 /// with a peer address (including `me`).
@@ -171,25 +160,6 @@ mod tests {
             group: "g".into(),
             roles: vec![],
             peer_addr: Some(format!("h:{node_id}")),
-        }
-    }
-
-    #[test]
-    fn owners_spread_and_only_move_from_a_leaving_agent() {
-        let all = [agent(1, "a"), agent(2, "a"), agent(3, "a")];
-        let three: Vec<&AgentInfo> = all.iter().collect();
-        let mut counts = [0; 4];
-        for idx in 0..300 {
-            counts[chunk_owner(&three, "data/x", idx).unwrap().node_id as usize] += 1;
-        }
-        assert!(counts[1..].iter().all(|&c| c > 60), "{counts:?}");
-        let two: Vec<&AgentInfo> = all[..2].iter().collect();
-        for idx in 0..300 {
-            let before = chunk_owner(&three, "data/x", idx).unwrap().node_id;
-            let after = chunk_owner(&two, "data/x", idx).unwrap().node_id;
-            if before != 3 {
-                assert_eq!(before, after, "chunk {idx} moved though its owner stayed");
-            }
         }
     }
 

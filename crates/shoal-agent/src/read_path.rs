@@ -110,7 +110,7 @@ impl ReadPath {
         if peers.len() < 2 {
             return None;
         }
-        let owner = crate::peer_cache::chunk_owner(&peers, key, idx)?;
+        let owner = crate::cluster::placement::chunk_owner(&peers, key, idx)?;
         if owner.node_id == me.node_id {
             return None;
         }

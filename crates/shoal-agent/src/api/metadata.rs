@@ -18,7 +18,8 @@ use kafka_protocol::ResponseError;
 use shoal_meta::{AgentInfo, TopicInfo, TopicSpec};
 
 use super::{sb, topic_name};
-use crate::cluster::{partition_leader, ClusterView};
+use crate::cluster::placement::partition_leader;
+use crate::cluster::ClusterView;
 use crate::errors::meta_code;
 use crate::topics::validate_topic_name;
 use crate::Shared;

@@ -6,15 +6,16 @@
 //! registration; nothing is stored. When the registry is empty (the SQLite backend, the
 //! playground) the agent is alone and every answer is "this agent", exactly as before
 //! cluster mode. Every agent computes the same answers from the same registry, because
-//! the hashes below are fixed functions (never `std`'s randomly seeded `DefaultHasher`).
+//! the hashes ([`placement`]) are fixed functions (never `std`'s randomly seeded
+//! `DefaultHasher`).
 //!
 //! - **Agents a client sees** ([`ClusterView::for_client`]): the live agents of this
 //!   agent's agent group that serve clients (have `produce` or `fetch`; jobs-only agents
 //!   are left out unless the group has nothing else). If the client names its zone in
 //!   its `client.id` (`shoal_az=ZONE`) and some of those agents are in that zone, only
 //!   those; otherwise all of them. Always sorted by node id.
-//! - **Partition leader** ([`partition_leader`]): rendezvous hashing of (topic id,
-//!   partition) over the client's agents, so partitions spread evenly and an agent
+//! - **Partition leader** ([`placement::partition_leader`]): rendezvous hashing of
+//!   (topic id, partition) over the client's agents, so partitions spread evenly and an agent
 //!   leaving moves only the partitions it led. Any agent can serve any partition; the
 //!   leader only spreads load and keeps a client in its zone.
 //! - **Coordinator** ([`ClusterView::coordinator`]): [`coordinator_for`] over *all* live
@@ -24,10 +25,12 @@
 //! This module must not call the metadata store over the network: it runs on every
 //! request, and `live_agents` is a cached snapshot.
 
+pub mod placement;
+
 use shoal_meta::AgentInfo;
 
-use crate::groups::{coordinator_for, fnv1a};
 use crate::Shared;
+use placement::coordinator_for;
 
 /// What a client puts in its `client.id` to name its availability zone.
 const ZONE_KEY: &str = "shoal_az=";
@@ -125,33 +128,6 @@ pub fn client_zone(client_id: &str) -> Option<&str> {
     Some(&rest[..end]).filter(|z| !z.is_empty())
 }
 
-/// The node id of the agent that leads `partition` of the topic `topic_id` among
-/// `agents` (rendezvous hashing: the highest score of (partition, agent) wins), or
-/// `None` when there are no agents.
-pub fn partition_leader(
-    agents: &[&AgentInfo],
-    topic_id: uuid::Uuid,
-    partition: i32,
-) -> Option<i32> {
-    let mut key = [0u8; 20];
-    key[..16].copy_from_slice(topic_id.as_bytes());
-    key[16..].copy_from_slice(&partition.to_be_bytes());
-    let h = fnv1a(&key);
-    agents.iter().map(|a| a.node_id).max_by_key(|&id| {
-        (
-            mix(h ^ (id as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            id,
-        )
-    })
-}
-
-/// The SplitMix64 finalizer: a fixed, well-mixing 64-bit permutation.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +173,7 @@ mod tests {
         assert_eq!(ids(&view.for_client(None)), vec![0]);
         assert!(view.coordinates("any-group"));
         assert_eq!(
-            partition_leader(&view.for_client(None), uuid::Uuid::nil(), 3),
+            placement::partition_leader(&view.for_client(None), uuid::Uuid::nil(), 3),
             Some(0)
         );
     }
@@ -246,55 +222,6 @@ mod tests {
     }
 
     #[test]
-    fn leaders_spread_evenly_and_stay_put() {
-        let a = [
-            agent(1, "", "g", ALL),
-            agent(2, "", "g", ALL),
-            agent(3, "", "g", ALL),
-        ];
-        let three: Vec<&AgentInfo> = a.iter().collect();
-        let two: Vec<&AgentInfo> = a[..2].iter().collect();
-        let topics = [uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(0xdead_beef)];
-        let mut counts = [0usize; 4];
-        for t in topics {
-            for p in 0..1500 {
-                let leader = partition_leader(&three, t, p).unwrap();
-                counts[leader as usize] += 1;
-                // Same inputs, same answer.
-                assert_eq!(partition_leader(&three, t, p), Some(leader));
-                // Agent 3 leaving moves only the partitions it led.
-                let after = partition_leader(&two, t, p).unwrap();
-                if leader != 3 {
-                    assert_eq!(after, leader);
-                }
-            }
-        }
-        for (id, n) in counts.iter().enumerate().skip(1) {
-            assert!((850..=1150).contains(n), "agent {id} leads {n} of 3000");
-        }
-        assert_eq!(partition_leader(&[], topics[0], 0), None);
-    }
-
-    #[test]
-    fn leaders_are_fixed_across_versions() {
-        // The hash is part of the protocol between agents of different versions: agents
-        // must agree on leaders. Changing it is a compatibility decision, not a refactor.
-        let a = [
-            agent(1, "", "g", ALL),
-            agent(2, "", "g", ALL),
-            agent(3, "", "g", ALL),
-        ];
-        let three: Vec<&AgentInfo> = a.iter().collect();
-        let t = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        let leaders: Vec<i32> = (0..12)
-            .map(|p| partition_leader(&three, t, p).unwrap())
-            .collect();
-        assert_eq!(leaders, LEADERS_FIXTURE);
-    }
-
-    const LEADERS_FIXTURE: [i32; 12] = [3, 2, 3, 1, 3, 1, 1, 3, 1, 3, 3, 3];
-
-    #[test]
     fn coordinator_ignores_zones_and_survives_unrelated_departures() {
         let me = agent(1, "a", "g", ALL);
         let live: Vec<AgentInfo> = (1..=5)
@@ -336,5 +263,5 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "cluster_tests.rs"]
+#[path = "../cluster_tests.rs"]
 mod agent_tests;
