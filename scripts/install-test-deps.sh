@@ -10,9 +10,8 @@ command -v mvn >/dev/null || need_apt+=(maven)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || need_apt+=(golang-go)
 python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
-# etcd for cluster mode's metadata tests; protoc builds the etcd client's gRPC code.
+# etcd for cluster mode's metadata tests. (No protoc: building Shoal needs only cargo.)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
-command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [[ ${#need_apt[@]} -gt 0 ]]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo

@@ -37,12 +37,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shoal_etcd::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -404,19 +404,9 @@ impl EtcdStore {
     /// starts watching live agents and commits.
     pub async fn connect(url: &str) -> Result<EtcdStore, MetaError> {
         let (endpoints, prefix, max_ops) = parse_url(url)?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(&endpoints, Some(options))
-            .await
-            .map_err(|e| {
-                MetaError::Backend(format!(
-                    "connect to etcd at {}: {e} (is etcd running there?)",
-                    endpoints.join(",")
-                ))
-            })?;
+        let client = Client::connect(&endpoints, &ConnectOptions::default()).map_err(|e| {
+            MetaError::Backend(format!("connect to etcd at {}: {e}", endpoints.join(",")))
+        })?;
         let (agents_tx, agents) = watch::channel(Vec::new());
         let commits = broadcast::channel(COMMIT_BACKLOG).0;
         let (topics_tx, topics) = watch::channel(0u64);
@@ -430,7 +420,12 @@ impl EtcdStore {
             registration: Arc::new(Mutex::new(None)),
         };
         // Fail fast with a clear message if etcd is not reachable at all.
-        store.get(&store.key("cluster_id")).await?;
+        store.get(&store.key("cluster_id")).await.map_err(|e| {
+            MetaError::Backend(format!(
+                "connect to etcd at {}: {e} (is etcd running there?)",
+                endpoints.join(",")
+            ))
+        })?;
         tokio::spawn(watch_agents(store.clone(), agents_tx));
         tokio::spawn(watch_commits(
             store.client.clone(),
@@ -499,13 +494,8 @@ impl EtcdStore {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<KeyValue>, MetaError> {
-        let mut resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(backend)?;
-        Ok(resp.take_kvs().into_iter().next())
+        let resp = self.client.get(key, None).await.map_err(backend)?;
+        Ok(resp.kvs.into_iter().next())
     }
 
     pub(crate) async fn get_json<T: DeserializeOwned>(
@@ -535,16 +525,15 @@ impl EtcdStore {
                 .collect();
             let resp = self
                 .client
-                .kv_client()
                 .txn(Txn::new().and_then(ops))
                 .await
                 .map_err(backend)?;
             if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
+                revision = resp.revision();
             }
             for r in resp.op_responses() {
                 match r {
-                    TxnOpResponse::Get(g) => out.push(g.kvs().first().cloned()),
+                    TxnOpResponse::Get(g) => out.push(g.kvs.into_iter().next()),
                     _ => return Err(MetaError::Backend("etcd: unexpected txn response".into())),
                 }
             }
@@ -574,17 +563,16 @@ impl EtcdStore {
             if revision > 0 {
                 opts = opts.with_revision(revision);
             }
-            let mut resp = self
+            let resp = self
                 .client
-                .kv_client()
                 .get(from.clone(), Some(opts))
                 .await
                 .map_err(backend)?;
             if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
+                revision = resp.revision();
             }
-            let more = resp.more();
-            let kvs = resp.take_kvs();
+            let more = resp.more;
+            let kvs = resp.kvs;
             let n = kvs.len();
             if let Some(last) = kvs.last() {
                 from = last.key().to_vec();
@@ -598,8 +586,8 @@ impl EtcdStore {
     }
 
     pub(crate) async fn txn(&self, txn: Txn) -> Result<bool, MetaError> {
-        let resp = self.client.kv_client().txn(txn).await.map_err(backend)?;
-        Ok(resp.succeeded())
+        let resp = self.client.txn(txn).await.map_err(backend)?;
+        Ok(resp.succeeded)
     }
 
     /// Runs puts/deletes in transactions of at most `max_ops` operations each (for
@@ -642,20 +630,18 @@ async fn watch_agents(store: EtcdStore, tx: watch::Sender<Vec<AgentInfo>>) {
         let result: Result<(), MetaError> = async {
             let resp = store
                 .client
-                .kv_client()
                 .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
                 .await
                 .map_err(backend)?;
-            let revision = resp.header().map_or(0, |h| h.revision());
+            let revision = resp.revision();
             let mut agents: BTreeMap<String, AgentInfo> = BTreeMap::new();
-            for kv in resp.kvs() {
+            for kv in &resp.kvs {
                 let rec: AgentRec = from_json(kv)?;
                 agents.insert(key_str(kv), rec.into());
             }
             tx.send_replace(agents.values().cloned().collect());
             let mut stream = store
                 .client
-                .watch_client()
                 .watch(
                     prefix.as_str(),
                     Some(
@@ -673,11 +659,11 @@ async fn watch_agents(store: EtcdStore, tx: watch::Sender<Vec<AgentInfo>>) {
                 for ev in msg.events() {
                     let Some(kv) = ev.kv() else { continue };
                     match ev.event_type() {
-                        etcd_client::EventType::Put => {
+                        shoal_etcd::EventType::Put => {
                             let rec: AgentRec = from_json(kv)?;
                             agents.insert(key_str(kv), rec.into());
                         }
-                        etcd_client::EventType::Delete => {
+                        shoal_etcd::EventType::Delete => {
                             agents.remove(&key_str(kv));
                         }
                     }
@@ -710,7 +696,6 @@ async fn watch_commits(
     loop {
         let result: Result<(), MetaError> = async {
             let mut stream = client
-                .watch_client()
                 .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
                 .await
                 .map_err(backend)?;
@@ -768,7 +753,6 @@ async fn watch_changes(store: EtcdStore, what: &'static str, tx: watch::Sender<u
         let result: Result<(), MetaError> = async {
             let mut stream = store
                 .client
-                .watch_client()
                 .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
                 .await
                 .map_err(backend)?;
@@ -846,14 +830,9 @@ impl EtcdStore {
         keep_ms: i64,
     ) -> Result<Option<i64>, MetaError> {
         let key = self.key("history");
-        let resp = self
-            .client
-            .kv_client()
-            .get(key.as_str(), None)
-            .await
-            .map_err(backend)?;
-        let now_rev = resp.header().map_or(0, |h| h.revision());
-        let kv = resp.kvs().first();
+        let resp = self.client.get(key.as_str(), None).await.map_err(backend)?;
+        let now_rev = resp.revision();
+        let kv = resp.kvs.first();
         let mut rec: HistoryRec = match kv {
             Some(kv) => from_json(kv)?,
             None => HistoryRec::default(),
@@ -887,7 +866,7 @@ impl EtcdStore {
         let Some(target) = target else {
             return Ok(None);
         };
-        match self.client.kv_client().compact(target, None).await {
+        match self.client.compact(target).await {
             Ok(_) => Ok(Some(target)),
             // etcd's own --auto-compaction already went further: nothing to do.
             Err(e)
@@ -902,13 +881,10 @@ impl EtcdStore {
 
     /// A fresh registry lease of [`AGENT_LEASE_SECS`].
     async fn grant_lease(&self) -> Result<i64, MetaError> {
-        let resp = self
-            .client
-            .lease_client()
-            .grant(AGENT_LEASE_SECS, None)
+        self.client
+            .lease_grant(AGENT_LEASE_SECS)
             .await
-            .map_err(backend)?;
-        Ok(resp.id())
+            .map_err(backend)
     }
 
     /// Writes `info`'s registry entry under `lease` if no live agent holds its id.
@@ -933,11 +909,7 @@ impl EtcdStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some((lease, _)) = reg {
-            self.client
-                .lease_client()
-                .revoke(lease)
-                .await
-                .map_err(backend)?;
+            self.client.lease_revoke(lease).await.map_err(backend)?;
         }
         Ok(())
     }
@@ -970,18 +942,14 @@ async fn keep_registered(store: EtcdStore, info: AgentInfo, mut lease: i64) {
             _ => return, // deregistered
         }
         let alive = async {
-            // etcd-client reports a lease etcd no longer knows (it expired while etcd
-            // was out of reach, or was revoked) as this error when the stream opens.
-            let (mut keeper, mut stream) = match store.client.lease_client().keep_alive(lease).await
-            {
-                Err(etcd_client::Error::LeaseKeepAliveError(e)) if e == "lease not found" => {
-                    return Ok(false)
-                }
-                other => other.map_err(backend)?,
-            };
-            keeper.keep_alive().await.map_err(backend)?;
-            let resp = stream.message().await.map_err(backend)?;
-            Ok::<bool, MetaError>(resp.is_some_and(|r| r.ttl() > 0))
+            // etcd answers a lease it no longer knows (it expired while etcd was out of
+            // reach, or was revoked) with a TTL of 0.
+            let ttl = store
+                .client
+                .lease_keep_alive(lease)
+                .await
+                .map_err(backend)?;
+            Ok::<bool, MetaError>(ttl > 0)
         }
         .await;
         match alive {
@@ -1010,7 +978,7 @@ async fn reregister(store: &EtcdStore, info: &AgentInfo) -> Result<i64, MetaErro
     let lease = store.grant_lease().await?;
     let won = store.claim_entry(info, lease).await;
     if !matches!(won, Ok(true)) {
-        let _ = store.client.lease_client().revoke(lease).await;
+        let _ = store.client.lease_revoke(lease).await;
         won?;
         return Err(MetaError::Invalid(format!(
             "node id {} is now held by another agent; this agent is left out of Metadata \
@@ -1049,11 +1017,11 @@ pub(crate) fn range_from(from: Vec<u8>, end: Vec<u8>, limit: i64) -> TxnOp {
     )
 }
 
-pub(crate) fn gets(resp: &etcd_client::TxnResponse) -> Vec<Vec<KeyValue>> {
+pub(crate) fn gets(resp: &shoal_etcd::TxnResponse) -> Vec<Vec<KeyValue>> {
     resp.op_responses()
         .into_iter()
         .filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+            TxnOpResponse::Get(g) => Some(g.kvs),
             _ => None,
         })
         .collect()

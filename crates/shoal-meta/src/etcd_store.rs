@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use shoal_etcd::{Compare, CompareOp, Txn, TxnOp};
 use uuid::Uuid;
 
 use crate::etcd::*;
@@ -22,7 +22,7 @@ impl EtcdStore {
     async fn topic(
         &self,
         name: &str,
-    ) -> Result<Option<(TopicRec, etcd_client::KeyValue)>, MetaError> {
+    ) -> Result<Option<(TopicRec, shoal_etcd::KeyValue)>, MetaError> {
         self.get_json(&self.key(&format!("topics/{name}"))).await
     }
 
@@ -113,7 +113,7 @@ impl EtcdStore {
             }
             let mut part_state: HashMap<
                 (Uuid, i32),
-                (Option<PartRec>, Option<etcd_client::KeyValue>),
+                (Option<PartRec>, Option<shoal_etcd::KeyValue>),
             > = HashMap::new();
             for (n, &(t, p)) in parts.iter().enumerate() {
                 let kv = read[1 + n].clone();
@@ -123,7 +123,7 @@ impl EtcdStore {
             let base = 1 + parts.len();
             let mut prod_state: HashMap<
                 ProdKey,
-                (Option<ProdRec>, Option<etcd_client::KeyValue>, bool),
+                (Option<ProdRec>, Option<shoal_etcd::KeyValue>, bool),
             > = HashMap::new();
             for (n, k) in prods.iter().enumerate() {
                 let kv = read[base + n].clone();
@@ -140,7 +140,7 @@ impl EtcdStore {
             }
             let txn_keys: Vec<String> = txn_ids.iter().map(|(_, id)| self.txn_key(id)).collect();
             let txn_read = self.get_many(&txn_keys).await?;
-            let mut txns: HashMap<i64, (TxnRec, etcd_client::KeyValue)> = HashMap::new();
+            let mut txns: HashMap<i64, (TxnRec, shoal_etcd::KeyValue)> = HashMap::new();
             for ((pid, _), kv) in txn_ids.iter().zip(txn_read) {
                 if let Some(kv) = kv {
                     txns.insert(*pid, (from_json::<TxnRec>(&kv)?, kv));
@@ -619,7 +619,6 @@ impl MetaStore for EtcdStore {
         after.push(0);
         let resp = self
             .client
-            .kv_client()
             .txn(Txn::new().and_then([
                 last_before(&prefix, &String::from_utf8_lossy(&after)),
                 range_from(after.clone(), prefix_end(&prefix), limit as i64),
@@ -710,12 +709,12 @@ impl MetaStore for EtcdStore {
                         TxnOp::put(key.as_str(), to_json(&rec), None),
                         TxnOp::delete(
                             prefix.as_str(),
-                            Some(etcd_client::DeleteOptions::new().with_range(keep_from)),
+                            Some(shoal_etcd::DeleteOptions::new().with_range(keep_from)),
                         ),
                         TxnOp::delete(
                             aborts.as_str(),
                             Some(
-                                etcd_client::DeleteOptions::new()
+                                shoal_etcd::DeleteOptions::new()
                                     .with_range(format!("{aborts}{start:020}")),
                             ),
                         ),
@@ -740,7 +739,7 @@ impl MetaStore for EtcdStore {
         let prefix = self.key("obj/");
         let mut due: Vec<(i64, String)> = Vec::new();
         let mut unmarked: Vec<(String, ObjRec)> = Vec::new();
-        let mut kvs: Vec<etcd_client::KeyValue> = Vec::new();
+        let mut kvs: Vec<shoal_etcd::KeyValue> = Vec::new();
         for kv in self.scan(&prefix, None, 0).await? {
             let key = key_str(&kv)[prefix.len()..].to_string();
             let rec: ObjRec = from_json(&kv)?;
@@ -1054,16 +1053,15 @@ impl MetaStore for EtcdStore {
     }
 
     async fn delete_group(&self, group: &str) -> Result<bool, MetaError> {
-        let resp = self
+        let deleted = self
             .client
-            .kv_client()
             .delete(
                 self.goff_prefix(group),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
+                Some(shoal_etcd::DeleteOptions::new().with_prefix()),
             )
             .await
             .map_err(backend)?;
-        Ok(resp.deleted() > 0)
+        Ok(deleted > 0)
     }
 
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {

@@ -2,7 +2,7 @@
 //! backend. A transaction record's version is etcd's own per-key version counter, so the
 //! compare-and-swap of [`crate::MetaStore::save_transaction`] is one `version` compare.
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use shoal_etcd::{Compare, CompareOp, Txn, TxnOp};
 use uuid::Uuid;
 
 use crate::etcd::*;

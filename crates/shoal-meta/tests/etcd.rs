@@ -53,6 +53,12 @@ impl Etcd {
         }
     }
 
+    /// A plain etcd client, for looking under the store's feet.
+    fn raw_client(&self) -> shoal_etcd::Client {
+        let endpoint = format!("127.0.0.1:{}", self.client_port);
+        shoal_etcd::Client::connect(&[endpoint], &shoal_etcd::ConnectOptions::default()).unwrap()
+    }
+
     fn url(&self, prefix: &str) -> String {
         format!("etcd://127.0.0.1:{}/{prefix}", self.client_port)
     }
@@ -124,24 +130,15 @@ async fn etcd_backend() {
 /// History compaction discards only revisions noted at least `keep` ago.
 async fn history_is_compacted_once_old_enough(etcd: &Etcd) {
     let store = EtcdStore::connect(&etcd.url("hist")).await.unwrap();
-    let mut raw = etcd_client::Client::connect([format!("127.0.0.1:{}", etcd.client_port)], None)
-        .await
-        .unwrap();
-    let put = |raw: &mut etcd_client::Client, v: &'static str| {
-        let mut raw = raw.clone();
-        async move {
-            raw.put("hist-probe", v, None)
-                .await
-                .unwrap()
-                .header()
-                .unwrap()
-                .revision()
-        }
+    let raw = etcd.raw_client();
+    let put = |v: &'static str| {
+        let raw = raw.clone();
+        async move { raw.put("hist-probe", v, None).await.unwrap() }
     };
-    let first = put(&mut raw, "1").await;
+    let first = put("1").await;
     // Nothing noted yet, then nothing noted 500 ms before "now".
     assert_eq!(store.compact_history(1_000, 500).await.unwrap(), None);
-    let second = put(&mut raw, "2").await;
+    let second = put("2").await;
     let compacted = store
         .compact_history(2_000, 500)
         .await
@@ -154,7 +151,7 @@ async fn history_is_compacted_once_old_enough(etcd: &Etcd) {
     let old = raw
         .get(
             "hist-probe",
-            Some(etcd_client::GetOptions::new().with_revision(compacted - 1)),
+            Some(shoal_etcd::GetOptions::new().with_revision(compacted - 1)),
         )
         .await;
     assert!(
@@ -164,11 +161,11 @@ async fn history_is_compacted_once_old_enough(etcd: &Etcd) {
     let kept = raw
         .get(
             "hist-probe",
-            Some(etcd_client::GetOptions::new().with_revision(second)),
+            Some(shoal_etcd::GetOptions::new().with_revision(second)),
         )
         .await
         .unwrap();
-    assert_eq!(kept.kvs()[0].value(), b"2", "newer revisions are kept");
+    assert_eq!(kept.kvs[0].value(), b"2", "newer revisions are kept");
     // Not again for the same revision; a backend without history never compacts.
     assert_eq!(store.compact_history(2_100, 500).await.unwrap(), None);
     let sqlite = SqliteStore::in_memory().unwrap();
@@ -343,12 +340,10 @@ async fn lapsed_lease_never_takes_over_a_reused_id(
     id_a: i32,
     watcher: &EtcdStore,
 ) {
-    let mut raw = etcd_client::Client::connect([format!("127.0.0.1:{}", etcd.client_port)], None)
-        .await
-        .unwrap();
+    let raw = etcd.raw_client();
     let key = format!("reg/agents/{id_a:010}");
     let got = raw.get(key.as_str(), None).await.unwrap();
-    let lease = got.kvs().first().expect("a is registered").lease();
+    let lease = got.kvs.first().expect("a is registered").lease();
     assert_ne!(lease, 0, "the registry entry lives under a lease");
     raw.lease_revoke(lease).await.unwrap();
     let d = EtcdStore::connect(&etcd.url("reg")).await.unwrap();
