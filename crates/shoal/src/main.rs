@@ -19,10 +19,18 @@ use shoal_agent::config::Roles;
 use shoal_agent::{Agent, AgentConfig};
 use tokio_util::sync::CancellationToken;
 
+/// `0.1.0 (commit 0123456789ab)`: the version and the commit built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SHOAL_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "shoal",
-    version,
+    version = VERSION,
     about = "A Kafka-compatible streaming platform that keeps all data in object storage",
     long_about = "Shoal speaks the Kafka protocol, so existing clients and tools work unchanged. \
 Record data lives in object storage; offsets, topics and configs in a metadata store. \
@@ -265,14 +273,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let shutdown = CancellationToken::new();
+    let advertised = config.advertise.clone();
     let agent = Agent::start(config, meta, store, shutdown.clone()).await?;
+    let bootstrap = advertised.unwrap_or_else(|| agent.local_addr.to_string());
     eprintln!(
-        "Shoal is listening on {addr} ({banner}).\n  Connect any Kafka client with bootstrap.servers={addr}{metrics}\n  Stop with Ctrl-C (buffered data is flushed first).",
-        addr = agent.local_addr,
-        metrics = agent
-            .metrics_addr
-            .map(|m| format!("\n  Metrics at http://{m}/metrics"))
-            .unwrap_or_default(),
+        "{}",
+        banner_text(
+            &agent.local_addr.to_string(),
+            &bootstrap,
+            &banner,
+            agent.metrics_addr
+        )
     );
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -283,6 +294,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     agent.wait().await
+}
+
+/// What the agent prints once it listens: how to connect, with lines a newcomer can
+/// paste. The first line's "Shoal is listening on ADDR" is what test harnesses wait for.
+fn banner_text(listen: &str, bootstrap: &str, stores: &str, metrics: Option<SocketAddr>) -> String {
+    let metrics = metrics
+        .map(|m| format!("\n  metrics             http://{m}/metrics"))
+        .unwrap_or_default();
+    format!(
+        "Shoal is listening on {listen} ({stores}; shoal {VERSION}).\n\
+         \n\
+         Connect any Kafka client:\n\
+         \x20 bootstrap address   {bootstrap}\n\
+         \x20 Java / librdkafka   bootstrap.servers={bootstrap}\n\
+         \x20 kcat                kcat -b {bootstrap} -L\n\
+         \x20 create a topic      kafka-topics.sh --bootstrap-server {bootstrap} --create --topic demo --partitions 3{metrics}\n\
+         \n\
+         Stop with Ctrl-C (buffered data is flushed first)."
+    )
 }
 
 async fn wait_for_signal() {
