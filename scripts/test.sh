@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs all of Shoal's tests, installing what they need on a fresh machine first:
-#   formatting and lints, unit/property/integration tests (cargo test, which starts the
-#   real binary), then the real-client compatibility suites against a playground.
+#   a fresh build with only cargo (no protoc), formatting and lints,
+#   unit/property/integration tests (cargo test, which starts the real binary), then the
+#   real-client compatibility suites against a playground.
 #
 #   scripts/test.sh            everything
 #   SHOAL_SKIP_FRANZ_SUITE=1   skip the (long, measurement-only) franz-go suite
@@ -11,6 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { echo; echo "==> $*"; }
 step "installing test prerequisites"
 bash scripts/install-test-deps.sh
+
+step "fresh release build with protoc hidden, and the playground starts from it"
+bash scripts/check-fresh-build.sh
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -302,8 +302,9 @@ fn banner_text(listen: &str, bootstrap: &str, stores: &str, metrics: Option<Sock
     let metrics = metrics
         .map(|m| format!("\n  metrics             http://{m}/metrics"))
         .unwrap_or_default();
+    let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("SHOAL_GIT_COMMIT"));
     format!(
-        "Shoal is listening on {listen} ({stores}; shoal {VERSION}).\n\
+        "Shoal is listening on {listen} ({stores}; shoal {version}, commit {commit}).\n\
          \n\
          Connect any Kafka client:\n\
          \x20 bootstrap address   {bootstrap}\n\
