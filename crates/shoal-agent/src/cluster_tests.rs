@@ -484,20 +484,20 @@ async fn agent_in_a_cluster() {
     let described: Vec<i32> = r.brokers.iter().map(|b| b.broker_id.0).collect();
     assert_eq!(described, vec![0, 1]);
 
-    // Leaders: spread over the client's agents by the fixed hash.
+    // Leaders: shared evenly by the client's agents, by the fixed hash.
     let r = call(&mut conn, "app", &all, 12).await;
     let t = &r.topics[0];
     let both = [other(0, "b", "default"), other(1, "a", "default")];
     let both: Vec<&AgentInfo> = both.iter().collect();
+    let expected = crate::cluster::placement::partition_leaders(&both, topic.id, topic.partitions);
+    assert_eq!(t.partitions.len(), expected.len());
     let mut led = [0; 2];
     for p in &t.partitions {
-        let expected =
-            crate::cluster::placement::partition_leader(&both, topic.id, p.partition_index);
-        assert_eq!(Some(p.leader_id.0), expected);
+        assert_eq!(p.leader_id.0, expected[p.partition_index as usize]);
         assert_eq!(p.replica_nodes, vec![p.leader_id]);
         led[p.leader_id.0 as usize] += 1;
     }
-    assert!(led[0] > 0 && led[1] > 0, "{led:?}");
+    assert_eq!(led, [8, 8], "16 partitions over 2 agents");
     let r = call(&mut conn, "shoal_az=a", &all, 12).await;
     assert!(r.topics[0].partitions.iter().all(|p| p.leader_id.0 == 1));
 

@@ -2,7 +2,7 @@
 //!
 //! The brokers are the client's agents ([`ClusterView::for_client`]: the live agents of
 //! this agent's group, preferring the client's zone); each partition's leader is one of
-//! them by hashing ([`partition_leader`]), and its replicas and ISR are that leader
+//! them by hashing ([`partition_leaders`]), and its replicas and ISR are that leader
 //! alone. Any agent can serve any partition, so leaders only spread the load; with one
 //! agent it leads everything. The controller is the first of the client's agents (any
 //! agent handles admin requests). Unknown topics are created only when both the client
@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use shoal_meta::{AgentInfo, TopicInfo, TopicSpec};
 
 use super::{sb, topic_name};
-use crate::cluster::placement::partition_leader;
+use crate::cluster::placement::partition_leaders;
 use crate::cluster::ClusterView;
 use crate::errors::meta_code;
 use crate::topics::validate_topic_name;
@@ -39,9 +39,11 @@ pub fn broker(a: &AgentInfo, version: i16) -> MetadataResponseBroker {
 }
 
 fn topic_entry(agents: &[&AgentInfo], t: &TopicInfo, ops: i32) -> MetadataResponseTopic {
-    let partitions = (0..t.partitions)
-        .map(|p| {
-            let node = BrokerId(partition_leader(agents, t.id, p).unwrap_or(-1));
+    let partitions = partition_leaders(agents, t.id, t.partitions)
+        .into_iter()
+        .zip(0..)
+        .map(|(leader, p)| {
+            let node = BrokerId(leader);
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(node)

@@ -14,10 +14,11 @@
 //!   are left out unless the group has nothing else). If the client names its zone in
 //!   its `client.id` (`shoal_az=ZONE`) and some of those agents are in that zone, only
 //!   those; otherwise all of them. Always sorted by node id.
-//! - **Partition leader** ([`placement::partition_leader`]): rendezvous hashing of
-//!   (topic id, partition) over the client's agents, so partitions spread evenly and an agent
-//!   leaving moves only the partitions it led. Any agent can serve any partition; the
-//!   leader only spreads load and keeps a client in its zone.
+//! - **Partition leaders** ([`placement::partition_leaders`]): bounded-load rendezvous
+//!   hashing of a topic's partitions over the client's agents, so each agent leads
+//!   ⌊N/M⌋ or ⌈N/M⌉ of the N partitions, and an agent leaving or joining moves little
+//!   more than its share. Any agent can serve any partition; the leader only spreads
+//!   load and keeps a client in its zone.
 //! - **Coordinator** ([`ClusterView::coordinator`]): [`coordinator_for`] over *all* live
 //!   agents of the agent group, not filtered by zone or role, so every client of the
 //!   group finds the same coordinator whichever agent it asks.
@@ -173,8 +174,8 @@ mod tests {
         assert_eq!(ids(&view.for_client(None)), vec![0]);
         assert!(view.coordinates("any-group"));
         assert_eq!(
-            placement::partition_leader(&view.for_client(None), uuid::Uuid::nil(), 3),
-            Some(0)
+            placement::partition_leaders(&view.for_client(None), uuid::Uuid::nil(), 3),
+            vec![0, 0, 0]
         );
     }
 
