@@ -27,6 +27,10 @@ pub struct AgentConfig {
     pub roles: Roles,
     /// Largest request frame accepted; bigger frames close the connection.
     pub max_frame_bytes: usize,
+    /// A compressed batch may inflate to at most this many times its topic's
+    /// `max.message.bytes` (checked while decompressing, on produce and on every later
+    /// read of record fields); bounds the work a small "decompression bomb" can cause.
+    pub max_decompression_ratio: u64,
     /// A buffered flush is written when it is this old...
     pub batch_timeout: Duration,
     /// ...or this large, whichever comes first.
@@ -79,6 +83,7 @@ impl Default for AgentConfig {
             agent_group: "default".to_string(),
             roles: Roles::ALL,
             max_frame_bytes: 100 * 1024 * 1024,
+            max_decompression_ratio: 64,
             batch_timeout: Duration::from_millis(250),
             batch_max_bytes: 8 * 1024 * 1024,
             max_buffered_bytes: 64 * 1024 * 1024,

@@ -48,15 +48,34 @@ pub enum BatchError {
     /// Header fields disagree with the records: INVALID_RECORD.
     #[error("invalid record batch: {0}")]
     Invalid(&'static str),
+    /// One record is malformed (its index in the batch): INVALID_RECORD, reported with
+    /// the record's index as Produce v8+ does.
+    #[error("invalid record {index} of the batch: {why}")]
+    Record { index: i32, why: &'static str },
+    /// A compressed batch whose codec stream cannot be read: CORRUPT_MESSAGE.
+    #[error("compressed record batch cannot be decompressed: {0}")]
+    Decompress(String),
+    /// A compressed batch that inflates past the limit: MESSAGE_TOO_LARGE.
+    #[error("compressed record batch inflates past {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
 impl BatchError {
     /// The Kafka error code a produce response carries for this error.
     pub fn kafka_code(&self) -> i16 {
         match self {
-            BatchError::Structure(_) | BatchError::Crc { .. } => 2, // CORRUPT_MESSAGE
+            BatchError::Structure(_) | BatchError::Crc { .. } | BatchError::Decompress(_) => 2, // CORRUPT_MESSAGE
             BatchError::Magic(_) => 43, // UNSUPPORTED_FOR_MESSAGE_FORMAT
-            BatchError::Invalid(_) => 87, // INVALID_RECORD
+            BatchError::Invalid(_) | BatchError::Record { .. } => 87, // INVALID_RECORD
+            BatchError::TooLarge { .. } => 10, // MESSAGE_TOO_LARGE
+        }
+    }
+
+    /// The index of the bad record within its batch, for Produce v8+'s `record_errors`.
+    pub fn record_index(&self) -> Option<i32> {
+        match self {
+            BatchError::Record { index, .. } => Some(*index),
+            _ => None,
         }
     }
 }
@@ -239,6 +258,16 @@ pub fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
         }
     }
     None
+}
+
+/// Appends `v` as a zig-zag varint (as Kafka records use), the inverse of [`read_varint`].
+pub fn write_varint(v: i64, out: &mut Vec<u8>) {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    while u >= 0x80 {
+        out.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
 }
 
 /// Iterates whole batches in `data` without validating CRCs (data from our own objects,

@@ -216,3 +216,24 @@ fn control_batches_validate_and_say_what_they_end() {
         assert_eq!(&b[key_at..key_at + 4], &[0, 0, 0, u8::from(commit)]);
     }
 }
+
+#[test]
+fn varints_round_trip() {
+    for v in [
+        0i64,
+        1,
+        -1,
+        63,
+        -64,
+        64,
+        300,
+        i32::MAX as i64,
+        i32::MIN as i64,
+        i64::MAX,
+        i64::MIN,
+    ] {
+        let mut out = Vec::new();
+        write_varint(v, &mut out);
+        assert_eq!(read_varint(&out), Some((v, out.len())), "{v}");
+    }
+}

@@ -7,8 +7,11 @@
 //!   patching on the way out. Message schemas themselves come from `kafka-protocol`;
 //!   this module exists because the write path must look at batch headers without
 //!   decoding (or decompressing) the records, which the crate does not offer.
+//! - [`records`]: the records inside a batch, streamed (decompressing if need be) and
+//!   checked field by field, with nothing allocated from a count a client claims.
 //!
 //! Nothing here may panic on untrusted input: every accessor checks lengths first.
 
 pub mod batch;
 pub mod frame;
+pub mod records;

@@ -146,6 +146,12 @@ struct Common {
     /// Largest request accepted; larger frames close the connection.
     #[arg(long, env = "SHOAL_MAX_FRAME_BYTES", default_value = "100MiB", value_parser = units::parse_bytes)]
     max_frame_bytes: u64,
+    /// A compressed batch may inflate to at most this many times its topic's
+    /// max.message.bytes (64 x the default 1 MiB = 64 MiB); a batch that inflates further
+    /// is refused with MESSAGE_TOO_LARGE. Bounds the work a small "decompression bomb"
+    /// can cause.
+    #[arg(long, env = "SHOAL_MAX_DECOMPRESSION_RATIO", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_decompression_ratio: u64,
     /// Create unknown topics when a client's Metadata request allows it.
     #[arg(long, env = "SHOAL_AUTO_CREATE_TOPICS", default_value_t = false)]
     auto_create_topics: bool,
@@ -206,6 +212,7 @@ impl Common {
             agent_group: self.agent_group.clone(),
             roles: self.roles,
             max_frame_bytes: self.max_frame_bytes as usize,
+            max_decompression_ratio: self.max_decompression_ratio,
             batch_timeout,
             batch_max_bytes: self.batch_max_bytes as usize,
             max_buffered_bytes: (self.batch_max_bytes as usize * 8).max(64 << 20),

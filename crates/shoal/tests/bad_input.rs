@@ -429,3 +429,129 @@ fn bad_requests_do_not_disturb_other_connections() {
     c.expect_closed(CLOSE_WITHIN);
     assert_eq!(steady.fetch_all("steady", 0, 0).len() as i64, expected);
 }
+
+fn zigzag(v: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    shoal_wire::batch::write_varint(v, &mut out);
+    out
+}
+
+/// A batch of `count` records around a records region that is already compressed with
+/// `codec` (attributes' low bits), CRC filled in: only the records themselves are off.
+fn batch_around(body: &[u8], codec: i16, count: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.put_i64(0);
+    b.put_i32((49 + body.len()) as i32);
+    b.put_i32(-1);
+    b.put_u8(2);
+    b.put_u32(0);
+    b.put_i16(codec);
+    b.put_i32(count - 1);
+    b.put_i64(common::now_ms());
+    b.put_i64(common::now_ms());
+    b.put_i64(-1);
+    b.put_i16(-1);
+    b.put_i32(-1);
+    b.put_i32(count);
+    b.extend_from_slice(body);
+    fix_crc(&mut b);
+    b
+}
+
+/// A record's bytes up to (and including) its value length; the value follows.
+fn record_start(value_len: i64, record_len: i64) -> Vec<u8> {
+    let mut out = zigzag(record_len);
+    out.push(0); // attributes
+    out.extend(zigzag(0)); // timestamp delta
+    out.extend(zigzag(0)); // offset delta
+    out.extend(zigzag(-1)); // null key
+    out.extend(zigzag(value_len));
+    out
+}
+
+/// The agent's peak resident memory (VmHWM) in MiB, from /proc.
+fn peak_rss_mib(agent: &Agent) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb / 1024
+}
+
+/// The attacks of the hostile-client issue that once took the agent to 4 GiB: a small
+/// record claiming 2^31-1 headers, plain and inside gzip, and a ~0.5 MB gzip batch that
+/// inflates to 512 MiB. Each is refused on produce (nothing stored), a well-behaved
+/// client is served, and the agent's peak memory stays far below what they claim.
+#[test]
+fn hostile_record_contents_are_refused_within_bounded_memory() {
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("hostile", 1, &[]);
+
+    // One record: 64-byte value, then a header count of 2^31 - 1 and two bytes.
+    let mut tail = vec![b'v'; 64];
+    tail.extend(zigzag(i64::from(i32::MAX)));
+    tail.extend([0, 0]);
+    let head = record_start(64, 0);
+    let record_len = (head.len() - 1 + tail.len()) as i64;
+    let mut region = record_start(64, record_len);
+    region.extend(&tail);
+    assert!(region.len() < 100);
+    let plain = batch_around(&region, 0, 1);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &region).unwrap();
+    let gzipped = batch_around(&gz.finish().unwrap(), 1, 1);
+    for (what, batch) in [("plain", plain), ("gzip", gzipped)] {
+        let r = c.produce_batch("hostile", 0, Bytes::from(batch));
+        assert_eq!(r.error_code, INVALID_RECORD, "{what}: {r:?}");
+        assert_eq!(r.record_errors.len(), 1, "{what}: the bad record is named");
+        assert_eq!(r.record_errors[0].batch_index, 0);
+    }
+
+    // A gzip bomb: one record whose 512 MiB value of zeros compresses to ~0.5 MB, under
+    // max.message.bytes; it may inflate to 64 x 1 MiB only.
+    let value_len: i64 = 512 << 20;
+    let head = record_start(value_len, 0);
+    let record_len = head.len() as i64 - 1 + value_len + 1;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let zeros = vec![0u8; 1 << 20];
+    std::io::Write::write_all(&mut gz, &record_start(value_len, record_len)).unwrap();
+    for _ in 0..512 {
+        std::io::Write::write_all(&mut gz, &zeros).unwrap();
+    }
+    std::io::Write::write_all(&mut gz, &[0]).unwrap(); // no headers
+    let bomb = batch_around(&gz.finish().unwrap(), 1, 1);
+    assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+    let r = c.produce_batch("hostile", 0, Bytes::from(bomb));
+    assert_eq!(r.error_code, MESSAGE_TOO_LARGE, "{r:?}");
+
+    assert_eq!(latest(&mut c, "hostile"), 0, "nothing was stored");
+    let (code, _, _) = c.list_offsets("hostile", 0, common::now_ms() - 60_000);
+    assert_eq!(code, 0, "a timestamp lookup on the partition still answers");
+    assert_agent_healthy(&agent);
+    let peak = peak_rss_mib(&agent);
+    assert!(
+        peak < 256,
+        "peak RSS {peak} MiB (the attacks once took it to 4 GiB)"
+    );
+}
+
+#[test]
+fn record_timestamps_outside_the_topic_window_are_invalid_timestamp() {
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("window", 1, &[("message.timestamp.after.max.ms", "60000")]);
+    let mut late = values(&["now", "an hour ahead"]);
+    late[1].timestamp = common::now_ms() + 3_600_000;
+    let r = c.produce_batch("window", 0, encode_batch(&late, Compression::Lz4));
+    assert_eq!(r.error_code, 32, "INVALID_TIMESTAMP: {r:?}");
+    assert_eq!(r.record_errors.first().map(|e| e.batch_index), Some(1));
+    let ok = c.produce_batch(
+        "window",
+        0,
+        encode_batch(&values(&["fine"]), Compression::Lz4),
+    );
+    assert_eq!(ok.error_code, 0);
+}

@@ -5,6 +5,7 @@
 //! the batch that holds it (decompressing if needed) to find the exact record, as
 //! Kafka's time index plus scan does.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,10 +13,9 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use shoal_meta::{IndexEntry, TopicInfo};
-use shoal_wire::batch;
+use shoal_wire::{batch, records};
 
 use crate::errors::meta_code;
 use crate::Shared;
@@ -122,17 +122,24 @@ async fn lookup(
     } else {
         target
     };
-    find_in_segment(&entry, &data, want, target == MAX_TIMESTAMP)
+    let bounds = (
+        crate::topics::max_message_bytes(topic),
+        shared.config.max_decompression_ratio,
+    );
+    find_in_segment(&entry, &data, want, target == MAX_TIMESTAMP, bounds)
         .map(|found| found.unwrap_or((-1, -1)))
 }
 
 /// Finds the first record with timestamp `>= want` (or `== want` when `exact`) in a
-/// segment's batches, whose first offset is `entry.base_offset`.
+/// segment's batches, whose first offset is `entry.base_offset`. Records are read as
+/// produce checked them, bounded by the topic's `max.message.bytes` x the agent's
+/// `--max-decompression-ratio`.
 fn find_in_segment(
     entry: &IndexEntry,
     data: &Bytes,
     want: i64,
     exact: bool,
+    (max_bytes, ratio): (usize, u64),
 ) -> Result<Option<(i64, i64)>, i16> {
     let mut next = entry.base_offset;
     for b in batch::walk(data) {
@@ -149,21 +156,26 @@ fn find_in_segment(
         if b.header.is_log_append_time() {
             return Ok(Some((b.header.max_timestamp, base)));
         }
-        let mut bytes = data.slice(b.range.clone());
-        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-            tracing::warn!(error = %e, "could not decode a stored batch for a timestamp lookup");
+        // Stored batches were checked on produce; the walk is bounded all the same.
+        let limits = records::Limits {
+            max_uncompressed: (b.range.len().max(max_bytes) as u64).saturating_mul(ratio),
+        };
+        let mut found = None;
+        records::for_each_record(&data[b.range.clone()], limits, |_, r| {
+            let ts = b.header.base_timestamp.saturating_add(r.timestamp_delta);
+            let hit = if exact { ts == want } else { ts >= want };
+            if hit {
+                found = Some((ts, base + i64::from(r.offset_delta)));
+                return Ok(ControlFlow::Break(()));
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .map_err(|e| {
+            tracing::warn!(error = %e, "could not read a stored batch for a timestamp lookup");
             ResponseError::CorruptMessage.code()
         })?;
-        let first = set.records.first().map(|r| r.offset).unwrap_or(0);
-        for r in &set.records {
-            let hit = if exact {
-                r.timestamp == want
-            } else {
-                r.timestamp >= want
-            };
-            if hit {
-                return Ok(Some((r.timestamp, base + (r.offset - first))));
-            }
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)

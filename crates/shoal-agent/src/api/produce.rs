@@ -6,15 +6,18 @@
 //! The answer waits for the flush's commit; acks=0 gets no answer at all. A partition
 //! whose data is refused gets its error code and the others in the request go on.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 use shoal_meta::{BatchKind, ProducerBatch};
-use shoal_wire::batch;
+use shoal_wire::{batch, records};
 
 use super::{sb, Reply};
 use crate::errors::meta_code;
@@ -31,6 +34,37 @@ enum Slot {
         partition: i32,
         idx: usize,
     },
+}
+
+/// Why a partition's data was refused: the Kafka code, a message, and for a bad record
+/// its index in the batch (reported in Produce v8+'s `record_errors`).
+struct Refused {
+    code: i16,
+    message: String,
+    record: Option<i32>,
+}
+
+impl Refused {
+    fn new(code: i16, message: impl Into<String>) -> Refused {
+        Refused {
+            code,
+            message: message.into(),
+            record: None,
+        }
+    }
+
+    fn response(self, partition: i32) -> PartitionProduceResponse {
+        let errors = self
+            .record
+            .map(|i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(sb(self.message.clone())))
+            })
+            .into_iter()
+            .collect();
+        error(partition, self.code, self.message).with_record_errors(errors)
+    }
 }
 
 fn error(partition: i32, code: i16, message: impl Into<String>) -> PartitionProduceResponse {
@@ -120,7 +154,8 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
                 )));
                 continue;
             }
-            match prepare(topic, pd.records, acks) {
+            let ratio = shared.config.max_decompression_ratio;
+            match prepare(topic, pd.records, acks, ratio) {
                 Ok((batches, lat)) => {
                     slots.push(Slot::Pending {
                         partition: p,
@@ -133,10 +168,10 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
                         log_append_time: lat,
                     });
                 }
-                Err((code, msg)) => {
+                Err(refused) => {
                     Metrics::add(&shared.metrics.produce_rejected_batches, 1);
-                    tracing::debug!(topic = %name, partition = p, code, "refused produce data: {msg}");
-                    slots.push(Slot::Done(error(p, code, msg)));
+                    tracing::debug!(topic = %name, partition = p, code = refused.code, "refused produce data: {}", refused.message);
+                    slots.push(Slot::Done(refused.response(p)));
                 }
             }
         }
@@ -207,25 +242,33 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
     }))
 }
 
-/// Validates one partition's records and turns them into batches to write.
+/// Validates one partition's records and turns them into batches to write: each
+/// batch's header and CRC, then every record in it (decompressed, bounded by
+/// `max.message.bytes` x `ratio`) and, for CreateTime topics, every record's timestamp
+/// against `message.timestamp.before/after.max.ms`, as Kafka's log validator does.
 /// Returns the batches and the LogAppendTime used (-1 for CreateTime topics).
 fn prepare(
     topic: &shoal_meta::TopicInfo,
     records: Option<Bytes>,
     acks: i16,
-) -> Result<(Vec<BatchToWrite>, i64), (i16, String)> {
-    let records = records.ok_or((
+    ratio: u64,
+) -> Result<(Vec<BatchToWrite>, i64), Refused> {
+    let records = records.ok_or(Refused::new(
         ResponseError::CorruptMessage.code(),
-        "partition data has no records".to_string(),
+        "partition data has no records",
     ))?;
-    let infos = batch::validate_batches(&records).map_err(|e| (e.kafka_code(), e.to_string()))?;
+    let infos = batch::validate_batches(&records).map_err(refused)?;
     let limit = max_message_bytes(topic);
     let lat = if log_append_time(topic) { now_ms() } else { -1 };
+    let window = (lat < 0).then(|| timestamp_window(topic, now_ms()));
+    let limits = records::Limits {
+        max_uncompressed: (limit as u64).saturating_mul(ratio),
+    };
     let mut out = Vec::with_capacity(infos.len());
     for info in infos {
         let len = info.range.len();
         if len > limit {
-            return Err((
+            return Err(Refused::new(
                 ResponseError::MessageTooLarge.code(),
                 format!(
                     "record batch of {len} bytes exceeds the topic's max.message.bytes of {limit}"
@@ -233,12 +276,34 @@ fn prepare(
             ));
         }
         if info.header.is_control() {
-            return Err((
+            return Err(Refused::new(
                 ResponseError::InvalidRecord.code(),
-                "clients may not produce control batches".to_string(),
+                "clients may not produce control batches",
             ));
         }
-        let producer = producer_fields(&info.header, acks)?;
+        let producer = producer_fields(&info.header, acks).map_err(|(c, m)| Refused::new(c, m))?;
+        let base_ts = info.header.base_timestamp;
+        let mut late_or_early = false;
+        records::for_each_record(&records[info.range.clone()], limits, |index, r| {
+            let ts = base_ts.saturating_add(r.timestamp_delta);
+            match window {
+                Some((lo, hi)) if !(lo..=hi).contains(&ts) => {
+                    late_or_early = true;
+                    Err(batch::BatchError::Record {
+                        index,
+                        why: "timestamp outside the topic's message.timestamp.before.max.ms / after.max.ms",
+                    })
+                }
+                _ => Ok(ControlFlow::Continue(())),
+            }
+        })
+        .map_err(|e| {
+            let mut r = refused(e);
+            if late_or_early {
+                r.code = ResponseError::InvalidTimestamp.code();
+            }
+            r
+        })?;
         let mut bytes = records.slice(info.range.clone());
         let mut max_ts = info.header.max_timestamp;
         if lat >= 0 {
@@ -250,16 +315,35 @@ fn prepare(
         out.push(BatchToWrite {
             bytes,
             offset_span: info.header.offset_span() as u64,
-            min_timestamp: if lat >= 0 {
-                lat
-            } else {
-                info.header.base_timestamp
-            },
+            min_timestamp: if lat >= 0 { lat } else { base_ts },
             max_timestamp: max_ts,
             producer,
         });
     }
     Ok((out, lat))
+}
+
+fn refused(e: batch::BatchError) -> Refused {
+    Refused {
+        code: e.kafka_code(),
+        record: e.record_index(),
+        message: e.to_string(),
+    }
+}
+
+/// The record timestamps a CreateTime topic accepts at `now`: not more than
+/// `message.timestamp.before.max.ms` in the past nor `after.max.ms` in the future.
+fn timestamp_window(topic: &shoal_meta::TopicInfo, now: i64) -> (i64, i64) {
+    let before = config_ms(topic, "message.timestamp.before.max.ms");
+    let after = config_ms(topic, "message.timestamp.after.max.ms");
+    (now.saturating_sub(before), now.saturating_add(after))
+}
+
+fn config_ms(topic: &shoal_meta::TopicInfo, key: &str) -> i64 {
+    crate::topics::effective(&topic.configs, key)
+        .parse::<i64>()
+        .unwrap_or(i64::MAX)
+        .max(0)
 }
 
 /// The producer fields the commit checks, for a batch written with a producer id
