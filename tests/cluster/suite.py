@@ -413,7 +413,7 @@ def test_store_restart(ck, servers, opts):
         outage(ctx, servers.etcd, "etcd", 0.2)
         outage(ctx, servers.minio, "MinIO", 0.55)
 
-    stream(ck, cl, topic, partitions, [agents[i % n] for i in range(3)], [agents[i % n] for i in range(3)],
+    stream(ck, cl, topic, 6, [agents[i % n] for i in range(3)], [agents[i % n] for i in range(3)],
            opts.records // 3, rate=opts.rate, during=during)
     check_brokers(ck, cl, agents[:1], agents, timeout=LEASE_SLACK,
                   what="after both restarts Metadata still lists every agent")

@@ -45,8 +45,20 @@ pub struct AgentConfig {
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with -1.
     pub default_partitions: i32,
-    /// Open connections allowed at once; more wait in the accept queue.
+    /// Open connections allowed at once; a connection beyond it is accepted and closed
+    /// at once (with a log line and `shoal_connections_refused_total`), never left
+    /// waiting in the kernel's backlog.
     pub max_connections: usize,
+    /// Open connections allowed from one IP address (0: no limit, as Kafka's default).
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in progress and none read for this long is closed
+    /// (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle: Duration,
+    /// A new connection must deliver its first complete request within this.
+    pub first_request_timeout: Duration,
+    /// Once a request's first byte has arrived, the whole request must arrive within
+    /// this (a client sending a byte every few seconds is closed: slowloris).
+    pub request_read_timeout: Duration,
     /// Requests one connection may have in progress before it stops reading.
     pub max_in_flight_per_connection: usize,
     /// Where Prometheus metrics are served, if anywhere.
@@ -91,7 +103,11 @@ impl Default for AgentConfig {
             chunk_bytes: 4 * 1024 * 1024,
             auto_create_topics: false,
             default_partitions: 1,
-            max_connections: 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            connections_max_idle: Duration::from_secs(10 * 60),
+            first_request_timeout: Duration::from_secs(10),
+            request_read_timeout: Duration::from_secs(60),
             max_in_flight_per_connection: 32,
             metrics_listen: None,
             group_initial_rebalance_delay: Duration::from_millis(500),

@@ -11,9 +11,17 @@
 //! Malformed frames, unknown API keys and unsupported versions close the connection with
 //! a log line (as Kafka does), except ApiVersions, which answers UNSUPPORTED_VERSION so
 //! the client can retry with an older version. Nothing here panics on input.
+//!
+//! Timers close connections that hold a place without using it ([`Timers`]): no
+//! complete first request within `--first-request-timeout`, a request whose bytes
+//! trickle in for longer than `--request-read-timeout` (slowloris), or no request for
+//! `--connections-max-idle` while no answer is pending. Buffers start empty and are
+//! dropped after a large request, so an idle connection costs little memory.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -23,6 +31,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -64,10 +73,13 @@ async fn serve(
 ) {
     let (mut rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Queued>(shared.config.max_in_flight_per_connection.max(1));
-    let writer = tokio::spawn(write_loop(wr, rx).in_current_span());
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_loop(wr, rx, in_flight.clone()).in_current_span());
+    // Starts empty: an idle connection holds no buffer to speak of.
+    let mut buf = BytesMut::new();
     let limit = shared.config.max_frame_bytes;
     let mut context = api::ConnContext::new(peer);
+    let mut timers = Timers::new(&shared.config);
     'read: loop {
         // Drain every complete frame already buffered.
         loop {
@@ -80,6 +92,7 @@ async fn serve(
                     break 'read;
                 }
             };
+            timers.request_read();
             match decode(frame) {
                 Ok(Decoded::Request(boxed)) => {
                     let (header, request) = *boxed;
@@ -97,11 +110,13 @@ async fn serve(
                         correlation_id: header.correlation_id,
                         body,
                     };
+                    in_flight.fetch_add(1, Ordering::Relaxed);
                     if tx.send(q).await.is_err() {
                         break 'read; // writer failed: the socket is gone
                     }
                 }
                 Ok(Decoded::Answer(q)) => {
+                    in_flight.fetch_add(1, Ordering::Relaxed);
                     if tx.send(q).await.is_err() {
                         break 'read;
                     }
@@ -113,11 +128,32 @@ async fn serve(
                 }
             }
         }
+        if buf.is_empty() && buf.capacity() > 1024 * 1024 {
+            buf = BytesMut::new(); // do not keep a big request's buffer while idle
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        let (deadline, why) = timers.next(!buf.is_empty());
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                if why == Timeout::Idle && in_flight.load(Ordering::Relaxed) > 0 {
+                    timers.request_read(); // answers still on their way: not idle
+                    continue;
+                }
+                let (counter, what) = match why {
+                    Timeout::FirstRequest => (&shared.metrics.connections_closed_first_request, "no complete request within --first-request-timeout of connecting"),
+                    Timeout::SlowRequest => (&shared.metrics.connections_closed_slow_request, "a request did not finish arriving within --request-read-timeout"),
+                    Timeout::Idle => (&shared.metrics.connections_closed_idle, "idle for --connections-max-idle"),
+                };
+                Metrics::add(counter, 1);
+                tracing::info!("closing connection: {what}");
+                break;
+            }
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(_) => timers.bytes_read(),
                 Err(e) => {
                     tracing::debug!(error = %e, "read failed");
                     break;
@@ -128,6 +164,68 @@ async fn serve(
     // Let the writer answer everything already accepted, then close.
     drop(tx);
     let _ = writer.await;
+}
+
+/// Which of a connection's timers runs out next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    FirstRequest,
+    SlowRequest,
+    Idle,
+}
+
+/// The read side's deadlines: the first complete request within
+/// `first_request_timeout` of connecting, each request complete within
+/// `request_read_timeout` of its first byte, and no more than `connections_max_idle`
+/// between requests (while no answer is pending).
+struct Timers {
+    connected: Instant,
+    first_request: Duration,
+    request_read: Duration,
+    max_idle: Duration,
+    /// When the last complete request was taken off the buffer (`None`: none yet).
+    last_request: Option<Instant>,
+    /// When the bytes of the request now being read began to arrive.
+    partial_since: Option<Instant>,
+}
+
+impl Timers {
+    fn new(config: &crate::config::AgentConfig) -> Timers {
+        Timers {
+            connected: Instant::now(),
+            first_request: config.first_request_timeout,
+            request_read: config.request_read_timeout,
+            max_idle: config.connections_max_idle,
+            last_request: None,
+            partial_since: None,
+        }
+    }
+
+    fn request_read(&mut self) {
+        let now = Instant::now();
+        self.last_request = Some(now);
+        self.partial_since = None;
+    }
+
+    fn bytes_read(&mut self) {
+        self.partial_since.get_or_insert_with(Instant::now);
+    }
+
+    /// The next deadline and what it is for; `partial` says part of a request is
+    /// buffered.
+    fn next(&mut self, partial: bool) -> (Instant, Timeout) {
+        if !partial {
+            self.partial_since = None;
+        }
+        let Some(last) = self.last_request else {
+            return (self.connected + self.first_request, Timeout::FirstRequest);
+        };
+        if partial {
+            let since = *self.partial_since.get_or_insert_with(Instant::now);
+            return (since + self.request_read, Timeout::SlowRequest);
+        }
+        (last + self.max_idle, Timeout::Idle)
+    }
 }
 
 enum Decoded {
@@ -175,9 +273,14 @@ fn decode(frame: Bytes) -> Result<Decoded, String> {
     Ok(Decoded::Request(Box::new((header, request))))
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
-    let mut out = BytesMut::with_capacity(64 * 1024);
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Queued>,
+    in_flight: Arc<AtomicUsize>,
+) {
+    let mut out = BytesMut::new();
     while let Some(q) = rx.recv().await {
+        let _answered = Answered(&in_flight);
         let body = match q.body.await {
             Ok(Some(b)) => b,
             Ok(None) => continue, // acks=0 produce: no answer
@@ -203,8 +306,17 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
         }
         // Large buffers are not kept around between responses.
         if out.capacity() > 1024 * 1024 {
-            out = BytesMut::with_capacity(64 * 1024);
+            out = BytesMut::new();
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Counts a queued answer as done when dropped (written, skipped, or given up on).
+struct Answered<'a>(&'a AtomicUsize);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

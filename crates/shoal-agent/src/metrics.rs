@@ -50,6 +50,15 @@ pub struct Metrics {
     pub requests: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Connections accepted and closed at once: over `--max-connections`, over
+    /// `--max-connections-per-ip`.
+    pub connections_refused_max: AtomicU64,
+    pub connections_refused_per_ip: AtomicU64,
+    /// Connections closed by the agent's timers: idle, no first request in time, a
+    /// request that did not finish arriving in time.
+    pub connections_closed_idle: AtomicU64,
+    pub connections_closed_first_request: AtomicU64,
+    pub connections_closed_slow_request: AtomicU64,
     pub protocol_errors: AtomicU64,
 }
 
@@ -190,6 +199,35 @@ impl Metrics {
             "shoal_connections_total",
             "Connections accepted.",
             &[("", g(&self.connections_total))],
+        );
+        counter(
+            "shoal_connections_refused_total",
+            "Connections accepted and closed at once because a connection limit was reached.",
+            &[
+                (
+                    "{limit=\"max-connections\"}",
+                    g(&self.connections_refused_max),
+                ),
+                (
+                    "{limit=\"max-connections-per-ip\"}",
+                    g(&self.connections_refused_per_ip),
+                ),
+            ],
+        );
+        counter(
+            "shoal_connections_timed_out_total",
+            "Connections closed by the agent's timers.",
+            &[
+                ("{reason=\"idle\"}", g(&self.connections_closed_idle)),
+                (
+                    "{reason=\"first-request\"}",
+                    g(&self.connections_closed_first_request),
+                ),
+                (
+                    "{reason=\"slow-request\"}",
+                    g(&self.connections_closed_slow_request),
+                ),
+            ],
         );
         counter(
             "shoal_protocol_errors_total",

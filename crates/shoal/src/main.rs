@@ -152,6 +152,25 @@ struct Common {
     /// can cause.
     #[arg(long, env = "SHOAL_MAX_DECOMPRESSION_RATIO", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_decompression_ratio: u64,
+    /// Open connections allowed at once; one more is accepted and closed at once (with
+    /// a log line and shoal_connections_refused_total).
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Open connections allowed from one IP address (0: no limit, as in Kafka). Set it
+    /// on listeners reachable by untrusted clients.
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: u64,
+    /// Close a connection after this long without a request while no answer is pending
+    /// (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "SHOAL_CONNECTIONS_MAX_IDLE", default_value = "10m", value_parser = units::parse_duration)]
+    connections_max_idle: Duration,
+    /// Close a new connection that has not sent a complete request within this.
+    #[arg(long, env = "SHOAL_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = units::parse_duration)]
+    first_request_timeout: Duration,
+    /// Close a connection whose request takes longer than this to arrive once its first
+    /// byte has (a client trickling bytes in: slowloris).
+    #[arg(long, env = "SHOAL_REQUEST_READ_TIMEOUT", default_value = "60s", value_parser = units::parse_duration)]
+    request_read_timeout: Duration,
     /// Create unknown topics when a client's Metadata request allows it.
     #[arg(long, env = "SHOAL_AUTO_CREATE_TOPICS", default_value_t = false)]
     auto_create_topics: bool,
@@ -213,6 +232,11 @@ impl Common {
             roles: self.roles,
             max_frame_bytes: self.max_frame_bytes as usize,
             max_decompression_ratio: self.max_decompression_ratio,
+            max_connections: self.max_connections as usize,
+            max_connections_per_ip: self.max_connections_per_ip as usize,
+            connections_max_idle: self.connections_max_idle,
+            first_request_timeout: self.first_request_timeout,
+            request_read_timeout: self.request_read_timeout,
             batch_timeout,
             batch_max_bytes: self.batch_max_bytes as usize,
             max_buffered_bytes: (self.batch_max_bytes as usize * 8).max(64 << 20),

@@ -469,17 +469,6 @@ fn record_start(value_len: i64, record_len: i64) -> Vec<u8> {
     out
 }
 
-/// The agent's peak resident memory (VmHWM) in MiB, from /proc.
-fn peak_rss_mib(agent: &Agent) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb / 1024
-}
-
 /// The attacks of the hostile-client issue that once took the agent to 4 GiB: a small
 /// record claiming 2^31-1 headers, plain and inside gzip, and a ~0.5 MB gzip batch that
 /// inflates to 512 MiB. Each is refused on produce (nothing stored), a well-behaved
@@ -531,7 +520,7 @@ fn hostile_record_contents_are_refused_within_bounded_memory() {
     let (code, _, _) = c.list_offsets("hostile", 0, common::now_ms() - 60_000);
     assert_eq!(code, 0, "a timestamp lookup on the partition still answers");
     assert_agent_healthy(&agent);
-    let peak = peak_rss_mib(&agent);
+    let peak = agent.memory_mib("VmHWM");
     assert!(
         peak < 256,
         "peak RSS {peak} MiB (the attacks once took it to 4 GiB)"

@@ -154,6 +154,18 @@ impl Agent {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// A memory figure of the agent's process from /proc/PID/status, in MiB:
+    /// `"VmRSS"` (resident now) or `"VmHWM"` (the peak).
+    pub fn memory_mib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
+        kb / 1024
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("agent is running").id()
     }
