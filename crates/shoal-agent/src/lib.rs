@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod peer_cache;
 pub mod read_path;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 pub mod topics;
 pub mod txn;
 pub mod write_path;

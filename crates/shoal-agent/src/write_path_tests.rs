@@ -369,3 +369,64 @@ async fn objects_hold_at_most_batch_max_bytes() {
     // 40 000 bytes of batches plus the object's index and footer.
     assert!(objects.iter().all(|&size| size < 48 * 1024), "{objects:?}");
 }
+
+/// A fetch inside one large index entry (one segment of 40 batches here, up to the
+/// compaction target in a compacted run) reads batch by batch: it loads only the chunks
+/// holding what it returns, and returns at most `max_bytes` plus one batch.
+#[tokio::test]
+async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
+    let h = harness(Arc::new(InMemory::new()), 60_000).await;
+    let one = crate::test_util::batch(&[7u8; 1000]);
+    let batches = (0..40)
+        .map(|_| BatchToWrite {
+            bytes: one.clone(),
+            offset_span: 1,
+            min_timestamp: 1,
+            max_timestamp: 1,
+            producer: None,
+        })
+        .collect();
+    let append = PartitionAppend {
+        topic_id: h.topic,
+        partition: 0,
+        batches,
+        log_append_time: -1,
+    };
+    let acks = h.writer.append(vec![append]).await.unwrap();
+    h.stop.cancel();
+    for rx in acks {
+        rx.await.unwrap().unwrap();
+    }
+    h.run.await.unwrap().unwrap();
+    let entries = h.meta.index_from(h.topic, 0, 0, 16).await.unwrap();
+    assert_eq!(entries.len(), 1, "the 40 batches share one index entry");
+
+    let config = AgentConfig {
+        chunk_bytes: 4096,
+        ..AgentConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let reader =
+        crate::read_path::ReadPath::new(&config, h.meta.clone(), h.store.clone(), metrics.clone());
+    let read = reader
+        .read_partition(h.topic, 0, 0, 40, 1500, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 1, "one batch fits in 1500 bytes");
+    assert_eq!(read.records.len(), one.len());
+    let gets = metrics.object_gets.load(Ordering::Relaxed);
+    assert!(
+        gets <= 2,
+        "{gets} chunk GETs for one 1 KB batch of a 40 KB entry"
+    );
+
+    // From the middle, with room for three batches and a bit: three whole batches.
+    let read = reader
+        .read_partition(h.topic, 0, 20, 40, 3 * one.len() + 100, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 23);
+    assert_eq!(read.records.len(), 3 * one.len());
+    let first = shoal_wire::batch::BatchHeader::parse(&read.records).unwrap();
+    assert_eq!(first.base_offset, 20, "base offsets are patched");
+}
