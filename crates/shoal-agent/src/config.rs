@@ -61,6 +61,15 @@ pub struct AgentConfig {
     pub request_read_timeout: Duration,
     /// Requests one connection may have in progress before it stops reading.
     pub max_in_flight_per_connection: usize,
+    /// Bytes all requests together may hold while read, decoded, handled and answered
+    /// (Kafka's `queued.max.request.bytes`); see [`crate::memory`]. Connections whose
+    /// next request does not fit stop reading until earlier answers are written.
+    pub queued_max_request_bytes: usize,
+    /// The same bound for the requests of one connection (its pipeline, in bytes).
+    pub max_request_bytes_per_connection: usize,
+    /// Most record bytes one Fetch answer carries, whatever the client asks for
+    /// (Kafka's broker `fetch.max.bytes`); at least one batch is always returned.
+    pub fetch_max_bytes: usize,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// How long an empty group's first rebalance waits for more members.
@@ -109,6 +118,9 @@ impl Default for AgentConfig {
             first_request_timeout: Duration::from_secs(10),
             request_read_timeout: Duration::from_secs(60),
             max_in_flight_per_connection: 32,
+            queued_max_request_bytes: 512 * 1024 * 1024,
+            max_request_bytes_per_connection: 128 * 1024 * 1024,
+            fetch_max_bytes: 16 * 1024 * 1024,
             metrics_listen: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
             retention_check_interval: Duration::from_secs(5 * 60),

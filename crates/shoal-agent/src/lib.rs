@@ -23,6 +23,7 @@ pub mod connection;
 pub mod errors;
 pub mod groups;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod peer_cache;
 pub mod read_path;
@@ -68,6 +69,8 @@ pub struct Shared {
     pub cluster_id: String,
     /// Cancelled when the agent starts shutting down: long polls answer at once.
     pub stopping: CancellationToken,
+    /// Memory all requests may hold (`--queued-max-request-bytes`), see [`memory`].
+    pub request_memory: memory::Budget,
 }
 
 /// A running agent.
@@ -153,6 +156,7 @@ impl Agent {
             cluster_id,
             me,
             meta,
+            request_memory: memory::Budget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown.clone(),
         });

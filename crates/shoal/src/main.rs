@@ -152,6 +152,21 @@ struct Common {
     /// can cause.
     #[arg(long, env = "SHOAL_MAX_DECOMPRESSION_RATIO", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_decompression_ratio: u64,
+    /// Memory all requests together may hold while they are read, decoded, handled and
+    /// answered (Kafka's queued.max.request.bytes). A connection whose next request does
+    /// not fit stops reading until earlier answers are written; a Fetch gets what is
+    /// left. See "Memory" in docs/design.md.
+    #[arg(long, env = "SHOAL_QUEUED_MAX_REQUEST_BYTES", default_value = "512MiB", value_parser = units::parse_bytes)]
+    queued_max_request_bytes: u64,
+    /// The same bound for the requests one connection has in progress (its pipeline,
+    /// in bytes). A request other than Produce is charged 32 times its size, so this
+    /// divided by 32 is the largest such request accepted.
+    #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES_PER_CONNECTION", default_value = "128MiB", value_parser = units::parse_bytes)]
+    max_request_bytes_per_connection: u64,
+    /// Most record bytes one Fetch answer carries, whatever the client asks for
+    /// (Kafka's fetch.max.bytes); at least one batch is always returned.
+    #[arg(long, env = "SHOAL_FETCH_MAX_BYTES", default_value = "16MiB", value_parser = units::parse_bytes)]
+    fetch_max_bytes: u64,
     /// Open connections allowed at once; one more is accepted and closed at once (with
     /// a log line and shoal_connections_refused_total).
     #[arg(long, env = "SHOAL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -220,6 +235,20 @@ impl Common {
         if self.default_partitions < 1 {
             anyhow::bail!("--default-partitions must be at least 1");
         }
+        if self.max_request_bytes_per_connection < self.max_frame_bytes {
+            anyhow::bail!(
+                "--max-request-bytes-per-connection ({}) must be at least --max-frame-bytes ({})",
+                self.max_request_bytes_per_connection,
+                self.max_frame_bytes
+            );
+        }
+        if self.queued_max_request_bytes < self.max_request_bytes_per_connection {
+            anyhow::bail!(
+                "--queued-max-request-bytes ({}) must be at least --max-request-bytes-per-connection ({})",
+                self.queued_max_request_bytes,
+                self.max_request_bytes_per_connection
+            );
+        }
         if self.agent_group.trim().is_empty() {
             anyhow::bail!("--agent-group must not be empty");
         }
@@ -233,6 +262,9 @@ impl Common {
             max_frame_bytes: self.max_frame_bytes as usize,
             max_decompression_ratio: self.max_decompression_ratio,
             max_connections: self.max_connections as usize,
+            queued_max_request_bytes: self.queued_max_request_bytes as usize,
+            max_request_bytes_per_connection: self.max_request_bytes_per_connection as usize,
+            fetch_max_bytes: self.fetch_max_bytes as usize,
             max_connections_per_ip: self.max_connections_per_ip as usize,
             connections_max_idle: self.connections_max_idle,
             first_request_timeout: self.first_request_timeout,
