@@ -45,6 +45,12 @@ pub struct AgentConfig {
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with -1.
     pub default_partitions: i32,
+    /// Most partitions one topic may have (CreateTopics, CreatePartitions).
+    pub max_partitions_per_topic: u32,
+    /// Most partitions all topics together may have.
+    pub max_partitions: u64,
+    /// Most topics one CreateTopics request may create; a larger request fails whole.
+    pub max_topics_per_request: usize,
     /// Open connections allowed at once; a connection beyond it is accepted and closed
     /// at once (with a log line and `shoal_connections_refused_total`), never left
     /// waiting in the kernel's backlog.
@@ -112,6 +118,9 @@ impl Default for AgentConfig {
             chunk_bytes: 4 * 1024 * 1024,
             auto_create_topics: false,
             default_partitions: 1,
+            max_partitions_per_topic: 50_000,
+            max_partitions: 200_000,
+            max_topics_per_request: 1000,
             max_connections: 10_000,
             max_connections_per_ip: 0,
             connections_max_idle: Duration::from_secs(10 * 60),

@@ -192,6 +192,18 @@ struct Common {
     /// Partitions of auto-created topics and of CreateTopics asking for the default.
     #[arg(long, env = "SHOAL_DEFAULT_PARTITIONS", default_value_t = 1)]
     default_partitions: i32,
+    /// Most partitions one topic may have; CreateTopics and CreatePartitions beyond it
+    /// fail with INVALID_PARTITIONS.
+    #[arg(long, env = "SHOAL_MAX_PARTITIONS_PER_TOPIC", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_partitions_per_topic: u32,
+    /// Most partitions all topics together may have; creating or growing a topic
+    /// beyond it fails with POLICY_VIOLATION.
+    #[arg(long, env = "SHOAL_MAX_PARTITIONS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_partitions: u64,
+    /// Most topics one CreateTopics request may create; a larger request fails whole
+    /// with POLICY_VIOLATION.
+    #[arg(long, env = "SHOAL_MAX_TOPICS_PER_REQUEST", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_topics_per_request: u64,
     /// How long an empty consumer group's first rebalance waits for more members
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "SHOAL_GROUP_INITIAL_REBALANCE_DELAY", default_value = "500ms", value_parser = units::parse_duration)]
@@ -275,6 +287,9 @@ impl Common {
             cache_bytes: self.cache_size as usize,
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
+            max_partitions_per_topic: self.max_partitions_per_topic,
+            max_partitions: self.max_partitions,
+            max_topics_per_request: self.max_topics_per_request as usize,
             metrics_listen: self.metrics_listen,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             retention_check_interval: self.retention_check_interval,

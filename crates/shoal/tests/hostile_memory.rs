@@ -220,3 +220,78 @@ fn requests_that_would_decode_beyond_the_budget_are_refused_unread() {
     let got = c.fetch_all("kept", 0, 0);
     assert_eq!(got[0].value.as_deref(), Some(&b"acknowledged"[..]));
 }
+
+/// Metadata growth has caps: CreateTopics with a million partitions is refused at once
+/// (before anything is written), and so are a topic or a request beyond
+/// `--max-partitions-per-topic`, `--max-partitions` and `--max-topics-per-request`.
+#[test]
+fn metadata_growth_stops_at_its_caps_with_kafka_errors() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreateTopicsRequest};
+    const INVALID_PARTITIONS: i16 = 37;
+    const POLICY_VIOLATION: i16 = 44;
+    let agent = Agent::start(&[
+        "--max-partitions-per-topic",
+        "1000",
+        "--max-partitions",
+        "1600",
+        "--max-topics-per-request",
+        "3",
+    ]);
+    let mut c = agent.connect();
+    let started = Instant::now();
+    let r = c.create_topic_raw("million", 1_000_000, &[]);
+    assert_eq!(r.topics[0].error_code, INVALID_PARTITIONS, "{r:?}");
+    let message = r.topics[0].error_message.as_deref().unwrap_or_default();
+    assert!(message.contains("--max-partitions-per-topic"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused before any write"
+    );
+    assert_eq!(
+        c.metadata(Some(&["million"])).topics[0].error_code,
+        3,
+        "not created"
+    );
+
+    c.create_topic("first", 1000, &[]);
+    // 1000 + 700 is over the total of 1600.
+    let r = c.create_topic_raw("second", 700, &[]);
+    assert_eq!(r.topics[0].error_code, POLICY_VIOLATION, "{r:?}");
+    c.create_topic("second", 400, &[]);
+    // Growing past either cap fails; growing within them works.
+    let grow = |c: &mut Client, topic: &str, count: i32| {
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(common::topic_name(topic))
+                .with_count(count)
+                .with_assignments(None)])
+            .with_timeout_ms(10_000);
+        c.send(&req, 3).results[0].error_code
+    };
+    assert_eq!(grow(&mut c, "second", 1001), INVALID_PARTITIONS);
+    assert_eq!(grow(&mut c, "second", 700), POLICY_VIOLATION);
+    assert_eq!(grow(&mut c, "second", 500), 0);
+    assert_eq!(c.partition_count("second"), 500);
+
+    // Four topics in one request: the whole request fails, nothing is created.
+    let topics = (0..4)
+        .map(|i| {
+            CreatableTopic::default()
+                .with_name(common::topic_name(&format!("batch-{i}")))
+                .with_num_partitions(1)
+                .with_replication_factor(-1)
+        })
+        .collect();
+    let req = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(10_000);
+    let r = c.send(&req, common::CREATE_TOPICS_V);
+    assert!(
+        r.topics.iter().all(|t| t.error_code == POLICY_VIOLATION),
+        "{r:?}"
+    );
+    assert_eq!(c.metadata(Some(&["batch-0"])).topics[0].error_code, 3);
+    assert_served(&agent, "after the refused growth");
+}
