@@ -3,6 +3,9 @@
 # against Apache Kafka (single-node KRaft from Maven Central jars), on this machine.
 #
 #   bench/run.sh [extra shoal-bench flags...]      e.g. bench/run.sh --duration 20
+#   SHOAL_BIN=path/to/shoal bench/run.sh ...         another build of Shoal (e.g. an older
+#                                                    commit's, to compare before and after)
+#   SKIP_KAFKA=1 bench/run.sh ...                    Shoal only (SHOAL_LABEL names its RESULT line)
 #
 # Builds release binaries, starts each server in a temporary directory on a free
 # loopback port, runs shoal-bench (1 KiB records by default), stops the server, and
@@ -27,11 +30,11 @@ results=()
 
 echo "==> Shoal playground" >&2
 port="$(free_port)"; mport="$(free_port)"
-target/release/shoal playground --data-dir "$work/shoal" --listen "127.0.0.1:$port" \
+"${SHOAL_BIN:-target/release/shoal}" playground --data-dir "$work/shoal" --listen "127.0.0.1:$port" \
   --metrics-listen "127.0.0.1:$mport" >"$work/shoal.log" 2>&1 &
 shoal_pid=$!
 for _ in $(seq 100); do grep -q "Shoal is listening" "$work/shoal.log" && break; sleep 0.1; done
-target/release/shoal-bench --bootstrap "127.0.0.1:$port" --label shoal-playground \
+target/release/shoal-bench --bootstrap "127.0.0.1:$port" --label "${SHOAL_LABEL:-shoal-playground}" \
   --metrics-url "http://127.0.0.1:$mport/metrics" --pid "$shoal_pid" "${bench_args[@]}" | tee "$work/shoal.out"
 results+=("$(grep '^RESULT' "$work/shoal.out")")
 kill -TERM "$shoal_pid"; wait "$shoal_pid" 2>/dev/null || true; shoal_pid=""
