@@ -68,6 +68,16 @@ impl MetaStore for Registry {
     async fn cluster_id(&self) -> Result<String, MetaError> {
         self.inner.cluster_id().await
     }
+    async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
+        self.inner.client_quotas().await
+    }
+    async fn alter_client_quota(
+        &self,
+        entity: &QuotaEntity,
+        changes: &[(String, Option<f64>)],
+    ) -> Result<(), MetaError> {
+        self.inner.alter_client_quota(entity, changes).await
+    }
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, MetaError> {
         self.inner.create_topic(spec).await
     }

@@ -92,6 +92,13 @@ async fn serve(
                     break 'read;
                 }
             };
+            if let Some(until) = context.throttle.until(Instant::now()) {
+                // Over a client quota: read nothing more until the throttle time is over.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'read,
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            }
             timers.request_read();
             match decode(frame) {
                 Ok(Decoded::Request(boxed)) => {

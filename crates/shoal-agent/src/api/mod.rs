@@ -20,6 +20,7 @@ use crate::Shared;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_client_quotas;
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
@@ -27,6 +28,7 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
@@ -94,6 +96,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -112,6 +116,9 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     /// Roles whose absence this connection was already warned about (once each).
     warned: Vec<&'static str>,
+    /// Set when a client quota throttles this connection: it reads no request until
+    /// then (shared with the answer tasks, which set it for Fetch).
+    pub throttle: Arc<crate::quotas::Throttle>,
 }
 
 impl ConnContext {
@@ -119,6 +126,7 @@ impl ConnContext {
         ConnContext {
             peer,
             warned: Vec::new(),
+            throttle: Arc::default(),
         }
     }
 
@@ -141,8 +149,29 @@ impl ConnContext {
     }
 }
 
-/// Dispatches one decoded request.
+/// Dispatches one decoded request and counts it against its client's quotas
+/// ([`crate::quotas::enforce`]).
 pub async fn handle(
+    shared: &Arc<Shared>,
+    header: &RequestHeader,
+    conn: &mut ConnContext,
+    request: RequestKind,
+) -> Reply {
+    use crate::quotas::{enforce, Timed};
+    let produce_bytes = match &request {
+        RequestKind::Produce(r) => Some(enforce::produce_bytes(r)),
+        _ => None,
+    };
+    let (reply, busy) = Timed::new(dispatch(shared, header, conn, request)).await;
+    let usage = enforce::Usage {
+        client_id: header.client_id.as_ref().map_or("", |c| c.as_str()),
+        produce_bytes,
+        busy,
+    };
+    enforce::apply(shared, &conn.throttle, usage, reply)
+}
+
+async fn dispatch(
     shared: &Arc<Shared>,
     header: &RequestHeader,
     conn: &mut ConnContext,
@@ -211,6 +240,12 @@ pub async fn handle(
         }
         RequestKind::ListTransactions(r) => {
             Reply::now(describe_transactions::list(shared, r).await)
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            Reply::now(describe_client_quotas::handle(shared, r).await)
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            Reply::now(alter_client_quotas::handle(shared, r).await)
         }
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.
