@@ -33,6 +33,7 @@ pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -98,6 +99,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -246,6 +248,9 @@ async fn dispatch(
         }
         RequestKind::AlterClientQuotas(r) => {
             Reply::now(alter_client_quotas::handle(shared, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::now(describe_user_scram_credentials::handle(r))
         }
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.

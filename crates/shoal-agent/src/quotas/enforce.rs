@@ -192,5 +192,6 @@ pub fn set_throttle_time(resp: &mut ResponseKind, ms: i32) {
         DeleteRecords,
         DescribeClientQuotas,
         AlterClientQuotas,
+        DescribeUserScramCredentials,
     );
 }
