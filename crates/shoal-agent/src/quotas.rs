@@ -19,7 +19,8 @@
 //! KIP-219 also wait by themselves. Produce counts record bytes received, Fetch record
 //! bytes returned, `request_percentage` the time requests spend being polled on the
 //! agent's executor (sync part and answer futures, not time spent waiting), as a
-//! percentage of one core, like Kafka's share of one I/O thread.
+//! percentage of one core, like Kafka's share of one I/O thread. A Fetch's `max_bytes`
+//! is capped to what the quota allows over `num - 1` windows, as Kafka caps it.
 //!
 //! Across agents, each agent enforces `quota / n`, where `n` is the number of live
 //! agents of its agent group that serve that traffic (the `produce` role for
@@ -332,6 +333,22 @@ impl Quotas {
 
     pub fn table(&self) -> Arc<BTreeMap<QuotaEntity, BTreeMap<String, f64>>> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The most one request may take of a `kind` quota: what this agent's share of it
+    /// allows over `num - 1` windows (Kafka caps a Fetch's `max_bytes` to it); `None`
+    /// when no quota applies.
+    pub fn max_per_request(
+        &self,
+        kind: QuotaType,
+        user: &str,
+        client_id: &str,
+        share: impl FnOnce() -> usize,
+    ) -> Option<f64> {
+        let table = self.table();
+        let (bound, _) = resolve(&table, kind, user, client_id)?;
+        let windows = (self.num.max(2) - 1) as f64 * self.window.as_secs_f64();
+        Some(bound / share().max(1) as f64 * windows)
     }
 
     /// Counts `value` for `(user, client_id)` against its `kind` quota, of which this

@@ -365,14 +365,19 @@ fn a_fetch_over_its_quota_is_throttled_and_its_connection_waits() {
     let ops = [("consumer_byte_rate", Some(10_000.0))];
     assert_eq!(alter(&mut admin, &reader, &ops, false).0, 0);
     let mut c = Client::connect_as(agent.addr, "reader");
-    // 500 kB over the 2 s span is 250 kB/s, 25 times the quota: throttled for the
-    // longest time.
+    // Asking for 1 MiB, the reader gets what its quota allows over the window (10 kB/s
+    // × 2 s, as Kafka caps max_bytes), but at least the first batch: one 100 kB record.
+    // 100 kB over the 2 s span is 50 kB/s, five times the quota: (50 - 10) / 10 × 2 s,
+    // capped at the whole window.
     let first = c.send(&fetch_request("big", 0, 0, 0, 1 << 20), FETCH_V);
     let got: usize = first.responses[0].partitions[0]
         .records
         .as_ref()
         .map_or(0, |r| r.len());
-    assert!(got >= 500_000, "the first fetch is served ({got} bytes)");
+    assert!(
+        (100_000..200_000).contains(&got),
+        "the first fetch returns one batch ({got} bytes)"
+    );
     assert_eq!(
         first.throttle_time_ms, 2200,
         "over the quota: the whole window"
@@ -393,6 +398,11 @@ fn a_fetch_over_its_quota_is_throttled_and_its_connection_waits() {
     let mut other = Client::connect_as(agent.addr, "other-reader");
     let free = other.send(&fetch_request("big", 0, 0, 0, 1 << 20), FETCH_V);
     assert_eq!(free.throttle_time_ms, 0);
+    let got: usize = free.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .map_or(0, |r| r.len());
+    assert!(got >= 500_000, "uncapped, all five records ({got} bytes)");
 }
 
 #[test]

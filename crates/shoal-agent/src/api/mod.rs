@@ -160,13 +160,19 @@ pub async fn handle(
     request: RequestKind,
 ) -> Reply {
     use crate::quotas::{enforce, Timed};
-    let produce_bytes = match &request {
+    let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+    let mut request = request;
+    let produce_bytes = match &mut request {
         RequestKind::Produce(r) => Some(enforce::produce_bytes(r)),
+        RequestKind::Fetch(r) => {
+            enforce::cap_fetch(shared, client_id, r);
+            None
+        }
         _ => None,
     };
     let (reply, busy) = Timed::new(dispatch(shared, header, conn, request)).await;
     let usage = enforce::Usage {
-        client_id: header.client_id.as_ref().map_or("", |c| c.as_str()),
+        client_id,
         produce_bytes,
         busy,
     };

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::{FetchResponse, ProduceRequest, ResponseKind};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, ResponseKind};
 use tokio::time::Instant;
 
 use super::{percent_seconds, QuotaType, Throttle, Timed, ANONYMOUS};
@@ -44,6 +44,20 @@ fn share(shared: &Shared, kind: QuotaType) -> usize {
         .filter(|a| kind.role().is_none_or(|r| a.roles.iter().any(|x| x == r)))
         .count();
     n.max(1)
+}
+
+/// Caps a Fetch's `max_bytes` to what its client's `consumer_byte_rate` allows over the
+/// window, as Kafka does, so a throttled consumer gets modest responses, not one huge
+/// one and a long wait. (The first batch is still returned whole, however large.)
+pub fn cap_fetch(shared: &Shared, client_id: &str, req: &mut FetchRequest) {
+    let kind = QuotaType::Fetch;
+    let share = || share(shared, kind);
+    if let Some(cap) = shared
+        .quotas
+        .max_per_request(kind, ANONYMOUS, client_id, share)
+    {
+        req.max_bytes = req.max_bytes.min(cap.clamp(1.0, i32::MAX as f64) as i32);
+    }
 }
 
 /// What one request is counted as.

@@ -182,3 +182,26 @@ async fn a_throttle_only_grows_and_ends() {
     assert_eq!(t.until(now), Some(now + 2 * SEC));
     assert_eq!(t.until(now + 2 * SEC), None, "over at its end");
 }
+
+#[test]
+fn one_request_may_take_the_window_minus_one_sample() {
+    let q = Quotas::new(SEC, 11);
+    let kind = QuotaType::Fetch;
+    assert_eq!(q.max_per_request(kind, ANONYMOUS, "r", || 1), None);
+    q.set_table(vec![ClientQuota {
+        entity: QuotaEntity {
+            user: None,
+            client_id: named("r"),
+        },
+        values: BTreeMap::from([(CONSUMER_BYTE_RATE.to_string(), 1_000.0)]),
+    }]);
+    assert_eq!(
+        q.max_per_request(kind, ANONYMOUS, "r", || 1),
+        Some(10_000.0)
+    );
+    assert_eq!(q.max_per_request(kind, ANONYMOUS, "r", || 2), Some(5_000.0));
+    assert_eq!(
+        q.max_per_request(QuotaType::Produce, ANONYMOUS, "r", || 1),
+        None
+    );
+}
