@@ -157,11 +157,10 @@ pub async fn handle(
     shared: &Arc<Shared>,
     header: &RequestHeader,
     conn: &mut ConnContext,
-    request: RequestKind,
+    mut request: RequestKind,
 ) -> Reply {
     use crate::quotas::{enforce, Timed};
     let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
-    let mut request = request;
     let produce_bytes = match &mut request {
         RequestKind::Produce(r) => Some(enforce::produce_bytes(r)),
         RequestKind::Fetch(r) => {
