@@ -45,6 +45,12 @@ pub struct AgentConfig {
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with -1.
     pub default_partitions: i32,
+    /// Most partitions one topic may have (CreateTopics, CreatePartitions).
+    pub max_partitions_per_topic: u32,
+    /// Most partitions all topics together may have.
+    pub max_partitions: u64,
+    /// Most topics one CreateTopics request may create; a larger request fails whole.
+    pub max_topics_per_request: usize,
     /// Open connections allowed at once; a connection beyond it is accepted and closed
     /// at once (with a log line and `shoal_connections_refused_total`), never left
     /// waiting in the kernel's backlog.
@@ -61,6 +67,15 @@ pub struct AgentConfig {
     pub request_read_timeout: Duration,
     /// Requests one connection may have in progress before it stops reading.
     pub max_in_flight_per_connection: usize,
+    /// Bytes all requests together may hold while read, decoded, handled and answered
+    /// (Kafka's `queued.max.request.bytes`); see [`crate::memory`]. Connections whose
+    /// next request does not fit stop reading until earlier answers are written.
+    pub queued_max_request_bytes: usize,
+    /// The same bound for the requests of one connection (its pipeline, in bytes).
+    pub max_request_bytes_per_connection: usize,
+    /// Most record bytes one Fetch answer carries, whatever the client asks for
+    /// (Kafka's broker `fetch.max.bytes`); at least one batch is always returned.
+    pub fetch_max_bytes: usize,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// How long an empty group's first rebalance waits for more members.
@@ -107,12 +122,18 @@ impl Default for AgentConfig {
             chunk_bytes: 4 * 1024 * 1024,
             auto_create_topics: false,
             default_partitions: 1,
+            max_partitions_per_topic: 50_000,
+            max_partitions: 200_000,
+            max_topics_per_request: 1000,
             max_connections: 10_000,
             max_connections_per_ip: 0,
             connections_max_idle: Duration::from_secs(10 * 60),
             first_request_timeout: Duration::from_secs(10),
             request_read_timeout: Duration::from_secs(60),
             max_in_flight_per_connection: 32,
+            queued_max_request_bytes: 512 * 1024 * 1024,
+            max_request_bytes_per_connection: 128 * 1024 * 1024,
+            fetch_max_bytes: 16 * 1024 * 1024,
             metrics_listen: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
             retention_check_interval: Duration::from_secs(5 * 60),

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::{self, Reply};
+use crate::memory;
 use crate::metrics::Metrics;
 use crate::Shared;
 use shoal_wire::frame;
@@ -46,6 +47,8 @@ struct Queued {
     version: i16,
     correlation_id: i32,
     body: JoinHandle<Option<Box<ResponseKind>>>,
+    /// The request's memory charge, returned once the answer is written.
+    _held: Arc<memory::Reservation>,
 }
 
 pub async fn run(
@@ -65,6 +68,11 @@ pub async fn run(
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Frames up to this size are copied out of the read buffer; larger ones are read into
+/// a buffer of their exact size. Either way a frame (and every slice of it a handler
+/// keeps, such as a produce batch) pins only its own bytes, never a shared buffer.
+const COPY_BELOW: usize = 64 * 1024;
+
 async fn serve(
     sock: TcpStream,
     peer: SocketAddr,
@@ -80,11 +88,18 @@ async fn serve(
     let limit = shared.config.max_frame_bytes;
     let mut context = api::ConnContext::new(peer);
     let mut timers = Timers::new(&shared.config);
+    let budgets = memory::Budgets {
+        agent: shared.request_memory.clone(),
+        connection: memory::Budget::new(shared.config.max_request_bytes_per_connection),
+    };
+    // The charge of the frame now being read, taken once its size and API are known.
+    let mut admitted: Option<Arc<memory::Reservation>> = None;
     'read: loop {
         // Drain every complete frame already buffered.
+        let mut frame_size = None;
         loop {
-            let frame = match frame::split_frame(&mut buf, limit) {
-                Ok(Some(f)) => f,
+            let size = match frame::peek_size(&buf, limit) {
+                Ok(Some(size)) => size,
                 Ok(None) => break,
                 Err(e) => {
                     Metrics::add(&shared.metrics.protocol_errors, 1);
@@ -92,17 +107,72 @@ async fn serve(
                     break 'read;
                 }
             };
-            if let Some(until) = context.throttle.until(Instant::now()) {
-                // Over a client quota: read nothing more until the throttle time is over.
+            frame_size = Some(size);
+            if admitted.is_none() {
+                if let Some(until) = context.throttle.until(Instant::now()) {
+                    // Over a client quota: take no further request until the throttle
+                    // time is over (what it sent meanwhile stays in the socket).
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'read,
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                }
+                if size >= 2 && buf.len() < 6 {
+                    break; // the API key decides the charge
+                }
+                let key = if size >= 2 {
+                    i16::from_be_bytes([buf[4], buf[5]])
+                } else {
+                    -1
+                };
+                let charge = match memory::charge(key, size, budgets.connection.total()) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        Metrics::add(&shared.metrics.protocol_errors, 1);
+                        tracing::warn!("closing connection: {why}");
+                        break 'read;
+                    }
+                };
+                let waited = tokio::select! {
+                    _ = shutdown.cancelled() => break 'read,
+                    r = budgets.admit(charge) => r,
+                };
+                admitted = Some(waited);
+                timers.resumed();
+            }
+            if buf.len() < 4 + size {
+                break;
+            }
+            let frame = if buf.capacity() == 4 + size && buf.len() == 4 + size {
+                buf.advance(4);
+                buf.split().freeze()
+            } else {
+                let f = Bytes::copy_from_slice(&buf[4..4 + size]);
+                buf.advance(4 + size);
+                f
+            };
+            frame_size = None;
+            timers.request_read();
+            let held = admitted.take().expect("admitted above");
+            if let Some(elements) = shoal_wire::request::produce_elements(&frame) {
+                let total = budgets.connection.total();
+                let extra = match memory::produce_extra(frame.len(), elements, total) {
+                    Ok(extra) => extra,
+                    Err(why) => {
+                        Metrics::add(&shared.metrics.protocol_errors, 1);
+                        tracing::warn!("closing connection: {why}");
+                        break 'read;
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'read,
-                    _ = tokio::time::sleep_until(until) => {}
+                    _ = budgets.add(&held, extra) => {}
                 }
             }
-            timers.request_read();
-            match decode(frame) {
+            context.begin_request(frame.len(), held.clone());
+            match decode(frame, held) {
                 Ok(Decoded::Request(boxed)) => {
-                    let (header, request) = *boxed;
+                    let (header, request, held) = *boxed;
                     Metrics::add(&shared.metrics.requests, 1);
                     let api_key =
                         ApiKey::try_from(header.request_api_key).expect("checked in decode");
@@ -116,6 +186,7 @@ async fn serve(
                         version: header.request_api_version,
                         correlation_id: header.correlation_id,
                         body,
+                        _held: held,
                     };
                     in_flight.fetch_add(1, Ordering::Relaxed);
                     if tx.send(q).await.is_err() {
@@ -135,11 +206,23 @@ async fn serve(
                 }
             }
         }
-        if buf.is_empty() && buf.capacity() > 1024 * 1024 {
-            buf = BytesMut::new(); // do not keep a big request's buffer while idle
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8 * 1024);
+        match frame_size {
+            // A large frame is read into a buffer of exactly its size.
+            Some(size) if 4 + size > COPY_BELOW => {
+                if buf.capacity() != 4 + size {
+                    let mut exact = BytesMut::with_capacity(4 + size);
+                    exact.extend_from_slice(&buf);
+                    buf = exact;
+                }
+            }
+            _ => {
+                if buf.is_empty() && buf.capacity() > COPY_BELOW {
+                    buf = BytesMut::new(); // do not keep a big request's buffer while idle
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(8 * 1024);
+                }
+            }
         }
         let (deadline, why) = timers.next(!buf.is_empty());
         tokio::select! {
@@ -214,6 +297,13 @@ impl Timers {
         self.partial_since = None;
     }
 
+    /// Reading resumes after waiting for memory: the wait is not the client's.
+    fn resumed(&mut self) {
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
+    }
+
     fn bytes_read(&mut self) {
         self.partial_since.get_or_insert_with(Instant::now);
     }
@@ -236,12 +326,12 @@ impl Timers {
 }
 
 enum Decoded {
-    Request(Box<(RequestHeader, RequestKind)>),
+    Request(Box<(RequestHeader, RequestKind, Arc<memory::Reservation>)>),
     /// Answered without a handler (ApiVersions at an unsupported version).
     Answer(Queued),
 }
 
-fn decode(frame: Bytes) -> Result<Decoded, String> {
+fn decode(frame: Bytes, held: Arc<memory::Reservation>) -> Result<Decoded, String> {
     if frame.len() < 8 {
         return Err(format!(
             "request of {} bytes is too short for a header",
@@ -263,6 +353,7 @@ fn decode(frame: Bytes) -> Result<Decoded, String> {
                 version: 0,
                 correlation_id,
                 body: tokio::spawn(async move { Some(Box::new(body)) }),
+                _held: held,
             }));
         }
         return Err(format!(
@@ -277,7 +368,7 @@ fn decode(frame: Bytes) -> Result<Decoded, String> {
         .map_err(|e| format!("malformed {api_key:?} v{version} header: {e}"))?;
     let request = RequestKind::decode(api_key, &mut body, version)
         .map_err(|e| format!("malformed {api_key:?} v{version} request: {e}"))?;
-    Ok(Decoded::Request(Box::new((header, request))))
+    Ok(Decoded::Request(Box::new((header, request, held))))
 }
 
 async fn write_loop(

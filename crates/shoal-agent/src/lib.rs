@@ -23,11 +23,14 @@ pub mod connection;
 pub mod errors;
 pub mod groups;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod peer_cache;
 pub mod quotas;
 pub mod read_path;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 pub mod topics;
 pub mod txn;
 pub mod write_path;
@@ -69,6 +72,8 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// Client quotas (a copy of the store's, reloaded every second) and their measurements.
     pub quotas: quotas::Quotas,
+    /// Memory all requests may hold (`--queued-max-request-bytes`), see [`memory`].
+    pub request_memory: memory::Budget,
 }
 
 /// A running agent.
@@ -155,6 +160,7 @@ impl Agent {
             me,
             meta,
             quotas: quotas::Quotas::new(config.quota_window_size, config.quota_window_num),
+            request_memory: memory::Budget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown.clone(),
         });

@@ -130,6 +130,11 @@ impl ReadPath {
     /// Reads whole batches of a partition starting at the batch containing `offset` and
     /// ending before `high_watermark`, up to `max_bytes`. With `at_least_one`, the first
     /// batch is returned even if it alone exceeds `max_bytes` (KIP-74).
+    ///
+    /// Batches are read one at a time through the cache (a header, then the batch if it
+    /// is wanted), never a whole index entry: an entry of a compacted run may hold up to
+    /// the compaction target of batches, and the answer stays within `max_bytes` plus
+    /// at most one batch.
     pub async fn read_partition(
         &self,
         topic_id: Uuid,
@@ -148,30 +153,55 @@ impl ReadPath {
                 break;
             }
             for e in &entries {
-                let data = self.read_entry(e).await?;
+                let corrupt = |what: String| ReadError::Corrupt {
+                    key: e.object_key.clone(),
+                    what,
+                };
+                let end = e.data_offset + e.data_len;
+                let mut at = e.data_offset;
                 let mut next = e.base_offset;
-                for b in batch::walk(&data) {
+                while at < end {
+                    let head = self
+                        .read_range(
+                            &e.object_key,
+                            e.object_size,
+                            at,
+                            (at + batch::HEADER_LEN as u64).min(end),
+                        )
+                        .await?;
+                    let header = batch::BatchHeader::parse(&head)
+                        .ok()
+                        .filter(|h| {
+                            h.batch_length >= (batch::HEADER_LEN - batch::LOG_OVERHEAD) as i32
+                        })
+                        .filter(|h| at + h.total_len() as u64 <= end)
+                        .ok_or_else(|| {
+                            corrupt(format!("no whole batch at byte {at} of its segment"))
+                        })?;
                     let base = next;
-                    next += b.header.offset_span();
+                    let total = header.total_len() as u64;
+                    next += header.offset_span();
                     if next <= offset {
+                        at += total; // before the offset asked for: its body is never read
                         continue;
                     }
                     if base >= high_watermark {
                         break 'entries;
                     }
-                    let bytes = &data[b.range.clone()];
-                    if crc32c::crc32c(&bytes[21..]) != b.header.crc {
-                        tracing::error!(key = %e.object_key, base_offset = base, "batch CRC mismatch in stored object");
-                        return Err(ReadError::Corrupt {
-                            key: e.object_key.clone(),
-                            what: format!("batch at offset {base} fails its CRC"),
-                        });
-                    }
-                    if (!out.is_empty() || !at_least_one) && out.len() + bytes.len() > max_bytes {
+                    if (!out.is_empty() || !at_least_one) && out.len() + total as usize > max_bytes
+                    {
                         break 'entries;
                     }
+                    let bytes = self
+                        .read_range(&e.object_key, e.object_size, at, at + total)
+                        .await?;
+                    at += total;
+                    if crc32c::crc32c(&bytes[21..]) != header.crc {
+                        tracing::error!(key = %e.object_key, base_offset = base, "batch CRC mismatch in stored object");
+                        return Err(corrupt(format!("batch at offset {base} fails its CRC")));
+                    }
                     let start = out.len();
-                    out.extend_from_slice(bytes);
+                    out.extend_from_slice(&bytes);
                     batch::set_base_offset(&mut out[start..], base);
                     read_to = next;
                     if out.len() >= max_bytes {
@@ -180,10 +210,7 @@ impl ReadPath {
                 }
                 if next != e.end_offset {
                     tracing::error!(key = %e.object_key, expected = e.end_offset, found = next, "segment batches do not add up to the index entry");
-                    return Err(ReadError::Corrupt {
-                        key: e.object_key.clone(),
-                        what: "segment does not match its index entry".into(),
-                    });
+                    return Err(corrupt("segment does not match its index entry".into()));
                 }
                 from = e.end_offset;
             }

@@ -94,6 +94,54 @@ impl TopicCache {
     }
 }
 
+/// The caps on metadata growth (`--max-partitions-per-topic`, `--max-partitions`),
+/// checked before a topic is created or grown; `Err` carries the Kafka error code
+/// (INVALID_PARTITIONS over the per-topic cap, POLICY_VIOLATION over the total) and a
+/// message naming the flag. `adding` is how many partitions the change adds, on top of
+/// `pending` added earlier in the same request. The total is read from this agent's
+/// snapshot, so agents creating topics at the same moment may overshoot it by one
+/// request's worth.
+pub async fn check_growth(
+    cache: &TopicCache,
+    config: &crate::AgentConfig,
+    name: &str,
+    new_count: i32,
+    adding: i64,
+    pending: i64,
+) -> Result<(), (i16, String)> {
+    use kafka_protocol::ResponseError;
+    if new_count as i64 > config.max_partitions_per_topic as i64 {
+        return Err((
+            ResponseError::InvalidPartitions.code(),
+            format!(
+                "topic '{name}' would have {new_count} partitions; at most {} are allowed \
+                 (--max-partitions-per-topic)",
+                config.max_partitions_per_topic
+            ),
+        ));
+    }
+    let existing: i64 = cache
+        .snapshot()
+        .await
+        .map_err(|e| (crate::errors::meta_code(&e), e.to_string()))?
+        .sorted
+        .iter()
+        .map(|t| t.partitions as i64)
+        .sum();
+    let total = existing + pending + adding;
+    if total > config.max_partitions as i64 {
+        return Err((
+            ResponseError::PolicyViolation.code(),
+            format!(
+                "the cluster would have {total} partitions; at most {} are allowed \
+                 (--max-partitions)",
+                config.max_partitions
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Kafka's rule for topic names: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

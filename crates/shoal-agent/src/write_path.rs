@@ -172,17 +172,20 @@ impl WritePath {
     }
 
     /// Buffers the partitions of one produce request into the same flush and returns one
-    /// receiver per partition, in order. Waits for memory budget first.
+    /// receiver per partition, in order. Waits for memory budget first: the batches'
+    /// bytes, or `pinned` if more (the request frame the batches are slices of stays in
+    /// memory as long as they do, until the flush is laid out).
     pub async fn append(
         &self,
         parts: Vec<PartitionAppend>,
+        pinned: usize,
     ) -> Result<Vec<AckReceiver>, WriteError> {
         let bytes: usize = parts
             .iter()
             .flat_map(|p| p.batches.iter())
             .map(|b| b.bytes.len())
             .sum();
-        let want = bytes.clamp(1, self.inner.budget_total) as u32;
+        let want = bytes.max(pinned).clamp(1, self.inner.budget_total) as u32;
         let permit = self
             .inner
             .budget

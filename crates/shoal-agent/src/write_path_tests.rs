@@ -145,7 +145,7 @@ async fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
     let send = |p: PartitionAppend| {
         let w = h.writer.clone();
         async move {
-            let rx = w.append(vec![p]).await.unwrap();
+            let rx = w.append(vec![p], 0).await.unwrap();
             rx.into_iter().next().unwrap().await.unwrap()
         }
     };
@@ -196,7 +196,7 @@ async fn acks_come_after_the_commit_with_contiguous_offsets() {
     for spans in [&[3u64, 2][..], &[1], &[5, 5, 5]] {
         let rx = h
             .writer
-            .append(vec![part(h.topic, 1, spans)])
+            .append(vec![part(h.topic, 1, spans)], 0)
             .await
             .unwrap();
         let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
@@ -230,10 +230,13 @@ async fn concurrent_appends_never_share_offsets_and_keep_per_task_order() {
                 let span = 1 + (task + i) % 4;
                 // Two partitions per request; both land in the same flush.
                 let rxs = writer
-                    .append(vec![
-                        part(topic, 0, &[span]),
-                        part(topic, (task % 3 + 1) as i32, &[1]),
-                    ])
+                    .append(
+                        vec![
+                            part(topic, 0, &[span]),
+                            part(topic, (task % 3 + 1) as i32, &[1]),
+                        ],
+                        0,
+                    )
                     .await
                     .unwrap();
                 pending.push((span, rxs));
@@ -294,7 +297,7 @@ async fn unknown_partition_fails_alone() {
     let h = harness(Arc::new(InMemory::new()), 2).await;
     let rxs = h
         .writer
-        .append(vec![part(h.topic, 9, &[1]), part(h.topic, 2, &[2])])
+        .append(vec![part(h.topic, 9, &[1]), part(h.topic, 2, &[2])], 0)
         .await
         .unwrap();
     let mut it = rxs.into_iter();
@@ -317,7 +320,11 @@ async fn failed_put_is_not_acknowledged_or_committed() {
     std::fs::remove_dir(&root).unwrap();
     std::fs::write(&root, b"file").unwrap();
     let h = harness(Arc::new(fs), 2).await;
-    let rx = h.writer.append(vec![part(h.topic, 0, &[4])]).await.unwrap();
+    let rx = h
+        .writer
+        .append(vec![part(h.topic, 0, &[4])], 0)
+        .await
+        .unwrap();
     let r = rx.into_iter().next().unwrap().await.unwrap();
     assert!(matches!(r, Err(WriteError::ObjectStore(_))), "{r:?}");
     assert_eq!(
@@ -336,13 +343,17 @@ async fn failed_put_is_not_acknowledged_or_committed() {
 async fn stopping_flushes_what_is_buffered() {
     // A timer that would never fire: only the stop flushes.
     let h = harness(Arc::new(InMemory::new()), 3_600_000).await;
-    let rx = h.writer.append(vec![part(h.topic, 3, &[2])]).await.unwrap();
+    let rx = h
+        .writer
+        .append(vec![part(h.topic, 3, &[2])], 0)
+        .await
+        .unwrap();
     h.stop.cancel();
     let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
     assert_eq!(ack.base_offset, 0);
     h.run.await.unwrap().unwrap();
     assert!(matches!(
-        h.writer.append(vec![part(h.topic, 3, &[1])]).await,
+        h.writer.append(vec![part(h.topic, 3, &[1])], 0).await,
         Err(WriteError::ShuttingDown)
     ));
 }
@@ -356,7 +367,7 @@ async fn objects_hold_at_most_batch_max_bytes() {
     let request = |p: i32| part(h.topic, p, &[1; 400]);
     let mut acks = Vec::new();
     for i in 0..5 {
-        acks.extend(h.writer.append(vec![request(i % 4)]).await.unwrap());
+        acks.extend(h.writer.append(vec![request(i % 4)], 0).await.unwrap());
     }
     h.stop.cancel(); // flushes the last request
     for rx in acks {
@@ -368,4 +379,65 @@ async fn objects_hold_at_most_batch_max_bytes() {
     assert_eq!(objects.len(), 5, "one object per request: {objects:?}");
     // 40 000 bytes of batches plus the object's index and footer.
     assert!(objects.iter().all(|&size| size < 48 * 1024), "{objects:?}");
+}
+
+/// A fetch inside one large index entry (one segment of 40 batches here, up to the
+/// compaction target in a compacted run) reads batch by batch: it loads only the chunks
+/// holding what it returns, and returns at most `max_bytes` plus one batch.
+#[tokio::test]
+async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
+    let h = harness(Arc::new(InMemory::new()), 60_000).await;
+    let one = crate::test_util::batch(&[7u8; 1000]);
+    let batches = (0..40)
+        .map(|_| BatchToWrite {
+            bytes: one.clone(),
+            offset_span: 1,
+            min_timestamp: 1,
+            max_timestamp: 1,
+            producer: None,
+        })
+        .collect();
+    let append = PartitionAppend {
+        topic_id: h.topic,
+        partition: 0,
+        batches,
+        log_append_time: -1,
+    };
+    let acks = h.writer.append(vec![append], 0).await.unwrap();
+    h.stop.cancel();
+    for rx in acks {
+        rx.await.unwrap().unwrap();
+    }
+    h.run.await.unwrap().unwrap();
+    let entries = h.meta.index_from(h.topic, 0, 0, 16).await.unwrap();
+    assert_eq!(entries.len(), 1, "the 40 batches share one index entry");
+
+    let config = AgentConfig {
+        chunk_bytes: 4096,
+        ..AgentConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let reader =
+        crate::read_path::ReadPath::new(&config, h.meta.clone(), h.store.clone(), metrics.clone());
+    let read = reader
+        .read_partition(h.topic, 0, 0, 40, 1500, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 1, "one batch fits in 1500 bytes");
+    assert_eq!(read.records.len(), one.len());
+    let gets = metrics.object_gets.load(Ordering::Relaxed);
+    assert!(
+        gets <= 2,
+        "{gets} chunk GETs for one 1 KB batch of a 40 KB entry"
+    );
+
+    // From the middle, with room for three batches and a bit: three whole batches.
+    let read = reader
+        .read_partition(h.topic, 0, 20, 40, 3 * one.len() + 100, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 23);
+    assert_eq!(read.records.len(), 3 * one.len());
+    let first = shoal_wire::batch::BatchHeader::parse(&read.records).unwrap();
+    assert_eq!(first.base_offset, 20, "base offsets are patched");
 }

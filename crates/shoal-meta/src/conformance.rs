@@ -681,6 +681,13 @@ async fn topics_lifecycle(s: &dyn MetaStore) {
         s.create_partitions("conf-missing", 5).await,
         Err(MetaError::UnknownTopic(_))
     ));
+    // Hundreds at once: more than one etcd transaction (max-txn-ops, 128 by default).
+    let many = s.create_partitions("conf-topics", 305).await.unwrap();
+    assert_eq!(many.partitions, 305);
+    assert_eq!(
+        s.partition_offsets(t.id, 304).await.unwrap().high_watermark,
+        0
+    );
 
     let configs: BTreeMap<_, _> = [("retention.ms".to_string(), "1000".to_string())].into();
     let changed = s

@@ -594,9 +594,21 @@ impl EtcdStore {
     /// Runs puts/deletes in transactions of at most `max_ops` operations each (for
     /// writes that need no atomicity across the chunks).
     pub(crate) async fn apply_chunked(&self, ops: Vec<TxnOp>) -> Result<(), MetaError> {
+        self.apply_chunked_nested(ops, 0).await
+    }
+
+    /// [`Self::apply_chunked`] for ops that are transactions of up to `inner` operations
+    /// each: etcd allows a nested transaction only `max-txn-ops` minus its parent's
+    /// operation count, so chunks are that much smaller.
+    pub(crate) async fn apply_chunked_nested(
+        &self,
+        ops: Vec<TxnOp>,
+        inner: usize,
+    ) -> Result<(), MetaError> {
+        let per_txn = self.max_ops.saturating_sub(inner).max(1);
         let mut ops = ops;
         while !ops.is_empty() {
-            let rest = ops.split_off(ops.len().min(self.max_ops));
+            let rest = ops.split_off(ops.len().min(per_txn));
             self.txn(Txn::new().and_then(ops)).await?;
             ops = rest;
         }

@@ -538,7 +538,7 @@ impl MetaStore for EtcdStore {
                 )
             })
             .collect();
-        self.apply_chunked(ops).await?;
+        self.apply_chunked_nested(ops, 1).await?;
         self.update_topic(name, |rec| match too_few(rec) {
             Some(e) => Err(e),
             None => {

@@ -9,9 +9,11 @@
 //!   decoding (or decompressing) the records, which the crate does not offer.
 //! - [`records`]: the records inside a batch, streamed (decompressing if need be) and
 //!   checked field by field, with nothing allocated from a count a client claims.
+//! - [`request`]: what a request will cost once decoded, read from its bytes first.
 //!
 //! Nothing here may panic on untrusted input: every accessor checks lengths first.
 
 pub mod batch;
 pub mod frame;
 pub mod records;
+pub mod request;

@@ -152,6 +152,21 @@ struct Common {
     /// can cause.
     #[arg(long, env = "SHOAL_MAX_DECOMPRESSION_RATIO", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_decompression_ratio: u64,
+    /// Memory all requests together may hold while they are read, decoded, handled and
+    /// answered (Kafka's queued.max.request.bytes). A connection whose next request does
+    /// not fit stops reading until earlier answers are written; a Fetch gets what is
+    /// left. See "Memory" in docs/design.md.
+    #[arg(long, env = "SHOAL_QUEUED_MAX_REQUEST_BYTES", default_value = "512MiB", value_parser = units::parse_bytes)]
+    queued_max_request_bytes: u64,
+    /// The same bound for the requests one connection has in progress (its pipeline,
+    /// in bytes). A request other than Produce is charged 32 times its size, so this
+    /// divided by 32 is the largest such request accepted.
+    #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES_PER_CONNECTION", default_value = "128MiB", value_parser = units::parse_bytes)]
+    max_request_bytes_per_connection: u64,
+    /// Most record bytes one Fetch answer carries, whatever the client asks for
+    /// (Kafka's fetch.max.bytes); at least one batch is always returned.
+    #[arg(long, env = "SHOAL_FETCH_MAX_BYTES", default_value = "16MiB", value_parser = units::parse_bytes)]
+    fetch_max_bytes: u64,
     /// Open connections allowed at once; one more is accepted and closed at once (with
     /// a log line and shoal_connections_refused_total).
     #[arg(long, env = "SHOAL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -177,6 +192,18 @@ struct Common {
     /// Partitions of auto-created topics and of CreateTopics asking for the default.
     #[arg(long, env = "SHOAL_DEFAULT_PARTITIONS", default_value_t = 1)]
     default_partitions: i32,
+    /// Most partitions one topic may have; CreateTopics and CreatePartitions beyond it
+    /// fail with INVALID_PARTITIONS.
+    #[arg(long, env = "SHOAL_MAX_PARTITIONS_PER_TOPIC", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_partitions_per_topic: u32,
+    /// Most partitions all topics together may have; creating or growing a topic
+    /// beyond it fails with POLICY_VIOLATION.
+    #[arg(long, env = "SHOAL_MAX_PARTITIONS", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_partitions: u64,
+    /// Most topics one CreateTopics request may create; a larger request fails whole
+    /// with POLICY_VIOLATION.
+    #[arg(long, env = "SHOAL_MAX_TOPICS_PER_REQUEST", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_topics_per_request: u64,
     /// How long an empty consumer group's first rebalance waits for more members
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "SHOAL_GROUP_INITIAL_REBALANCE_DELAY", default_value = "500ms", value_parser = units::parse_duration)]
@@ -232,6 +259,20 @@ impl Common {
                 "--quota-window-num and --quota-window-size must be at least 1 and above zero"
             );
         }
+        if self.max_request_bytes_per_connection < self.max_frame_bytes {
+            anyhow::bail!(
+                "--max-request-bytes-per-connection ({}) must be at least --max-frame-bytes ({})",
+                self.max_request_bytes_per_connection,
+                self.max_frame_bytes
+            );
+        }
+        if self.queued_max_request_bytes < self.max_request_bytes_per_connection {
+            anyhow::bail!(
+                "--queued-max-request-bytes ({}) must be at least --max-request-bytes-per-connection ({})",
+                self.queued_max_request_bytes,
+                self.max_request_bytes_per_connection
+            );
+        }
         if self.agent_group.trim().is_empty() {
             anyhow::bail!("--agent-group must not be empty");
         }
@@ -245,6 +286,9 @@ impl Common {
             max_frame_bytes: self.max_frame_bytes as usize,
             max_decompression_ratio: self.max_decompression_ratio,
             max_connections: self.max_connections as usize,
+            queued_max_request_bytes: self.queued_max_request_bytes as usize,
+            max_request_bytes_per_connection: self.max_request_bytes_per_connection as usize,
+            fetch_max_bytes: self.fetch_max_bytes as usize,
             max_connections_per_ip: self.max_connections_per_ip as usize,
             connections_max_idle: self.connections_max_idle,
             first_request_timeout: self.first_request_timeout,
@@ -255,6 +299,9 @@ impl Common {
             cache_bytes: self.cache_size as usize,
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
+            max_partitions_per_topic: self.max_partitions_per_topic,
+            max_partitions: self.max_partitions,
+            max_topics_per_request: self.max_topics_per_request as usize,
             metrics_listen: self.metrics_listen,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             retention_check_interval: self.retention_check_interval,

@@ -14,19 +14,6 @@ use common::{Agent, Closed};
 /// Generous bounds for the server's timers to act (they are set to 1-2 s below).
 const CLOSE_WITHIN: Duration = Duration::from_secs(15);
 
-/// Waits until the agent's log (drained by another thread) shows `text`.
-fn wait_for_log(agent: &Agent, text: &str) {
-    let deadline = std::time::Instant::now() + CLOSE_WITHIN;
-    while !agent.log().contains(text) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log never showed {text:?}:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn raw(agent: &Agent) -> TcpStream {
     let s = TcpStream::connect(agent.addr).expect("connect");
     s.set_read_timeout(Some(CLOSE_WITHIN)).unwrap();
@@ -99,7 +86,7 @@ fn a_connection_over_the_cap_is_closed_at_once_and_its_place_comes_back() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_for_log(&agent, "--max-connections reached");
+    agent.wait_for_log("--max-connections reached");
 }
 
 #[test]
@@ -112,7 +99,7 @@ fn per_ip_cap_refuses_the_extra_connection() {
         "a fourth from 127.0.0.1 is refused"
     );
     drop(held);
-    wait_for_log(&agent, "--max-connections-per-ip reached");
+    agent.wait_for_log("--max-connections-per-ip reached");
 }
 
 /// Slowloris (a request trickling in), a first request that never comes, and an idle
@@ -177,7 +164,7 @@ fn slow_silent_and_idle_connections_are_closed_by_their_timers() {
         "--request-read-timeout",
         "--connections-max-idle",
     ] {
-        wait_for_log(&agent, why);
+        agent.wait_for_log(why);
     }
     agent.connect().assert_healthy("after-timers");
 }

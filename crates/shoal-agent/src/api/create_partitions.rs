@@ -9,6 +9,7 @@ use shoal_meta::MetaError;
 
 use super::sb;
 use crate::errors::meta_code;
+use crate::topics::check_growth;
 use crate::Shared;
 
 pub async fn handle(
@@ -16,6 +17,8 @@ pub async fn handle(
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
+    // Partitions this request already added, for the total cap.
+    let mut pending = 0i64;
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
@@ -49,12 +52,31 @@ pub async fn handle(
             );
             continue;
         }
+        let adding = t.count as i64 - current as i64;
+        let growth = check_growth(
+            &shared.topics,
+            &shared.config,
+            &name,
+            t.count,
+            adding,
+            pending,
+        );
+        if let Err((code, why)) = growth.await {
+            results.push(
+                result
+                    .with_error_code(code)
+                    .with_error_message(Some(sb(why))),
+            );
+            continue;
+        }
         if req.validate_only {
+            pending += adding;
             results.push(result);
             continue;
         }
         match shared.meta.create_partitions(&name, t.count).await {
             Ok(_) => {
+                pending += adding;
                 tracing::info!(topic = %name, partitions = t.count, "grew topic");
                 results.push(result)
             }

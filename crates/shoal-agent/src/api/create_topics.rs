@@ -18,7 +18,7 @@ use shoal_meta::{MetaError, TopicSpec};
 
 use super::{sb, topic_name};
 use crate::errors::meta_code;
-use crate::topics::{effective, validate_config, validate_topic_name, TOPIC_CONFIGS};
+use crate::topics::{check_growth, effective, validate_config, validate_topic_name, TOPIC_CONFIGS};
 use crate::Shared;
 
 pub async fn handle(
@@ -26,9 +26,35 @@ pub async fn handle(
     req: CreateTopicsRequest,
     _version: i16,
 ) -> CreateTopicsResponse {
+    let limit = shared.config.max_topics_per_request;
+    if req.topics.len() > limit {
+        let why = format!(
+            "the request creates {} topics; at most {limit} may be created in one request \
+             (--max-topics-per-request)",
+            req.topics.len()
+        );
+        let results = req
+            .topics
+            .iter()
+            .map(|t| {
+                failed(
+                    t.name.0.as_str(),
+                    ResponseError::PolicyViolation.code(),
+                    why.clone(),
+                )
+            })
+            .collect();
+        return CreateTopicsResponse::default().with_topics(results);
+    }
     let mut results = Vec::with_capacity(req.topics.len());
+    // Partitions this request already added (validate_only too), for the total cap.
+    let mut pending = 0i64;
     for t in req.topics {
-        results.push(create_one(shared, t, req.validate_only).await);
+        let result = create_one(shared, t, req.validate_only, pending).await;
+        if result.error_code == 0 {
+            pending += result.num_partitions as i64;
+        }
+        results.push(result);
     }
     shared.topics.invalidate();
     CreateTopicsResponse::default().with_topics(results)
@@ -47,6 +73,7 @@ async fn create_one(
     shared: &Shared,
     t: CreatableTopic,
     validate_only: bool,
+    pending: i64,
 ) -> CreatableTopicResult {
     let name = t.name.0.as_str().to_string();
     if let Err(why) = validate_topic_name(&name) {
@@ -65,6 +92,17 @@ async fn create_one(
             ResponseError::InvalidPartitions.code(),
             format!("number of partitions must be at least 1, got {partitions}"),
         );
+    }
+    let growth = check_growth(
+        &shared.topics,
+        &shared.config,
+        &name,
+        partitions,
+        partitions as i64,
+        pending,
+    );
+    if let Err((code, why)) = growth.await {
+        return failed(&name, code, why);
     }
     if t.replication_factor == 0 || t.replication_factor < -1 {
         return failed(

@@ -21,19 +21,27 @@ use shoal_meta::TopicInfo;
 
 use super::Reply;
 use crate::errors::meta_code;
+use crate::memory::Reservation;
 use crate::metrics::Metrics;
 use crate::Shared;
 
-/// Upper bound on one response, whatever the client asks for.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Upper bound on a long-poll.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
+/// Answers from a task. `memory` is the request's charge ([`crate::memory`]): each read
+/// round takes what it may fill from the free budget (twice the records: the answer
+/// and its encoding), without waiting; the last round's share is held until the answer
+/// is written. A fetch that finds no memory free reads nothing that round.
+pub fn handle(
+    shared: &Arc<Shared>,
+    req: FetchRequest,
+    version: i16,
+    memory: Option<Arc<Reservation>>,
+) -> Reply {
     let shared = shared.clone();
     Reply::Later(Box::pin(async move {
         Some(Box::new(ResponseKind::Fetch(
-            fetch(&shared, req, version).await,
+            fetch(&shared, req, version, memory.as_deref()).await,
         )))
     }))
 }
@@ -74,7 +82,12 @@ pub fn refuse(req: FetchRequest, version: i16) -> FetchResponse {
         .with_session_id(0)
 }
 
-async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchResponse {
+async fn fetch(
+    shared: &Shared,
+    req: FetchRequest,
+    version: i16,
+    memory: Option<&Reservation>,
+) -> FetchResponse {
     if req.session_id != 0 {
         return FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
@@ -100,7 +113,7 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
     }
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
-    let max_bytes = (req.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
+    let asked = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
     let read_committed = req.isolation_level == 1;
     let wanted: Vec<(uuid::Uuid, i32)> = req
         .topics
@@ -114,6 +127,16 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
     loop {
         // Partition state read below reflects every report up to `seen`.
         let seen = *signal.borrow_and_update();
+        // This round's memory; without any, it reads nothing (and says so in no record).
+        let taken = match memory {
+            Some(m) => m.try_take(asked.saturating_mul(2)),
+            None => None,
+        };
+        let max_bytes = match (&taken, memory) {
+            (Some(t), _) => t.bytes / 2,
+            (None, Some(_)) => 0,
+            (None, None) => asked,
+        };
         let mut total = 0usize;
         let mut any_error = false;
         let mut responses = Vec::with_capacity(req.topics.len());
@@ -165,7 +188,7 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
                 }
                 let budget =
                     (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-                if p.fetch_offset >= visible_end {
+                if p.fetch_offset >= visible_end || max_bytes == 0 {
                     parts.push(pd.with_records(Some(Default::default())));
                     continue;
                 }
@@ -242,6 +265,9 @@ async fn fetch(shared: &Shared, req: FetchRequest, version: i16) -> FetchRespons
             || tokio::time::Instant::now() >= deadline
             || shared.stopping.is_cancelled();
         if done {
+            if let (Some(m), Some(t)) = (memory, taken) {
+                m.keep(t);
+            }
             return FetchResponse::default()
                 .with_responses(responses)
                 .with_session_id(0);

@@ -121,6 +121,10 @@ pub struct ConnContext {
     /// Set when a client quota throttles this connection: it reads no request until
     /// then (shared with the answer tasks, which set it for Fetch).
     pub throttle: Arc<crate::quotas::Throttle>,
+    /// The size of the request being handled, whose slices (produce batches) pin it.
+    request_len: usize,
+    /// The request's memory charge, which handlers may add the memory of their answer to.
+    request_memory: Option<Arc<crate::memory::Reservation>>,
 }
 
 impl ConnContext {
@@ -129,7 +133,15 @@ impl ConnContext {
             peer,
             warned: Vec::new(),
             throttle: Arc::default(),
+            request_len: 0,
+            request_memory: None,
         }
+    }
+
+    /// Called by the connection before each request is handled.
+    pub fn begin_request(&mut self, len: usize, memory: Arc<crate::memory::Reservation>) {
+        self.request_len = len;
+        self.request_memory = Some(memory);
     }
 
     /// Logs, once per connection and role, that a request needing `role` was refused.
@@ -186,6 +198,8 @@ async fn dispatch(
 ) -> Reply {
     let v = header.request_api_version;
     let client_id = header.client_id.as_ref().map(|c| c.as_str());
+    // Taken here so no handler keeps it past its own request by accident.
+    let memory = conn.request_memory.take();
     match request {
         RequestKind::Produce(r) if !shared.config.roles.produce => {
             conn.warn_missing_role(shared, "produce", client_id);
@@ -220,8 +234,8 @@ async fn dispatch(
             Reply::now(describe_cluster::handle(shared, client_id, r))
         }
         RequestKind::ListOffsets(r) => Reply::now(list_offsets::handle(shared, r, v).await),
-        RequestKind::Produce(r) => produce::handle(shared, r, v).await,
-        RequestKind::Fetch(r) => fetch::handle(shared, r, v),
+        RequestKind::Produce(r) => produce::handle(shared, r, v, conn.request_len).await,
+        RequestKind::Fetch(r) => fetch::handle(shared, r, v, memory),
         // Transaction requests may wait for a flush (markers): answered from a task.
         RequestKind::InitProducerId(r) => later(shared, move |s| async move {
             init_producer_id::handle(&s, r, v).await.into()

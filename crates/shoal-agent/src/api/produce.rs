@@ -115,7 +115,14 @@ pub fn refuse(req: ProduceRequest) -> Reply {
     Reply::now(ProduceResponse::default().with_responses(responses))
 }
 
-pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply {
+/// Handles one Produce request of `frame_len` bytes. Its batches are slices of the frame,
+/// so the write path's budget is charged the whole frame they keep alive (at least).
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: ProduceRequest,
+    _version: i16,
+    frame_len: usize,
+) -> Reply {
     let acks = req.acks;
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Slot>)> = Vec::new();
     let mut appends: Vec<PartitionAppend> = Vec::new();
@@ -186,7 +193,7 @@ pub async fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) ->
     let receivers: Result<Vec<AckReceiver>, _> = if appends.is_empty() {
         Ok(Vec::new())
     } else {
-        shared.writer.append(appends).await
+        shared.writer.append(appends, frame_len).await
     };
     if acks == 0 {
         return Reply::Now(None);

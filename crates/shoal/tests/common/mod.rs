@@ -156,6 +156,19 @@ impl Agent {
 
     /// A memory figure of the agent's process from /proc/PID/status, in MiB:
     /// `"VmRSS"` (resident now) or `"VmHWM"` (the peak).
+    /// Waits until the log (drained by another thread) shows `text`; panics after 15 s.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !self.log().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log never showed {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn memory_mib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let kb: u64 = status
