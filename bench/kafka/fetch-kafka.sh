@@ -4,6 +4,7 @@
 #
 #   bench/kafka/fetch-kafka.sh            # -> ${SHOAL_CACHE:-$HOME/.cache/shoal}/kafka-libs
 #   java -cp "$(bench/kafka/fetch-kafka.sh)/*" kafka.Kafka ...
+#   bench/kafka/fetch-kafka.sh 4          # Kafka 4.x (pom-4.xml) -> .../kafka4-libs
 #
 # Idempotent: when the cache already holds the jars for this exact pom.xml it does nothing.
 # Everything but the final path goes to stderr.
@@ -11,12 +12,17 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${SHOAL_CACHE:-$HOME/.cache/shoal}"
+pom="$here/pom.xml"
 libs="$cache/kafka-libs"
+if [[ "${1:-}" == 4 ]]; then
+  pom="$here/pom-4.xml"
+  libs="$cache/kafka4-libs"
+fi
 marker="$libs/.shoal-complete"
 
 command -v mvn >/dev/null 2>&1 || { echo "fetch-kafka: mvn (Maven) is not on PATH" >&2; exit 1; }
 
-pom_sum="$(sha256sum "$here/pom.xml" | cut -d' ' -f1)"
+pom_sum="$(sha256sum "$pom" | cut -d' ' -f1)"
 
 if [[ -f "$marker" && "$(cat "$marker")" == "$pom_sum" ]]; then
   echo "$libs"
@@ -26,7 +32,7 @@ fi
 mkdir -p "$cache"
 
 # Serialise concurrent fetches (flock is optional: util-linux may be missing).
-lockfile="$cache/.kafka-libs.lock"
+lockfile="$cache/.$(basename "$libs").lock"
 if command -v flock >/dev/null 2>&1; then
   exec 9>"$lockfile"
   flock -w 600 9 || { echo "fetch-kafka: could not take $lockfile within 600s" >&2; exit 1; }
@@ -40,7 +46,7 @@ echo "fetch-kafka: gathering Kafka jars into $libs (Maven Central, cached in ~/.
 work="$(mktemp -d "$cache/kafka-fetch.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 # Run Maven in a scratch copy so that nothing (target/ etc.) is written into the repository.
-cp "$here/pom.xml" "$work/pom.xml"
+cp "$pom" "$work/pom.xml"
 if ! (cd "$work" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory="$work/libs" >&2); then
   echo "fetch-kafka: mvn dependency:copy-dependencies failed" >&2
   exit 1

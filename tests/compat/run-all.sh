@@ -4,8 +4,8 @@
 #   tests/compat/run-all.sh [PATH_TO_SHOAL_BINARY]     (default: target/debug/shoal)
 #
 # Starts the playground on a free loopback port in a temporary data dir, runs the Java,
-# Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group and
-# transaction suites, then franz-go's
+# Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group,
+# transaction and client-quota suites, then franz-go's
 # own integration suite as a measurement (its pass count is reported, not required).
 # The playground is stopped on exit whatever happens. Exit code: non-zero if any of the
 # required suites failed. Last line: `compat: N passed, M failed` (suites).
@@ -56,6 +56,7 @@ suite go "$here/go/run.sh" "$bootstrap"
 suite kcat "$here/kcat/run.sh" "$bootstrap"
 suite groups "$here/groups/run.sh" "$bootstrap"
 suite txn "$here/txn/run.sh" "$bootstrap"
+suite quotas "$here/quotas/run.sh" "$bootstrap"
 
 if [[ "${SHOAL_SKIP_FRANZ_SUITE:-}" != 1 ]]; then
   echo; echo "==> franz-go's own integration suite (measurement; see docs/compatibility.md)"

@@ -64,6 +64,16 @@ impl MetaStore for Registry {
     async fn cluster_id(&self) -> Result<String, MetaError> {
         self.inner.cluster_id().await
     }
+    async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
+        self.inner.client_quotas().await
+    }
+    async fn alter_client_quota(
+        &self,
+        entity: &QuotaEntity,
+        changes: &[(String, Option<f64>)],
+    ) -> Result<(), MetaError> {
+        self.inner.alter_client_quota(entity, changes).await
+    }
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, MetaError> {
         self.inner.create_topic(spec).await
     }
@@ -816,4 +826,76 @@ async fn a_waiting_fetch_reads_again_only_when_its_partition_changes() {
     let answer = recv::<FetchRequest>(&mut consumer, 12).await;
     let part = &answer.responses[0].partitions[0];
     assert_eq!((part.error_code, part.high_watermark), (0, 1));
+}
+
+#[tokio::test]
+async fn quotas_set_through_another_agent_apply_here_within_a_second_split_across_agents() {
+    // With this agent, four agents of its group take produce traffic; the fetch-only
+    // agent and the agent of another group do not share the produce quota.
+    let mut fetch_only = other(4, "a", "default");
+    fetch_only.roles = vec!["fetch".to_string()];
+    let registry = Registry::new(vec![
+        other(0, "a", "default"),
+        other(1, "a", "default"),
+        other(2, "a", "default"),
+        other(3, "a", "other"),
+        fetch_only,
+    ]);
+    create_topic(&registry, "t", 1).await;
+    let (agent, stop, mut conn) = start(
+        &registry,
+        AgentConfig {
+            batch_timeout: Duration::from_millis(10),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..config("a", Roles::ALL)
+        },
+    )
+    .await;
+    let metrics = agent.metrics_addr.unwrap();
+    let storm = QuotaEntity {
+        user: None,
+        client_id: Some(QuotaName::Named("storm".into())),
+    };
+    // Written to the store directly, as another agent's AlterClientQuotas would.
+    let rate = vec![("producer_byte_rate".to_string(), Some(40_000.0))];
+    registry.alter_client_quota(&storm, &rate).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let big = |n: usize| {
+        let mut req = produce("t", 0, 1);
+        req.topic_data[0].partition_data[0].records = Some(batch(&vec![b'x'; n]));
+        req
+    };
+    let r = call(&mut conn, "storm", &big(200_000), 9).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    // 200 kB over the 10 s span is 20 kB/s against this agent's 40 kB/s / 4 = 10 kB/s:
+    // (20 - 10) / 10 × 10 s. (Alone it would be within the quota; counting all six
+    // agents it would be capped at 11 s.)
+    assert!(
+        (9_900..=10_200).contains(&r.throttle_time_ms),
+        "throttle {} ms",
+        r.throttle_time_ms
+    );
+    assert_eq!(
+        metric(metrics, "shoal_quota_throttled_total{quota=\"produce\"}").await,
+        1
+    );
+    let ms = metric(metrics, "shoal_quota_throttle_ms_total{quota=\"produce\"}").await;
+    assert_eq!(ms, r.throttle_time_ms as u64);
+    // Another client id has no quota and is not held up.
+    let mut calm = TcpStream::connect(agent.local_addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let r = call(&mut calm, "calm", &big(200_000), 9).await;
+    assert_eq!(r.throttle_time_ms, 0);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Removed elsewhere: within a second "storm" is free again, on a new connection.
+    let unset = vec![("producer_byte_rate".to_string(), None)];
+    registry.alter_client_quota(&storm, &unset).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut again = TcpStream::connect(agent.local_addr).await.unwrap();
+    let r = call(&mut again, "storm", &big(200_000), 9).await;
+    assert_eq!(r.throttle_time_ms, 0, "the quota is gone");
+    stop.cancel();
+    agent.wait().await.unwrap();
 }

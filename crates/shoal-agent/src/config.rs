@@ -98,6 +98,10 @@ pub struct AgentConfig {
     /// Where the internal chunk endpoint for peer agents binds; `None`: the listen
     /// address's IP with an ephemeral port.
     pub peer_listen: Option<SocketAddr>,
+    /// Client quotas are measured over this many samples (Kafka's `quota.window.num`)...
+    pub quota_window_num: usize,
+    /// ...of this length each (Kafka's `quota.window.size.seconds`).
+    pub quota_window_size: Duration,
 }
 
 impl Default for AgentConfig {
@@ -140,6 +144,8 @@ impl Default for AgentConfig {
             compaction_target_bytes: 64 * 1024 * 1024,
             hedge_after: Duration::from_millis(400),
             peer_listen: None,
+            quota_window_num: 11,
+            quota_window_size: Duration::from_secs(1),
         }
     }
 }

@@ -109,6 +109,14 @@ async fn serve(
             };
             frame_size = Some(size);
             if admitted.is_none() {
+                if let Some(until) = context.throttle.until(Instant::now()) {
+                    // Over a client quota: take no further request until the throttle
+                    // time is over (what it sent meanwhile stays in the socket).
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'read,
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                }
                 if size >= 2 && buf.len() < 6 {
                     break; // the API key decides the charge
                 }

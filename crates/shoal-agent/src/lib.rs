@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod memory;
 pub mod metrics;
 pub mod peer_cache;
+pub mod quotas;
 pub mod read_path;
 pub mod server;
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub struct Shared {
     pub cluster_id: String,
     /// Cancelled when the agent starts shutting down: long polls answer at once.
     pub stopping: CancellationToken,
+    /// Client quotas (a copy of the store's, reloaded every second) and their measurements.
+    pub quotas: quotas::Quotas,
     /// Memory all requests may hold (`--queued-max-request-bytes`), see [`memory`].
     pub request_memory: memory::Budget,
 }
@@ -156,6 +159,7 @@ impl Agent {
             cluster_id,
             me,
             meta,
+            quotas: quotas::Quotas::new(config.quota_window_size, config.quota_window_num),
             request_memory: memory::Budget::new(config.queued_max_request_bytes),
             config,
             stopping: shutdown.clone(),
@@ -189,6 +193,33 @@ impl Agent {
                             shared.topics.invalidate();
                         }
                     }
+                }
+            });
+        }
+        if let Err(e) = reload_quotas(&shared).await {
+            tracing::warn!(error = %e, "could not read client quotas; retrying every second");
+        }
+        {
+            // Client quotas changed through other agents take effect within a second.
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut failing = false;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = every.tick() => {}
+                    }
+                    match reload_quotas(&shared).await {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "could not read client quotas; keeping the last ones read");
+                        }
+                        Err(_) => {}
+                    }
+                    shared.quotas.sweep(tokio::time::Instant::now());
                 }
             });
         }
@@ -340,6 +371,13 @@ async fn register(
         "registered agent"
     );
     Ok(me)
+}
+
+/// Reads the client quotas from the metadata store into the agent's table.
+pub(crate) async fn reload_quotas(shared: &Shared) -> Result<(), shoal_meta::MetaError> {
+    let quotas = shared.meta.client_quotas().await?;
+    shared.quotas.set_table(quotas);
+    Ok(())
 }
 
 /// Passes the partitions the metadata store reports changed (by any agent) on to the

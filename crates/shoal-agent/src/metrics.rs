@@ -60,6 +60,14 @@ pub struct Metrics {
     pub connections_closed_first_request: AtomicU64,
     pub connections_closed_slow_request: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Responses throttled by a client quota, and the throttle time they carried, by
+    /// quota type (a response over two quotas counts in both).
+    pub throttled_produce: AtomicU64,
+    pub throttled_produce_ms: AtomicU64,
+    pub throttled_fetch: AtomicU64,
+    pub throttled_fetch_ms: AtomicU64,
+    pub throttled_request: AtomicU64,
+    pub throttled_request_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -227,6 +235,24 @@ impl Metrics {
                     "{reason=\"slow-request\"}",
                     g(&self.connections_closed_slow_request),
                 ),
+            ],
+        );
+        counter(
+            "shoal_quota_throttled_total",
+            "Requests throttled by a client quota, by quota type (producer_byte_rate, consumer_byte_rate, request_percentage).",
+            &[
+                ("{quota=\"produce\"}", g(&self.throttled_produce)),
+                ("{quota=\"fetch\"}", g(&self.throttled_fetch)),
+                ("{quota=\"request\"}", g(&self.throttled_request)),
+            ],
+        );
+        counter(
+            "shoal_quota_throttle_ms_total",
+            "Throttle time given to clients over a quota, by quota type.",
+            &[
+                ("{quota=\"produce\"}", g(&self.throttled_produce_ms)),
+                ("{quota=\"fetch\"}", g(&self.throttled_fetch_ms)),
+                ("{quota=\"request\"}", g(&self.throttled_request_ms)),
             ],
         );
         counter(

@@ -54,6 +54,97 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     log_start_and_unreferenced_objects(&*store).await;
     compaction_swaps_entries_atomically(&*store).await;
     job_claims_are_exclusive_until_they_expire(&*store).await;
+    client_quotas(&*store).await;
+}
+
+async fn client_quotas(s: &dyn MetaStore) {
+    let named = |n: &str| Some(QuotaName::Named(n.to_string()));
+    let alice_app = QuotaEntity {
+        user: named("alice"),
+        client_id: named("app/1"),
+    };
+    let default_client = QuotaEntity {
+        user: None,
+        client_id: Some(QuotaName::Default),
+    };
+    let alice = QuotaEntity {
+        user: named("alice"),
+        client_id: None,
+    };
+    let set = |k: &str, v: f64| (k.to_string(), Some(v));
+    let unset = |k: &str| (k.to_string(), None);
+    assert!(
+        s.client_quotas().await.unwrap().is_empty(),
+        "no quotas at first"
+    );
+    s.alter_client_quota(
+        &alice_app,
+        &[
+            set("producer_byte_rate", 1024.0),
+            set("request_percentage", 12.5),
+        ],
+    )
+    .await
+    .unwrap();
+    s.alter_client_quota(&default_client, &[set("consumer_byte_rate", 2e9)])
+        .await
+        .unwrap();
+    s.alter_client_quota(&alice, &[unset("producer_byte_rate")])
+        .await
+        .unwrap();
+    let all = s.client_quotas().await.unwrap();
+    let values = |e: &QuotaEntity| {
+        all.iter()
+            .find(|q| &q.entity == e)
+            .map(|q| q.values.clone())
+    };
+    assert_eq!(
+        all.len(),
+        2,
+        "removing from an absent entity creates nothing: {all:?}"
+    );
+    assert_eq!(
+        values(&alice_app),
+        Some(BTreeMap::from([
+            ("producer_byte_rate".to_string(), 1024.0),
+            ("request_percentage".to_string(), 12.5)
+        ])),
+        "names with '/' survive, values are exact"
+    );
+    assert_eq!(
+        values(&default_client),
+        Some(BTreeMap::from([("consumer_byte_rate".to_string(), 2e9)]))
+    );
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| a.entity.cmp(&b.entity));
+    assert_eq!(all, sorted, "ordered by entity");
+    // One call sets and removes at once; an entity left empty is forgotten.
+    s.alter_client_quota(
+        &alice_app,
+        &[
+            unset("request_percentage"),
+            set("producer_byte_rate", 2048.0),
+        ],
+    )
+    .await
+    .unwrap();
+    let all = s.client_quotas().await.unwrap();
+    assert_eq!(
+        all.iter()
+            .find(|q| q.entity == alice_app)
+            .map(|q| q.values.clone()),
+        Some(BTreeMap::from([("producer_byte_rate".to_string(), 2048.0)]))
+    );
+    s.alter_client_quota(&alice_app, &[unset("producer_byte_rate")])
+        .await
+        .unwrap();
+    s.alter_client_quota(&default_client, &[unset("consumer_byte_rate")])
+        .await
+        .unwrap();
+    assert!(
+        s.client_quotas().await.unwrap().is_empty(),
+        "every entity removed"
+    );
 }
 
 async fn job_claims_are_exclusive_until_they_expire(s: &dyn MetaStore) {

@@ -15,6 +15,7 @@
 //! | `txn/{txn id}`, `txnpid/{pid}` | transaction records (version = etcd's key version) |
 //! | `txoff/{txn id}/{group}/…`, `goff/{group}/{topic}/{p}` | staged and committed offsets |
 //! | `jobs/{name}`, `agents/{node}` | job claims; live agents (under leases) |
+//! | `quotas/{entity}` | one client-quota entity's values (entity as [`QuotaEntity::encode`]) |
 //! | `history` | revisions seen by past history compactions, and the last compacted |
 //!
 //! Writes are optimistic: read the keys a change depends on, compute, then one etcd

@@ -1064,6 +1064,53 @@ impl MetaStore for EtcdStore {
         Ok(deleted > 0)
     }
 
+    async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
+        let prefix = self.key("quotas/");
+        let mut out = Vec::new();
+        for kv in self.scan(&prefix, None, 0).await? {
+            let key = key_str(&kv);
+            let entity = QuotaEntity::decode(&key[prefix.len()..])
+                .ok_or_else(|| backend(format!("corrupt quota key '{key}'")))?;
+            out.push(ClientQuota {
+                entity,
+                values: from_json(&kv)?,
+            });
+        }
+        out.sort_by(|a, b| a.entity.cmp(&b.entity));
+        Ok(out)
+    }
+
+    async fn alter_client_quota(
+        &self,
+        entity: &QuotaEntity,
+        changes: &[(String, Option<f64>)],
+    ) -> Result<(), MetaError> {
+        let key = self.key(&format!("quotas/{}", entity.encode()));
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.get_json::<BTreeMap<String, f64>>(&key).await?;
+            let mut values = current.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
+            for (k, v) in changes {
+                match v {
+                    Some(v) => values.insert(k.clone(), *v),
+                    None => values.remove(k),
+                };
+            }
+            let op = if values.is_empty() {
+                TxnOp::delete(key.as_str(), None)
+            } else {
+                TxnOp::put(key.as_str(), to_json(&values), None)
+            };
+            let when = unchanged(&key, current.as_ref().map(|(_, kv)| kv));
+            if self.txn(Txn::new().when([when]).and_then([op])).await? {
+                return Ok(());
+            }
+        }
+        Err(MetaError::Conflict(format!(
+            "client quota {}",
+            entity.encode()
+        )))
+    }
+
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
         let prefix = self.key("goff/");
         let mut groups: Vec<String> = Vec::new();

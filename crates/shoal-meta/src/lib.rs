@@ -238,6 +238,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Groups that have committed offsets, ordered by name.
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError>;
 
+    /// Every client quota set, ordered by entity.
+    async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError>;
+
+    /// Changes the quotas of one entity in one atomic step: each `(key, Some(v))` sets a
+    /// key, each `(key, None)` removes it (absent keys are fine). An entity left with no
+    /// key is forgotten.
+    async fn alter_client_quota(
+        &self,
+        entity: &QuotaEntity,
+        changes: &[(String, Option<f64>)],
+    ) -> Result<(), MetaError>;
+
     // --- The control plane: who is alive, and news of commits made elsewhere. ---
     // Single-machine backends keep the defaults: one agent, and every commit is local.
 

@@ -52,6 +52,10 @@ CREATE INDEX IF NOT EXISTS idx_by_object ON idx (object_key);
 CREATE TABLE IF NOT EXISTS job_claims (
     job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS client_quotas (
+    entity TEXT NOT NULL, k TEXT NOT NULL, v REAL NOT NULL,
+    PRIMARY KEY (entity, k)
+) WITHOUT ROWID;
 ";
 
 /// Added after the first release: when GC first saw an object unreferenced.
@@ -1039,6 +1043,59 @@ impl MetaStore for SqliteStore {
                 )
                 .map_err(backend)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare("SELECT entity, k, v FROM client_quotas ORDER BY entity, k")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                })
+                .map_err(backend)?;
+            let mut out: BTreeMap<QuotaEntity, BTreeMap<String, f64>> = BTreeMap::new();
+            for row in rows {
+                let (entity, k, v) = row.map_err(backend)?;
+                let entity = QuotaEntity::decode(&entity)
+                    .ok_or_else(|| backend(format!("corrupt quota entity '{entity}'")))?;
+                out.entry(entity).or_default().insert(k, v);
+            }
+            Ok(out
+                .into_iter()
+                .map(|(entity, values)| ClientQuota { entity, values })
+                .collect())
+        })
+        .await
+    }
+
+    async fn alter_client_quota(
+        &self,
+        entity: &QuotaEntity,
+        changes: &[(String, Option<f64>)],
+    ) -> Result<(), MetaError> {
+        let entity = entity.encode();
+        let changes = changes.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for (k, v) in &changes {
+                match v {
+                    Some(v) => tx.execute(
+                        "INSERT INTO client_quotas (entity, k, v) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (entity, k) DO UPDATE SET v = excluded.v",
+                        params![entity, k, v],
+                    ),
+                    None => tx.execute(
+                        "DELETE FROM client_quotas WHERE entity = ?1 AND k = ?2",
+                        params![entity, k],
+                    ),
+                }
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }

@@ -279,3 +279,114 @@ pub struct AgentInfo {
 /// One report of a backend's commit watch: the (topic id, partition) pairs whose state
 /// changed, or `None` when the watch may have missed changes and any may have.
 pub type ChangedPartitions = Option<std::sync::Arc<[(Uuid, i32)]>>;
+
+/// One part of a client-quota entity: a name, or the default for every name without a
+/// quota of its own (Kafka's `<default>`, a null name in the protocol).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuotaName {
+    Default,
+    Named(String),
+}
+
+/// What a client quota applies to, as Kafka's `/config/users/<user>/clients/<client-id>`:
+/// a user, a client id, or both. At least one is present.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuotaEntity {
+    pub user: Option<QuotaName>,
+    pub client_id: Option<QuotaName>,
+}
+
+impl QuotaEntity {
+    /// The entity as one string, for backends to key by: `u=NAME`, `u*` (default user),
+    /// `c=NAME`, `c*`, joined by `/` (user first). Names have `%` and `/` escaped, so
+    /// the form is unambiguous and [`QuotaEntity::decode`] reverses it.
+    pub fn encode(&self) -> String {
+        let part = |tag: char, n: &QuotaName| match n {
+            QuotaName::Default => format!("{tag}*"),
+            QuotaName::Named(s) => format!("{tag}={}", s.replace('%', "%25").replace('/', "%2F")),
+        };
+        let mut parts = Vec::new();
+        if let Some(u) = &self.user {
+            parts.push(part('u', u));
+        }
+        if let Some(c) = &self.client_id {
+            parts.push(part('c', c));
+        }
+        parts.join("/")
+    }
+
+    /// Reverses [`QuotaEntity::encode`]; `None` for anything it does not produce.
+    pub fn decode(s: &str) -> Option<QuotaEntity> {
+        let mut e = QuotaEntity {
+            user: None,
+            client_id: None,
+        };
+        for part in s.split('/') {
+            let name = match part.get(1..2)? {
+                "*" if part.len() == 2 => QuotaName::Default,
+                "=" => QuotaName::Named(part[2..].replace("%2F", "/").replace("%25", "%")),
+                _ => return None,
+            };
+            let slot = match &part[..1] {
+                "u" if e.client_id.is_none() => &mut e.user,
+                "c" => &mut e.client_id,
+                _ => return None,
+            };
+            if slot.replace(name).is_some() {
+                return None;
+            }
+        }
+        (e.user.is_some() || e.client_id.is_some()).then_some(e)
+    }
+}
+
+/// The quotas set on one entity: `producer_byte_rate`, `consumer_byte_rate`,
+/// `request_percentage` (the store keeps whatever keys it is given; the agent checks
+/// them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientQuota {
+    pub entity: QuotaEntity,
+    pub values: BTreeMap<String, f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_entities_round_trip() {
+        let named = |s: &str| Some(QuotaName::Named(s.to_string()));
+        for e in [
+            QuotaEntity {
+                user: named("ANONYMOUS"),
+                client_id: None,
+            },
+            QuotaEntity {
+                user: None,
+                client_id: Some(QuotaName::Default),
+            },
+            QuotaEntity {
+                user: Some(QuotaName::Default),
+                client_id: named("a/b%2F*"),
+            },
+            QuotaEntity {
+                user: named(""),
+                client_id: named("="),
+            },
+        ] {
+            let s = e.encode();
+            assert_eq!(QuotaEntity::decode(&s), Some(e.clone()), "{s}");
+        }
+        assert_eq!(
+            QuotaEntity {
+                user: Some(QuotaName::Default),
+                client_id: named("x")
+            }
+            .encode(),
+            "u*/c=x"
+        );
+        for bad in ["", "x=1", "u", "u*x", "c=a/u=b", "u=a/u=b"] {
+            assert_eq!(QuotaEntity::decode(bad), None, "{bad}");
+        }
+    }
+}

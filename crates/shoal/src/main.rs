@@ -240,12 +240,24 @@ struct Common {
     /// against slow object-store requests).
     #[arg(long, env = "SHOAL_HEDGE_AFTER", default_value = "400ms", value_parser = units::parse_duration)]
     hedge_after: Duration,
+    /// Client quotas (kafka-configs --entity-type clients|users) are measured over this
+    /// many samples (Kafka's quota.window.num); the longest throttle is num × size.
+    #[arg(long, env = "SHOAL_QUOTA_WINDOW_NUM", default_value_t = 11)]
+    quota_window_num: usize,
+    /// Length of one client-quota sample (Kafka's quota.window.size.seconds).
+    #[arg(long, env = "SHOAL_QUOTA_WINDOW_SIZE", default_value = "1s", value_parser = units::parse_duration)]
+    quota_window_size: Duration,
 }
 
 impl Common {
     fn config(&self, batch_timeout: Duration) -> anyhow::Result<AgentConfig> {
         if self.default_partitions < 1 {
             anyhow::bail!("--default-partitions must be at least 1");
+        }
+        if self.quota_window_num < 1 || self.quota_window_size.is_zero() {
+            anyhow::bail!(
+                "--quota-window-num and --quota-window-size must be at least 1 and above zero"
+            );
         }
         if self.max_request_bytes_per_connection < self.max_frame_bytes {
             anyhow::bail!(
@@ -300,6 +312,8 @@ impl Common {
             compaction_target_bytes: self.compaction_target_bytes,
             peer_listen: self.peer_listen,
             hedge_after: self.hedge_after,
+            quota_window_num: self.quota_window_num,
+            quota_window_size: self.quota_window_size,
             ..AgentConfig::default()
         })
     }

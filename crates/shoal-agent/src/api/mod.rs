@@ -20,6 +20,7 @@ use crate::Shared;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_client_quotas;
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
@@ -27,10 +28,12 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -94,6 +97,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -112,6 +118,9 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     /// Roles whose absence this connection was already warned about (once each).
     warned: Vec<&'static str>,
+    /// Set when a client quota throttles this connection: it reads no request until
+    /// then (shared with the answer tasks, which set it for Fetch).
+    pub throttle: Arc<crate::quotas::Throttle>,
     /// The size of the request being handled, whose slices (produce batches) pin it.
     request_len: usize,
     /// The request's memory charge, which handlers may add the memory of their answer to.
@@ -123,6 +132,7 @@ impl ConnContext {
         ConnContext {
             peer,
             warned: Vec::new(),
+            throttle: Arc::default(),
             request_len: 0,
             request_memory: None,
         }
@@ -153,8 +163,34 @@ impl ConnContext {
     }
 }
 
-/// Dispatches one decoded request.
+/// Dispatches one decoded request and counts it against its client's quotas
+/// ([`crate::quotas::enforce`]).
 pub async fn handle(
+    shared: &Arc<Shared>,
+    header: &RequestHeader,
+    conn: &mut ConnContext,
+    mut request: RequestKind,
+) -> Reply {
+    use crate::quotas::{enforce, Timed};
+    let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+    let produce_bytes = match &mut request {
+        RequestKind::Produce(r) => Some(enforce::produce_bytes(r)),
+        RequestKind::Fetch(r) => {
+            enforce::cap_fetch(shared, client_id, r);
+            None
+        }
+        _ => None,
+    };
+    let (reply, busy) = Timed::new(dispatch(shared, header, conn, request)).await;
+    let usage = enforce::Usage {
+        client_id,
+        produce_bytes,
+        busy,
+    };
+    enforce::apply(shared, &conn.throttle, usage, reply)
+}
+
+async fn dispatch(
     shared: &Arc<Shared>,
     header: &RequestHeader,
     conn: &mut ConnContext,
@@ -225,6 +261,15 @@ pub async fn handle(
         }
         RequestKind::ListTransactions(r) => {
             Reply::now(describe_transactions::list(shared, r).await)
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            Reply::now(describe_client_quotas::handle(shared, r).await)
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            Reply::now(alter_client_quotas::handle(shared, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::now(describe_user_scram_credentials::handle(r))
         }
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.

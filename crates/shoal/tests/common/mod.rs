@@ -266,6 +266,8 @@ pub struct Client {
     next_correlation: i32,
     /// Requests sent and not yet answered: (api key, version, correlation id).
     pending: VecDeque<(ApiKey, i16, i32)>,
+    /// The `client.id` in every request header (quotas are per client id).
+    client_id: StrBytes,
 }
 
 impl Client {
@@ -279,7 +281,15 @@ impl Client {
             stream,
             next_correlation: 1,
             pending: VecDeque::new(),
+            client_id: StrBytes::from_static_str("shoal-tests"),
         }
+    }
+
+    /// A client whose requests carry `client_id` instead of `shoal-tests`.
+    pub fn connect_as(addr: SocketAddr, client_id: &str) -> Client {
+        let mut c = Client::connect(addr);
+        c.client_id = StrBytes::from_string(client_id.to_string());
+        c
     }
 
     /// Sends one request and returns its decoded response.
@@ -305,7 +315,7 @@ impl Client {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("shoal-tests")));
+            .with_client_id(Some(self.client_id.clone()));
         let mut body = BytesMut::new();
         header
             .encode(&mut body, key.request_header_version(version))
