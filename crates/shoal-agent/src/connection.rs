@@ -41,7 +41,7 @@ use crate::Shared;
 use shoal_wire::frame;
 
 /// An answer on its way: the request's identity and the task producing the body.
-struct Queued {
+pub(crate) struct Queued {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -228,13 +228,13 @@ impl Timers {
     }
 }
 
-enum Decoded {
+pub(crate) enum Decoded {
     Request(Box<(RequestHeader, RequestKind)>),
     /// Answered without a handler (ApiVersions at an unsupported version).
     Answer(Queued),
 }
 
-fn decode(frame: Bytes) -> Result<Decoded, String> {
+pub(crate) fn decode(frame: Bytes) -> Result<Decoded, String> {
     if frame.len() < 8 {
         return Err(format!(
             "request of {} bytes is too short for a header",
