@@ -182,6 +182,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn request_and_answer_readers_take_only_what_is_bounded() {
+        let mut req = Vec::new();
+        req.extend_from_slice(&3u16.to_be_bytes());
+        req.extend_from_slice(b"k/1");
+        req.extend_from_slice(&100u64.to_be_bytes());
+        req.extend_from_slice(&2u64.to_be_bytes());
+        let got = read_request(&mut &req[..]).await.unwrap();
+        assert_eq!(got, ("k/1".to_string(), 100, 2));
+        assert!(read_request(&mut &req[..10]).await.is_err(), "cut short");
+        assert!(read_request(&mut &[0u8, 0][..]).await.is_err(), "empty key");
+        assert!(
+            read_request(&mut &[4u8, 1][..]).await.is_err(),
+            "key over 1 KiB"
+        );
+
+        let ok = [0u8, 0, 0, 0, 2, 7, 8];
+        assert_eq!(read_answer(&mut &ok[..], 10).await.unwrap(), &[7u8, 8][..]);
+        assert!(
+            read_answer(&mut &ok[..], 1).await.is_err(),
+            "longer than the object"
+        );
+        assert!(read_answer(&mut &ok[..6], 10).await.is_err(), "cut short");
+        let err = [1u8, 0, 0, 0, 2, b'n', b'o'];
+        assert_eq!(
+            read_answer(&mut &err[..], 10).await.unwrap_err(),
+            "peer: no"
+        );
+
+        assert!(chunk_in_object(2, 4, 9));
+        assert!(!chunk_in_object(3, 4, 9));
+        assert!(!chunk_in_object(u64::MAX, 2, u64::MAX), "start overflows");
+    }
+
     #[test]
     fn peers_are_the_zone_and_group() {
         let mut other_group = agent(4, "a");
