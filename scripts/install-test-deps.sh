@@ -19,4 +19,8 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
+# cargo-fuzz for scripts/fuzz.sh (pinned; built from crates.io). The targets need nightly.
+CARGO_FUZZ_VERSION=0.13.1
+cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$" \
+  || cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 echo "test prerequisites present: cargo $(cargo --version | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), go $(go version | cut -d' ' -f3), kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}'), etcd $(etcd --version | head -1 | awk '{print $3}')"

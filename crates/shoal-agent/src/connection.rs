@@ -42,7 +42,7 @@ use crate::Shared;
 use shoal_wire::frame;
 
 /// An answer on its way: the request's identity and the task producing the body.
-struct Queued {
+pub(crate) struct Queued {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -170,9 +170,9 @@ async fn serve(
                 }
             }
             context.begin_request(frame.len(), held.clone());
-            match decode(frame, held) {
+            match decode(frame) {
                 Ok(Decoded::Request(boxed)) => {
-                    let (header, request, held) = *boxed;
+                    let (header, request) = *boxed;
                     Metrics::add(&shared.metrics.requests, 1);
                     let api_key =
                         ApiKey::try_from(header.request_api_key).expect("checked in decode");
@@ -193,7 +193,15 @@ async fn serve(
                         break 'read; // writer failed: the socket is gone
                     }
                 }
-                Ok(Decoded::Answer(q)) => {
+                Ok(Decoded::Answer(answer)) => {
+                    let (api_key, version, correlation_id, body) = *answer;
+                    let q = Queued {
+                        api_key,
+                        version,
+                        correlation_id,
+                        body: tokio::spawn(async move { Some(Box::new(body)) }),
+                        _held: held,
+                    };
                     in_flight.fetch_add(1, Ordering::Relaxed);
                     if tx.send(q).await.is_err() {
                         break 'read;
@@ -325,13 +333,14 @@ impl Timers {
     }
 }
 
-enum Decoded {
-    Request(Box<(RequestHeader, RequestKind, Arc<memory::Reservation>)>),
-    /// Answered without a handler (ApiVersions at an unsupported version).
-    Answer(Queued),
+pub(crate) enum Decoded {
+    Request(Box<(RequestHeader, RequestKind)>),
+    /// Answered without a handler (ApiVersions at an unsupported version): the API, the
+    /// version to answer in, the correlation id and the answer.
+    Answer(Box<(ApiKey, i16, i32, ResponseKind)>),
 }
 
-fn decode(frame: Bytes, held: Arc<memory::Reservation>) -> Result<Decoded, String> {
+pub(crate) fn decode(frame: Bytes) -> Result<Decoded, String> {
     if frame.len() < 8 {
         return Err(format!(
             "request of {} bytes is too short for a header",
@@ -348,13 +357,12 @@ fn decode(frame: Bytes, held: Arc<memory::Reservation>) -> Result<Decoded, Strin
         if api_key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 with the supported ranges so the client can pick.
             let body = api::api_versions::unsupported();
-            return Ok(Decoded::Answer(Queued {
+            return Ok(Decoded::Answer(Box::new((
                 api_key,
-                version: 0,
+                0,
                 correlation_id,
-                body: tokio::spawn(async move { Some(Box::new(body)) }),
-                _held: held,
-            }));
+                body,
+            ))));
         }
         return Err(format!(
             "{api_key:?} v{version} is not supported (Shoal supports {})",
@@ -368,7 +376,7 @@ fn decode(frame: Bytes, held: Arc<memory::Reservation>) -> Result<Decoded, Strin
         .map_err(|e| format!("malformed {api_key:?} v{version} header: {e}"))?;
     let request = RequestKind::decode(api_key, &mut body, version)
         .map_err(|e| format!("malformed {api_key:?} v{version} request: {e}"))?;
-    Ok(Decoded::Request(Box::new((header, request, held))))
+    Ok(Decoded::Request(Box::new((header, request))))
 }
 
 async fn write_loop(

@@ -35,6 +35,44 @@ pub mod topics;
 pub mod txn;
 pub mod write_path;
 
+/// Entry points for the fuzz targets (`fuzz/` at the repository root): the pure decoders
+/// of network input, reachable without a running agent. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::Bytes;
+    use kafka_protocol::messages::{RequestHeader, RequestKind};
+
+    /// The connection's request decoding: header and body of one frame (the bytes after
+    /// the size prefix). `Ok(None)`: answered without a handler (ApiVersions at an
+    /// unsupported version).
+    pub fn decode_request(frame: Bytes) -> Result<Option<(RequestHeader, RequestKind)>, String> {
+        match crate::connection::decode(frame)? {
+            crate::connection::Decoded::Request(boxed) => Ok(Some(*boxed)),
+            crate::connection::Decoded::Answer(_) => Ok(None),
+        }
+    }
+
+    /// The peer-cache endpoint's request reader: (object key, object size, chunk index).
+    pub async fn peer_read_request(mut input: &[u8]) -> std::io::Result<(String, u64, u64)> {
+        crate::peer_cache::read_request(&mut input).await
+    }
+
+    /// The peer-cache asker's answer reader, for a chunk of a `size`-byte object.
+    pub async fn peer_read_answer(mut input: &[u8], size: u64) -> Result<Bytes, String> {
+        crate::peer_cache::read_answer(&mut input, size).await
+    }
+
+    /// The peer-cache endpoint's bounds check on a requested chunk.
+    pub fn peer_chunk_in_object(idx: u64, chunk_size: u64, size: u64) -> bool {
+        crate::peer_cache::chunk_in_object(idx, chunk_size, size)
+    }
+
+    /// The topics of a consumer-protocol subscription, as the group coordinator reads them.
+    pub fn parse_subscription(meta: &[u8]) -> Option<Vec<String>> {
+        crate::groups::parse_subscription(meta)
+    }
+}
+
 use std::sync::Arc;
 
 use object_store::ObjectStore;

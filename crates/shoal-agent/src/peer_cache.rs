@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_meta::AgentInfo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -56,25 +56,34 @@ pub async fn fetch(addr: &str, key: &str, size: u64, idx: u64) -> Result<Bytes, 
         req.extend_from_slice(&size.to_be_bytes());
         req.extend_from_slice(&idx.to_be_bytes());
         sock.write_all(&req).await.map_err(|e| e.to_string())?;
-        let status = sock.read_u8().await.map_err(|e| e.to_string())?;
-        let len = sock.read_u32().await.map_err(|e| e.to_string())? as usize;
-        if len as u64 > size {
-            return Err(format!(
-                "peer announced {len} bytes for a {size}-byte object"
-            ));
-        }
-        let mut body = vec![0u8; len];
-        sock.read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-        if status != 0 {
-            return Err(format!("peer: {}", String::from_utf8_lossy(&body)));
-        }
-        Ok(Bytes::from(body))
+        read_answer(&mut sock, size).await
     };
     tokio::time::timeout(PEER_TIMEOUT, work)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {PEER_TIMEOUT:?}")))
+}
+
+/// Reads a peer's answer to a request for a chunk of a `size`-byte object: the chunk,
+/// or the peer's error text as the error.
+pub(crate) async fn read_answer<R: AsyncRead + Unpin>(
+    sock: &mut R,
+    size: u64,
+) -> Result<Bytes, String> {
+    let status = sock.read_u8().await.map_err(|e| e.to_string())?;
+    let len = sock.read_u32().await.map_err(|e| e.to_string())? as usize;
+    if len as u64 > size {
+        return Err(format!(
+            "peer announced {len} bytes for a {size}-byte object"
+        ));
+    }
+    let mut body = vec![0u8; len];
+    sock.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 0 {
+        return Err(format!("peer: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(Bytes::from(body))
 }
 
 /// Serves chunks to peers until `shutdown`.
@@ -106,23 +115,11 @@ pub async fn serve(
 
 async fn answer(mut sock: TcpStream, shared: &Shared) -> std::io::Result<()> {
     sock.set_nodelay(true).ok();
-    let request = async {
-        let key_len = sock.read_u16().await? as usize;
-        if key_len == 0 || key_len > MAX_KEY {
-            return Err(std::io::Error::other(format!("key length {key_len}")));
-        }
-        let mut key = vec![0u8; key_len];
-        sock.read_exact(&mut key).await?;
-        let size = sock.read_u64().await?;
-        let idx = sock.read_u64().await?;
-        let key = String::from_utf8(key).map_err(std::io::Error::other)?;
-        Ok((key, size, idx))
-    };
-    let (key, size, idx) = tokio::time::timeout(PEER_TIMEOUT, request)
+    let (key, size, idx) = tokio::time::timeout(PEER_TIMEOUT, read_request(&mut sock))
         .await
         .map_err(|_| std::io::Error::other("request timed out"))??;
     let cs = shared.reader.cache().chunk_size();
-    let result = if idx.checked_mul(cs).is_none_or(|start| start >= size) {
+    let result = if !chunk_in_object(idx, cs, size) {
         Err(format!("chunk {idx} lies outside the {size}-byte object"))
     } else {
         shared
@@ -147,6 +144,28 @@ async fn answer(mut sock: TcpStream, shared: &Shared) -> std::io::Result<()> {
     sock.shutdown().await
 }
 
+/// Reads one chunk request: (object key, object size, chunk index).
+pub(crate) async fn read_request<R: AsyncRead + Unpin>(
+    sock: &mut R,
+) -> std::io::Result<(String, u64, u64)> {
+    let key_len = sock.read_u16().await? as usize;
+    if key_len == 0 || key_len > MAX_KEY {
+        return Err(std::io::Error::other(format!("key length {key_len}")));
+    }
+    let mut key = vec![0u8; key_len];
+    sock.read_exact(&mut key).await?;
+    let size = sock.read_u64().await?;
+    let idx = sock.read_u64().await?;
+    let key = String::from_utf8(key).map_err(std::io::Error::other)?;
+    Ok((key, size, idx))
+}
+
+/// Whether chunk `idx` (of `chunk_size` bytes each) starts inside a `size`-byte object.
+pub(crate) fn chunk_in_object(idx: u64, chunk_size: u64, size: u64) -> bool {
+    idx.checked_mul(chunk_size)
+        .is_some_and(|start| start < size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +180,40 @@ mod tests {
             roles: vec![],
             peer_addr: Some(format!("h:{node_id}")),
         }
+    }
+
+    #[tokio::test]
+    async fn request_and_answer_readers_take_only_what_is_bounded() {
+        let mut req = Vec::new();
+        req.extend_from_slice(&3u16.to_be_bytes());
+        req.extend_from_slice(b"k/1");
+        req.extend_from_slice(&100u64.to_be_bytes());
+        req.extend_from_slice(&2u64.to_be_bytes());
+        let got = read_request(&mut &req[..]).await.unwrap();
+        assert_eq!(got, ("k/1".to_string(), 100, 2));
+        assert!(read_request(&mut &req[..10]).await.is_err(), "cut short");
+        assert!(read_request(&mut &[0u8, 0][..]).await.is_err(), "empty key");
+        assert!(
+            read_request(&mut &[4u8, 1][..]).await.is_err(),
+            "key over 1 KiB"
+        );
+
+        let ok = [0u8, 0, 0, 0, 2, 7, 8];
+        assert_eq!(read_answer(&mut &ok[..], 10).await.unwrap(), &[7u8, 8][..]);
+        assert!(
+            read_answer(&mut &ok[..], 1).await.is_err(),
+            "longer than the object"
+        );
+        assert!(read_answer(&mut &ok[..6], 10).await.is_err(), "cut short");
+        let err = [1u8, 0, 0, 0, 2, b'n', b'o'];
+        assert_eq!(
+            read_answer(&mut &err[..], 10).await.unwrap_err(),
+            "peer: no"
+        );
+
+        assert!(chunk_in_object(2, 4, 9));
+        assert!(!chunk_in_object(3, 4, 9));
+        assert!(!chunk_in_object(u64::MAX, 2, u64::MAX), "start overflows");
     }
 
     #[test]

@@ -24,4 +24,5 @@
 
 mod state;
 
+pub(crate) use state::parse_subscription;
 pub use state::{Coordinator, GroupSummary, JoinArgs, JoinOutcome, MemberSummary, SyncOutcome};

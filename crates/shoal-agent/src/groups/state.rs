@@ -911,7 +911,7 @@ impl Coordinator {
 }
 
 /// Topics in a consumer-protocol subscription (version i16, then an array of strings).
-fn parse_subscription(meta: &[u8]) -> Option<Vec<String>> {
+pub(crate) fn parse_subscription(meta: &[u8]) -> Option<Vec<String>> {
     let mut at = 2usize;
     let count = i32::from_be_bytes(meta.get(at..at + 4)?.try_into().ok()?);
     at += 4;
