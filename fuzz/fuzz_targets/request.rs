@@ -2,11 +2,11 @@
 //! bound, then the connection's `decode` (API key and version checked against what
 //! ApiVersions advertises, then header and body with `kafka-protocol`). Every advertised
 //! API and version is reachable (see `shoal_fuzz::request_stream` for the input format).
+//! For Produce, the element count the connection charges memory for
+//! (`shoal_wire::request::produce_elements`) must cover what the decoder built.
 #![no_main]
 
-use std::sync::OnceLock;
-
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, RequestKind};
 use libfuzzer_sys::fuzz_target;
 use shoal_wire::frame::split_frame;
 
@@ -14,20 +14,9 @@ use shoal_wire::frame::split_frame;
 #[global_allocator]
 static ALLOCATOR: shoal_fuzz::LazyHuge = shoal_fuzz::LazyHuge;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
     let mut buf = shoal_fuzz::request_stream(data);
-    // ApiVersions at an unsupported version is answered from a spawned task: decode
-    // inside the runtime, which runs such tasks on the next `block_on`.
-    runtime().block_on(async {
+    {
         while let Ok(Some(frame)) = split_frame(&mut buf, shoal_fuzz::FRAME_LIMIT) {
             let prefix = frame.get(..4).map(|b| {
                 (
@@ -35,8 +24,24 @@ fuzz_target!(|data: &[u8]| {
                     i16::from_be_bytes([b[2], b[3]]),
                 )
             });
+            // What the connection charges a Produce request for its decoded elements.
+            let elements = shoal_wire::request::produce_elements(&frame);
             match shoal_agent::fuzzing::decode_request(frame) {
-                Ok(Some((header, _request))) => {
+                Ok(Some((header, request))) => {
+                    if let RequestKind::Produce(r) = &request {
+                        // Every Produce the decoder takes is walked (the connection
+                        // refuses one that is not), and its count covers at least the
+                        // topics and partitions it decodes to.
+                        let decoded = r.topic_data.len()
+                            + r.topic_data
+                                .iter()
+                                .map(|t| t.partition_data.len())
+                                .sum::<usize>();
+                        assert!(
+                            elements.is_some_and(|e| e >= decoded),
+                            "{elements:?} < {decoded}"
+                        );
+                    }
                     // The connection relies on these (`expect("checked in decode")`).
                     assert_eq!(
                         Some((header.request_api_key, header.request_api_version)),
@@ -48,5 +53,5 @@ fuzz_target!(|data: &[u8]| {
                 Err(_) => break, // the connection closes here
             }
         }
-    });
+    }
 });

@@ -154,9 +154,18 @@ async fn serve(
             frame_size = None;
             timers.request_read();
             let held = admitted.take().expect("admitted above");
-            if let Some(elements) = shoal_wire::request::produce_elements(&frame) {
+            let is_produce = frame.get(..2) == Some(&shoal_wire::request::PRODUCE.to_be_bytes());
+            if is_produce && api::is_supported(ApiKey::Produce, frame_version(&frame)) {
                 let total = budgets.connection.total();
-                let extra = match memory::produce_extra(frame.len(), elements, total) {
+                let walked = shoal_wire::request::produce_elements(&frame).ok_or_else(|| {
+                    // The decoder accepts some encodings the walk refuses (varints longer
+                    // than five bytes, as Kafka refuses too); uncharged, they are not let in.
+                    "a Produce request whose fields do not walk (an over-long varint or a \
+                     length past the frame)"
+                        .to_string()
+                });
+                let charged = walked.and_then(|n| memory::produce_extra(frame.len(), n, total));
+                let extra = match charged {
                     Ok(extra) => extra,
                     Err(why) => {
                         Metrics::add(&shared.metrics.protocol_errors, 1);
@@ -262,6 +271,14 @@ async fn serve(
     // Let the writer answer everything already accepted, then close.
     drop(tx);
     let _ = writer.await;
+}
+
+/// The API version in a frame's header (0 if the frame is too short to hold one).
+fn frame_version(frame: &[u8]) -> i16 {
+    frame
+        .get(2..4)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0)
 }
 
 /// Which of a connection's timers runs out next.

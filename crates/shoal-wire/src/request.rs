@@ -41,16 +41,20 @@ impl Cursor<'_> {
             .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
 
+    /// An unsigned varint read exactly as `kafka-protocol` reads one: at most five
+    /// bytes (a fifth byte's continuation bit ends it all the same), bits beyond 32
+    /// dropped. Reading it any other way would count other fields than the decoder
+    /// decodes.
     fn uvarint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..35).step_by(7) {
-            let byte = *self.take(1)?.first()?;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
+        let mut v = 0u32;
+        for i in 0..5 {
+            let byte = u32::from(*self.take(1)?.first()?);
+            v |= (byte & 0x7f) << (i * 7);
+            if byte < 0x80 {
+                break;
             }
         }
-        None // longer than a u32's five bytes
+        Some(u64::from(v))
     }
 
     /// A length or count: `i32` (classic, -1 null) or unsigned varint N+1 (compact, 0 null).
@@ -143,7 +147,7 @@ mod tests {
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
     fn encode(req: &ProduceRequest, version: i16) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -207,6 +211,22 @@ mod tests {
         let at = bytes.len() - (4 + 2 + 7 + 4); // count, name length, "topic-0", partitions
         bytes[at..at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
         assert_eq!(produce_elements(&bytes), None);
+    }
+
+    #[test]
+    fn varints_are_read_as_the_decoder_reads_them() {
+        use kafka_protocol::messages::RequestKind;
+        // v9: the header's tagged-field count as five bytes, all with the continuation
+        // bit: the decoder stops after five and reads the next byte as the next field.
+        let mut bytes = encode(&request(1, 2), 9);
+        let at = 4 + 4 + 2 + 1; // key, version, correlation id, client id "c"
+        assert_eq!(bytes[at], 0, "the header's empty tagged fields");
+        bytes.splice(at..at + 1, [0x80, 0x80, 0x80, 0x80, 0x80]);
+        let mut body = bytes::Bytes::from(bytes.clone());
+        RequestHeader::decode(&mut body, 2).unwrap();
+        let decoded = RequestKind::decode(ApiKey::Produce, &mut body, 9);
+        assert!(decoded.is_ok(), "the decoder takes it: {decoded:?}");
+        assert_eq!(produce_elements(&bytes), Some(1 + 2));
     }
 
     #[test]
