@@ -244,6 +244,9 @@ fn empty(key: ApiKey) -> RequestKind {
         DescribeTransactions,
         ListTransactions,
         DeleteRecords,
+        DescribeClientQuotas,
+        AlterClientQuotas,
+        DescribeUserScramCredentials,
     )
 }
 
