@@ -179,8 +179,10 @@ impl Reservation {
         held.extend(taken.permits);
     }
 
-    /// Bytes charged to this request now.
-    pub fn bytes(&self) -> usize {
+    /// Bytes charged to this request now (each charge is taken from both budgets alike,
+    /// as long as it is below both totals; tests keep it so).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         let held = self.permits.lock().unwrap_or_else(|e| e.into_inner());
         held.iter().map(|p| p.num_permits()).sum::<usize>() / 2
     }
