@@ -20,6 +20,7 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
 fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
 # cargo-fuzz for scripts/fuzz.sh (pinned; built from crates.io). The targets need nightly.
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 CARGO_FUZZ_VERSION=0.13.1
 cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$" \
   || cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
