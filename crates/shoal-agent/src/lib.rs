@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod peer_cache;
 pub mod quotas;
 pub mod read_path;
+pub mod security;
 pub mod server;
 #[cfg(test)]
 mod test_util;

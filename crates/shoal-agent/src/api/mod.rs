@@ -116,6 +116,9 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 /// What handlers know about the connection a request arrived on; lives as long as it.
 pub struct ConnContext {
     pub peer: SocketAddr,
+    /// Who the client is: `User:ANONYMOUS` until SASL or a client certificate says
+    /// otherwise. ACLs are checked against it.
+    pub principal: crate::security::Principal,
     /// Roles whose absence this connection was already warned about (once each).
     warned: Vec<&'static str>,
     /// Set when a client quota throttles this connection: it reads no request until
@@ -131,6 +134,7 @@ impl ConnContext {
     pub fn new(peer: SocketAddr) -> ConnContext {
         ConnContext {
             peer,
+            principal: crate::security::Principal::anonymous(),
             warned: Vec::new(),
             throttle: Arc::default(),
             request_len: 0,
