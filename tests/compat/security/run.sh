@@ -10,6 +10,8 @@
 #   setup   as the super user admin: topics, 10 records in t1, ACLs with Kafka 4.3.1's
 #           kafka-acls (alice and User:CN=alice: All on prefixed topic/group `sec-`; alice:
 #           Read on topic t1 and group g1; bob: Deny All on t1, Read on group sec-bob)
+#   scram-admin  kafka-configs --alter/--describe/--delete-config SCRAM credentials online;
+#           the new user logs in, loses one mechanism, keeps the other
 #   java    kafka-clients 4.3.1: produce/consume N records per mechanism and over mTLS, wrong
 #           password -> SaslAuthenticationException, the ACL checks (Topic-, Group- and
 #           TransactionalIdAuthorizationException, bob's metadata lacks t1)
@@ -150,6 +152,70 @@ PY
   echo "setup: ACLs in place"
 }
 
+# SCRAM credentials managed online with Kafka 4.3.1's kafka-configs as admin: carol is
+# created, can log in, loses SCRAM-SHA-256 and can then only log in with SCRAM-SHA-512.
+scram_admin_checks() {
+  local ok=0 bad=0 out
+  configs() {
+    java "${quiet_log[@]}" -cp "$libs/*" kafka.admin.ConfigCommand --bootstrap-server "$sasl_bootstrap" \
+      --command-config "$tmp/admin.properties" --entity-type users --entity-name carol "$@" 2>&1
+  }
+  # login MECH PASSWORD: exit 0 when carol's metadata request succeeds (retried for 10 s,
+  # credentials may take a moment to reach the listener), 1 when authentication fails.
+  login() {
+    "$py" - "$sasl_bootstrap" "$certs" "$1" "$2" <<'PY'
+import sys, time
+from confluent_kafka import KafkaError, Producer
+errors = []
+p = Producer({"bootstrap.servers": sys.argv[1], "security.protocol": "SASL_SSL",
+              "sasl.mechanism": sys.argv[3], "sasl.username": "carol", "sasl.password": sys.argv[4],
+              "ssl.ca.location": sys.argv[2] + "/ca.pem", "log_level": 0,
+              "error_cb": lambda e: errors.append(e)})
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        p.list_topics(timeout=2)
+        sys.exit(0)
+    except Exception:
+        p.poll(0.2)  # serves error_cb
+    if any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+        sys.exit(1)
+sys.exit(2)
+PY
+  }
+  step() {
+    local name="$1"; shift
+    if "$@"; then ok=$((ok + 1)); echo "ok   $name"; else bad=$((bad + 1)); echo "FAIL $name"; fi
+  }
+  # One mechanism per request: Kafka refuses two alterations of one user in one request.
+  out="$(configs --alter --add-config 'SCRAM-SHA-256=[iterations=8192,password=carol-secret]')"
+  step "kafka-configs adds carol's SCRAM-SHA-256" grep -q "Completed updating config for user carol" <<<"$out"
+  out="$(configs --alter --add-config 'SCRAM-SHA-512=[password=carol-secret]')"
+  step "kafka-configs adds carol's SCRAM-SHA-512" grep -q "Completed updating config for user carol" <<<"$out"
+  out="$(configs --describe)"
+  # (the mechanisms are listed in no fixed order)
+  step "kafka-configs describes SCRAM-SHA-256 with 8192 iterations" grep -q "SCRAM-SHA-256=iterations=8192" <<<"$out"
+  step "kafka-configs describes SCRAM-SHA-512 with the default 4096" grep -q "SCRAM-SHA-512=iterations=4096" <<<"$out"
+  [[ $bad -eq 0 ]] || echo "$out" | sed 's/^/     /'
+  step "carol logs in with SCRAM-SHA-256" login SCRAM-SHA-256 carol-secret
+  step "carol logs in with SCRAM-SHA-512" login SCRAM-SHA-512 carol-secret
+  local rc=0; login SCRAM-SHA-512 wrong-secret || rc=$?
+  step "carol with a wrong password: authentication failed" test "$rc" -eq 1
+  out="$(configs --alter --delete-config SCRAM-SHA-256)"
+  step "kafka-configs deletes SCRAM-SHA-256" grep -q "Completed updating config for user carol" <<<"$out"
+  # Deletion may take a moment to reach the listener: retry the failing login for 10 s.
+  local gone=1
+  for _ in 1 2 3 4 5; do
+    rc=0; login SCRAM-SHA-256 carol-secret >/dev/null 2>&1 || rc=$?
+    if [[ $rc -eq 1 ]]; then gone=0; break; fi
+    sleep 2
+  done
+  step "carol can no longer log in with SCRAM-SHA-256" test "$gone" -eq 0
+  step "carol still logs in with SCRAM-SHA-512" login SCRAM-SHA-512 carol-secret
+  echo "scram-admin: $ok passed, $bad failed"
+  [[ $bad -eq 0 ]]
+}
+
 java_checks() {
   source "$here/../java-suite.sh"
   java_suite_build java-security "$here/java" "${SHOAL_CACHE:-$HOME/.cache/shoal}/java-security-build" || return 1
@@ -199,6 +265,7 @@ kcat_checks() {
 }
 
 suite setup setup
+suite scram-admin scram_admin_checks
 suite java java_checks
 suite confluent-kafka "$py" "$here/py_clients.py" confluent "$sasl_bootstrap" "$ssl_bootstrap" "$certs" "$records"
 suite kafka-python "$py" "$here/py_clients.py" kafka-python "$sasl_bootstrap" "$ssl_bootstrap" "$certs" "$records"
