@@ -313,6 +313,7 @@ fn other(node_id: i32, az: &str, group: &str) -> AgentInfo {
         group: group.to_string(),
         roles: Roles::ALL.names(),
         peer_addr: None,
+        listeners: Vec::new(),
     }
 }
 

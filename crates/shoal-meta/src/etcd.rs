@@ -327,6 +327,8 @@ struct AgentRec {
     group: String,
     roles: Vec<String>,
     peer_addr: Option<String>,
+    #[serde(default)]
+    listeners: Vec<crate::ListenerAddr>,
 }
 
 impl From<&AgentInfo> for AgentRec {
@@ -339,6 +341,7 @@ impl From<&AgentInfo> for AgentRec {
             group: a.group.clone(),
             roles: a.roles.clone(),
             peer_addr: a.peer_addr.clone(),
+            listeners: a.listeners.clone(),
         }
     }
 }
@@ -353,6 +356,7 @@ impl From<AgentRec> for AgentInfo {
             group: a.group,
             roles: a.roles,
             peer_addr: a.peer_addr,
+            listeners: a.listeners,
         }
     }
 }

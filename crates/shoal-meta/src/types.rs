@@ -274,6 +274,30 @@ pub struct AgentInfo {
     pub roles: Vec<String>,
     /// `host:port` of the internal endpoint peers use to read cached chunks, if any.
     pub peer_addr: Option<String>,
+    /// The advertised address of each named listener (`--listeners`); `host`/`port` are
+    /// the first one's. Empty for agents that predate named listeners.
+    pub listeners: Vec<ListenerAddr>,
+}
+
+/// Where clients of one named listener reach an agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerAddr {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl AgentInfo {
+    /// The address to give a client that connected through `listener`: that listener's
+    /// on this agent, else (an agent without it) the agent's first listener.
+    pub fn endpoint(&self, listener: &str) -> (&str, i32) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or((self.host.as_str(), self.port), |l| {
+                (l.host.as_str(), l.port)
+            })
+    }
 }
 
 /// One report of a backend's commit watch: the (topic id, partition) pairs whose state

@@ -116,6 +116,8 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 /// What handlers know about the connection a request arrived on; lives as long as it.
 pub struct ConnContext {
     pub peer: SocketAddr,
+    /// The listener the connection came in on: Metadata answers with its addresses.
+    pub listener: Arc<crate::security::listeners::ListenerSpec>,
     /// Who the client is: `User:ANONYMOUS` until SASL or a client certificate says
     /// otherwise. ACLs are checked against it.
     pub principal: crate::security::Principal,
@@ -131,15 +133,27 @@ pub struct ConnContext {
 }
 
 impl ConnContext {
-    pub fn new(peer: SocketAddr) -> ConnContext {
+    /// A new connection of `listener`; `principal` is its client certificate's, if any.
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<crate::security::listeners::ListenerSpec>,
+        principal: Option<crate::security::Principal>,
+    ) -> ConnContext {
         ConnContext {
             peer,
-            principal: crate::security::Principal::anonymous(),
+            listener,
+            principal: principal.unwrap_or_else(crate::security::Principal::anonymous),
             warned: Vec::new(),
             throttle: Arc::default(),
             request_len: 0,
             request_memory: None,
         }
+    }
+
+    /// Whether the connection must still authenticate before anything but ApiVersions
+    /// and the SASL requests is served.
+    pub fn must_authenticate(&self) -> bool {
+        false
     }
 
     /// Called by the connection before each request is handled.
@@ -213,7 +227,9 @@ async fn dispatch(
             conn.warn_missing_role(shared, "fetch", client_id);
             Reply::now(fetch::refuse(r, v))
         }
-        RequestKind::FindCoordinator(r) => Reply::now(find_coordinator::handle(shared, r, v)),
+        RequestKind::FindCoordinator(r) => {
+            Reply::now(find_coordinator::handle(shared, &conn.listener.name, r, v))
+        }
         RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, conn.peer, r, v),
         RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
         RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
@@ -225,7 +241,9 @@ async fn dispatch(
         RequestKind::DeleteGroups(r) => Reply::now(delete_groups::handle(shared, r).await),
         RequestKind::OffsetDelete(r) => Reply::now(offset_delete::handle(shared, r).await),
         RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
-        RequestKind::Metadata(r) => Reply::now(metadata::handle(shared, client_id, r, v).await),
+        RequestKind::Metadata(r) => {
+            Reply::now(metadata::handle(shared, client_id, &conn.listener.name, r, v).await)
+        }
         RequestKind::CreateTopics(r) => Reply::now(create_topics::handle(shared, r, v).await),
         RequestKind::DeleteTopics(r) => Reply::now(delete_topics::handle(shared, r, v).await),
         RequestKind::CreatePartitions(r) => Reply::now(create_partitions::handle(shared, r).await),
@@ -234,9 +252,12 @@ async fn dispatch(
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::now(configs::incremental_alter(shared, r).await)
         }
-        RequestKind::DescribeCluster(r) => {
-            Reply::now(describe_cluster::handle(shared, client_id, r))
-        }
+        RequestKind::DescribeCluster(r) => Reply::now(describe_cluster::handle(
+            shared,
+            client_id,
+            &conn.listener.name,
+            r,
+        )),
         RequestKind::ListOffsets(r) => Reply::now(list_offsets::handle(shared, r, v).await),
         RequestKind::Produce(r) => produce::handle(shared, r, v, conn.request_len).await,
         RequestKind::Fetch(r) => fetch::handle(shared, r, v, memory),
