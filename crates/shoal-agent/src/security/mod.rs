@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+pub mod sasl;
+pub mod scram;
+
 /// A Kafka principal, `User:alice`. Connections that did not authenticate are
 /// `User:ANONYMOUS`, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
