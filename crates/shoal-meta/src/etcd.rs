@@ -16,6 +16,7 @@
 //! | `txoff/{txn id}/{group}/…`, `goff/{group}/{topic}/{p}` | staged and committed offsets |
 //! | `jobs/{name}`, `agents/{node}` | job claims; live agents (under leases) |
 //! | `quotas/{entity}` | one client-quota entity's values (entity as [`QuotaEntity::encode`]) |
+//! | `scram/{user}/{mechanism}` | one SCRAM credential: salt, stored and server key, iterations |
 //! | `history` | revisions seen by past history compactions, and the last compacted |
 //!
 //! Writes are optimistic: read the keys a change depends on, compute, then one etcd
@@ -225,6 +226,14 @@ pub(crate) struct HistoryRec {
 /// Marks kept at most (if passes come far more often than the retention, the oldest go,
 /// which only delays compaction).
 const MAX_HISTORY_MARKS: usize = 1000;
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ScramRec {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct JobRec {

@@ -8,6 +8,8 @@ use std::fmt;
 
 pub mod listeners;
 pub mod tls;
+pub mod sasl;
+pub mod scram;
 
 /// A Kafka principal, `User:alice`. Connections that did not authenticate are
 /// `User:ANONYMOUS`, as in Kafka.
