@@ -220,6 +220,13 @@ async fn serve<S>(
                     if tx.send(q).await.is_err() {
                         break 'read; // writer failed: the socket is gone
                     }
+                    if let Some(why) = context.take_closing() {
+                        if !why.is_empty() {
+                            Metrics::add(&shared.metrics.protocol_errors, 1);
+                            tracing::warn!("closing connection: {why}");
+                        }
+                        break 'read; // the writer sends what is queued, then closes
+                    }
                 }
                 Ok(Decoded::Answer(answer)) => {
                     let (api_key, version, correlation_id, body) = *answer;

@@ -410,9 +410,6 @@ async fn bind_listeners(
         );
     }
     if let Some(l) = specs.iter().find(|l| l.protocol.sasl()) {
-        if true {
-            anyhow::bail!("listener {}: {} is not supported yet", l.name, l.protocol);
-        }
         if config.sasl_mechanisms.is_empty() {
             anyhow::bail!(
                 "listener {} uses {} but --sasl-enabled-mechanisms is empty",

@@ -3,6 +3,7 @@
 
 mod admin;
 mod alloc;
+mod secure;
 mod stores;
 mod units;
 
@@ -89,6 +90,11 @@ struct Playground {
     /// Flush produce data after this long (e.g. 10ms, 250ms, 1s).
     #[arg(long, env = "SHOAL_BATCH_TIMEOUT", default_value = "10ms", value_parser = units::parse_duration)]
     batch_timeout: Duration,
+    /// Listen with SASL_SSL only: make a CA, a server certificate and a SCRAM admin user
+    /// (a super user) under DATA_DIR/secure, and print the client settings for Java,
+    /// librdkafka and kcat. Reused on the next start.
+    #[arg(long, env = "SHOAL_SECURE", default_value_t = false)]
+    secure: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -445,6 +451,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut secure = None;
     let (config, meta, store, banner) = match cli.command {
         Command::Playground(p) => {
             std::fs::create_dir_all(&p.data_dir)
@@ -455,7 +462,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => stores::local_dir(&p.data_dir.join("objects"))?,
             };
             let banner = format!("data in {}", p.data_dir.display());
-            (p.common.config(p.batch_timeout)?, meta, store, banner)
+            let mut config = p.common.config(p.batch_timeout)?;
+            if p.secure {
+                if p.common.listeners.is_some() || p.common.tls_cert.is_some() {
+                    anyhow::bail!("--secure makes its own listener and certificate; leave out --listeners and --tls-*");
+                }
+                let s = secure::prepare(&p.data_dir, config.listen, meta.as_ref()).await?;
+                config.listeners = vec![shoal_agent::security::listeners::ListenerSpec {
+                    name: "SASL_SSL".into(),
+                    protocol: shoal_agent::security::listeners::SecurityProtocol::SaslSsl,
+                    bind: config.listen,
+                    advertise: config.advertise.clone(),
+                }];
+                config.tls = Some(shoal_agent::security::tls::TlsSettings {
+                    cert: s.cert.clone(),
+                    key: s.key.clone(),
+                    ca: Some(s.ca.clone()),
+                    client_auth: shoal_agent::security::tls::ClientAuth::None,
+                    principal_rules: Default::default(),
+                });
+                secure = Some(s);
+            }
+            (config, meta, store, banner)
         }
         Command::Groups(_) => unreachable!("handled before the runtime starts"),
         Command::Agent(a) => {
@@ -490,6 +518,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         for ((name, addr), (_, protocol)) in agent.listeners.iter().zip(&protocols) {
             text.push_str(&format!("\n  {name:<18}  {addr} ({protocol})"));
         }
+    }
+    if let Some(s) = &secure {
+        text.push_str("\n\n");
+        text.push_str(&secure::client_settings(s, &bootstrap)?);
     }
     eprintln!("{text}");
     tokio::spawn(async move {

@@ -48,6 +48,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -100,6 +101,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -130,6 +133,11 @@ pub struct ConnContext {
     request_len: usize,
     /// The request's memory charge, which handlers may add the memory of their answer to.
     request_memory: Option<Arc<crate::memory::Reservation>>,
+    /// SASL progress on SASL listeners.
+    pub(crate) sasl: sasl::SaslState,
+    /// Set by a handler to close the connection once its answer is written, with the
+    /// reason to log (`Some("")`: already logged).
+    closing: Option<String>,
 }
 
 impl ConnContext {
@@ -147,13 +155,30 @@ impl ConnContext {
             throttle: Arc::default(),
             request_len: 0,
             request_memory: None,
+            sasl: sasl::SaslState::default(),
+            closing: None,
         }
     }
 
     /// Whether the connection must still authenticate before anything but ApiVersions
     /// and the SASL requests is served.
     pub fn must_authenticate(&self) -> bool {
-        false
+        self.listener.protocol.sasl() && !self.sasl.authenticated()
+    }
+
+    /// Closes the connection after the current answer, logging `why`.
+    pub(crate) fn close(&mut self, why: String) {
+        self.closing = Some(why);
+    }
+
+    /// Closes the connection after the current answer; the reason was logged already.
+    pub(crate) fn close_quietly(&mut self) {
+        self.closing = Some(String::new());
+    }
+
+    /// Why the connection must close now, if it must (taken once).
+    pub fn take_closing(&mut self) -> Option<String> {
+        self.closing.take()
     }
 
     /// Called by the connection before each request is handled.
@@ -190,6 +215,12 @@ pub async fn handle(
     mut request: RequestKind,
 ) -> Reply {
     use crate::quotas::{enforce, Timed};
+    if let Ok(key) = ApiKey::try_from(header.request_api_key) {
+        if let Err(why) = sasl::gate(conn, key) {
+            conn.close(why);
+            return Reply::Now(None);
+        }
+    }
     let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
     let produce_bytes = match &mut request {
         RequestKind::Produce(r) => Some(enforce::produce_bytes(r)),
@@ -292,6 +323,10 @@ async fn dispatch(
         }
         RequestKind::AlterClientQuotas(r) => {
             Reply::now(alter_client_quotas::handle(shared, r).await)
+        }
+        RequestKind::SaslHandshake(r) => Reply::now(sasl::handshake(shared, conn, r, v)),
+        RequestKind::SaslAuthenticate(r) => {
+            Reply::now(sasl::authenticate(shared, conn, r, v).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
             Reply::now(describe_user_scram_credentials::handle(r))

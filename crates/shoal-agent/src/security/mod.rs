@@ -7,9 +7,9 @@
 use std::fmt;
 
 pub mod listeners;
-pub mod tls;
 pub mod sasl;
 pub mod scram;
+pub mod tls;
 
 /// A Kafka principal, `User:alice`. Connections that did not authenticate are
 /// `User:ANONYMOUS`, as in Kafka.

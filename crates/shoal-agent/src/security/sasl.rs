@@ -302,7 +302,10 @@ fn scram_final(mechanism: Mechanism, first: &ScramFirst, token: &[u8]) -> Result
             "invalid SCRAM client final message: channel binding differs",
         ));
     }
-    if nonce != first.nonce {
+    // Kafka checks that the nonce *ends with* the server's: librdkafka sends its own
+    // nonce again in front of the combined one, and Kafka accepts that. The proof
+    // covers the message as sent, so this loosening lets nothing through unproven.
+    if !nonce.ends_with(&first.nonce) {
         return Err(illegal("invalid SCRAM client final message: nonce differs"));
     }
     let proof = B64
