@@ -74,6 +74,19 @@ impl MetaStore for Registry {
     ) -> Result<(), MetaError> {
         self.inner.alter_client_quota(entity, changes).await
     }
+    async fn scram_credentials(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<shoal_meta::ScramCredential>, MetaError> {
+        self.inner.scram_credentials(user).await
+    }
+    async fn alter_scram_credentials(
+        &self,
+        upserts: &[shoal_meta::ScramCredential],
+        deletions: &[(String, shoal_meta::ScramMechanism)],
+    ) -> Result<(), MetaError> {
+        self.inner.alter_scram_credentials(upserts, deletions).await
+    }
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicInfo, MetaError> {
         self.inner.create_topic(spec).await
     }
@@ -313,6 +326,7 @@ fn other(node_id: i32, az: &str, group: &str) -> AgentInfo {
         group: group.to_string(),
         roles: Roles::ALL.names(),
         peer_addr: None,
+        listeners: Vec::new(),
     }
 }
 

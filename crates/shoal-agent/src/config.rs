@@ -98,6 +98,19 @@ pub struct AgentConfig {
     /// Where the internal chunk endpoint for peer agents binds; `None`: the listen
     /// address's IP with an ephemeral port.
     pub peer_listen: Option<SocketAddr>,
+    /// Named listeners (`--listeners`); empty: one PLAINTEXT listener on `listen`,
+    /// advertised as `advertise`. The first listener is the agent's primary address.
+    pub listeners: Vec<crate::security::listeners::ListenerSpec>,
+    /// Certificate, key and client verification of the SSL and SASL_SSL listeners.
+    pub tls: Option<crate::security::tls::TlsSettings>,
+    /// SASL mechanisms the SASL listeners offer, in Kafka's names.
+    pub sasl_mechanisms: Vec<String>,
+    /// Longest a SASL session lasts before the client must re-authenticate (KIP-368,
+    /// Kafka's `connections.max.reauth.ms`); zero: sessions do not expire.
+    pub connections_max_reauth: Duration,
+    /// Largest request a SASL listener reads before the client has authenticated
+    /// (Kafka's `sasl.server.max.receive.size`).
+    pub sasl_max_receive_bytes: usize,
     /// Client quotas are measured over this many samples (Kafka's `quota.window.num`)...
     pub quota_window_num: usize,
     /// ...of this length each (Kafka's `quota.window.size.seconds`).
@@ -144,6 +157,15 @@ impl Default for AgentConfig {
             compaction_target_bytes: 64 * 1024 * 1024,
             hedge_after: Duration::from_millis(400),
             peer_listen: None,
+            listeners: Vec::new(),
+            tls: None,
+            sasl_mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
+            connections_max_reauth: Duration::ZERO,
+            sasl_max_receive_bytes: 512 * 1024,
             quota_window_num: 11,
             quota_window_size: Duration::from_secs(1),
         }
@@ -151,19 +173,27 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    /// `(host, port)` advertised to clients.
+    /// `(host, port)` advertised to clients of the first listener.
     pub fn advertised_host_port(&self) -> (String, i32) {
         let adv = self
             .advertise
             .clone()
             .unwrap_or_else(|| self.listen.to_string());
-        match adv.rsplit_once(':') {
-            Some((h, p)) => (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse().unwrap_or(9092),
-            ),
-            None => (adv, 9092),
+        crate::security::listeners::split_host_port(&adv)
+    }
+
+    /// The listeners to bind: `listeners`, or one PLAINTEXT listener on `listen`.
+    pub fn listener_specs(&self) -> Vec<crate::security::listeners::ListenerSpec> {
+        use crate::security::listeners::{ListenerSpec, SecurityProtocol};
+        if !self.listeners.is_empty() {
+            return self.listeners.clone();
         }
+        vec![ListenerSpec {
+            name: "PLAINTEXT".into(),
+            protocol: SecurityProtocol::Plaintext,
+            bind: self.listen,
+            advertise: self.advertise.clone(),
+        }]
     }
 }
 

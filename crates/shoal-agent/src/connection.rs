@@ -26,9 +26,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,6 +36,8 @@ use tracing::Instrument;
 use crate::api::{self, Reply};
 use crate::memory;
 use crate::metrics::Metrics;
+use crate::security::listeners::ListenerSpec;
+use crate::security::Principal;
 use crate::Shared;
 use shoal_wire::frame;
 
@@ -51,15 +51,22 @@ pub(crate) struct Queued {
     _held: Arc<memory::Reservation>,
 }
 
-pub async fn run(
-    sock: TcpStream,
+/// Serves one connection of `listener` (plain TCP or a finished TLS handshake) until
+/// it closes; `principal` is its client certificate's, if any.
+pub async fn run<S>(
+    sock: S,
     peer: SocketAddr,
+    listener: Arc<ListenerSpec>,
+    principal: Option<Principal>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
-    let span = tracing::debug_span!("conn", %peer);
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let span = tracing::debug_span!("conn", %peer, listener = %listener.name);
     Metrics::add(&shared.metrics.connections_open, 1);
-    serve(sock, peer, shared.clone(), shutdown)
+    let context = api::ConnContext::new(peer, listener, principal);
+    serve(sock, context, shared.clone(), shutdown)
         .instrument(span)
         .await;
     shared
@@ -73,20 +80,21 @@ pub async fn run(
 /// keeps, such as a produce batch) pins only its own bytes, never a shared buffer.
 const COPY_BELOW: usize = 64 * 1024;
 
-async fn serve(
-    sock: TcpStream,
-    peer: SocketAddr,
+async fn serve<S>(
+    sock: S,
+    mut context: api::ConnContext,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
-    let (mut rd, wr) = sock.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(sock);
     let (tx, rx) = mpsc::channel::<Queued>(shared.config.max_in_flight_per_connection.max(1));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn(write_loop(wr, rx, in_flight.clone()).in_current_span());
     // Starts empty: an idle connection holds no buffer to speak of.
     let mut buf = BytesMut::new();
-    let limit = shared.config.max_frame_bytes;
-    let mut context = api::ConnContext::new(peer);
+    let max_frame = shared.config.max_frame_bytes;
     let mut timers = Timers::new(&shared.config);
     let budgets = memory::Budgets {
         agent: shared.request_memory.clone(),
@@ -98,12 +106,23 @@ async fn serve(
         // Drain every complete frame already buffered.
         let mut frame_size = None;
         loop {
+            // Before a SASL client has authenticated, its requests are held to
+            // --sasl-max-receive-bytes (Kafka's sasl.server.max.receive.size).
+            let limit = if context.must_authenticate() {
+                max_frame.min(shared.config.sasl_max_receive_bytes)
+            } else {
+                max_frame
+            };
             let size = match frame::peek_size(&buf, limit) {
                 Ok(Some(size)) => size,
                 Ok(None) => break,
                 Err(e) => {
                     Metrics::add(&shared.metrics.protocol_errors, 1);
-                    tracing::warn!(error = %e, "closing connection: bad frame (raise --max-frame-bytes if this client is legitimate)");
+                    if context.must_authenticate() {
+                        tracing::warn!(error = %e, "closing connection: bad frame before SASL authentication (raise --sasl-max-receive-bytes if this client is legitimate)");
+                    } else {
+                        tracing::warn!(error = %e, "closing connection: bad frame (raise --max-frame-bytes if this client is legitimate)");
+                    }
                     break 'read;
                 }
             };
@@ -200,6 +219,13 @@ async fn serve(
                     in_flight.fetch_add(1, Ordering::Relaxed);
                     if tx.send(q).await.is_err() {
                         break 'read; // writer failed: the socket is gone
+                    }
+                    if let Some(why) = context.take_closing() {
+                        if !why.is_empty() {
+                            Metrics::add(&shared.metrics.protocol_errors, 1);
+                            tracing::warn!("closing connection: {why}");
+                        }
+                        break 'read; // the writer sends what is queued, then closes
                     }
                 }
                 Ok(Decoded::Answer(answer)) => {
@@ -396,8 +422,8 @@ pub(crate) fn decode(frame: Bytes) -> Result<Decoded, String> {
     Ok(Decoded::Request(Box::new((header, request))))
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Queued>,
     in_flight: Arc<AtomicUsize>,
 ) {

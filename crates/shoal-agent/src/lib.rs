@@ -117,7 +117,10 @@ pub struct Shared {
 
 /// A running agent.
 pub struct Agent {
+    /// The first listener's bound address.
     pub local_addr: std::net::SocketAddr,
+    /// Every listener's name and bound address, in `--listeners` order.
+    pub listeners: Vec<(String, std::net::SocketAddr)>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
 }
@@ -134,19 +137,17 @@ impl Agent {
         use anyhow::Context;
         let metrics = Arc::new(metrics::Metrics::default());
         let cluster_id = meta.cluster_id().await.context("read the cluster id")?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "listen on {} (is another Kafka or Shoal already running there? pick another with --listen)",
-                    config.listen
-                )
-            })?;
-        let local_addr = listener.local_addr()?;
         let mut config = config;
-        if config.advertise.is_none() {
-            config.advertise = Some(local_addr.to_string());
-        }
+        let tls = match &config.tls {
+            Some(settings) => Some(Arc::new(
+                security::tls::TlsServer::new(settings.clone()).context("set up TLS")?,
+            )),
+            None => None,
+        };
+        let (listeners, specs) = bind_listeners(&mut config, tls.is_some()).await?;
+        let local_addr = listeners[0].local_addr()?;
+        let listener_addrs: Vec<(String, std::net::SocketAddr)> =
+            specs.iter().map(|l| (l.name.clone(), l.bind)).collect();
         // Bind everything that can fail before registering, so a failed start leaves no
         // registration behind.
         let mut metrics_listener = None;
@@ -209,6 +210,28 @@ impl Agent {
             metrics_addr = Some(l.local_addr()?);
             let (m, s) = (metrics.clone(), shutdown.clone());
             tasks.spawn(async move { metrics::serve(l, m, s).await });
+        }
+        if let Some(tls) = tls.clone() {
+            // A renewed certificate (or CA) is picked up by new connections within 5 s.
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = every.tick() => {}
+                    }
+                    match tls.reload_if_changed() {
+                        Ok(true) => tracing::info!("TLS certificate files changed; reloaded them"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(
+                            error = %format!("{e:#}"),
+                            "TLS certificate files changed but do not load; keeping the previous ones"
+                        ),
+                    }
+                }
+            });
         }
         if let Some(l) = peer_listener {
             tasks.spawn(peer_cache::serve(l, shared.clone(), shutdown.clone()));
@@ -324,7 +347,8 @@ impl Agent {
         }
         let server_shared = shared.clone();
         tasks.spawn(async move {
-            let result = server::serve(listener, server_shared.clone(), shutdown).await;
+            let result =
+                server::serve(listeners, specs, tls, server_shared.clone(), shutdown).await;
             // Connections have drained: flush what they buffered, then stop the flusher.
             flush_stop.cancel();
             flushed.cancelled().await;
@@ -343,6 +367,7 @@ impl Agent {
         });
         Ok(Agent {
             local_addr,
+            listeners: listener_addrs,
             metrics_addr,
             tasks,
         })
@@ -362,6 +387,69 @@ impl Agent {
         }
         first
     }
+}
+
+/// Binds every listener (`--listeners`, or the one of `--listen`) and records the
+/// bound addresses in `config`: each listener's `bind` becomes its real address (port 0
+/// resolved) and `advertise` defaults to it. The first listener is the primary one
+/// (`listen`, `advertise`).
+async fn bind_listeners(
+    config: &mut AgentConfig,
+    have_tls: bool,
+) -> anyhow::Result<(
+    Vec<tokio::net::TcpListener>,
+    Vec<Arc<security::listeners::ListenerSpec>>,
+)> {
+    use anyhow::Context;
+    let mut specs = config.listener_specs();
+    if let Some(l) = specs.iter().find(|l| l.protocol.tls() && !have_tls) {
+        anyhow::bail!(
+            "listener {} uses {}: give its certificate and key with --tls-cert and --tls-key",
+            l.name,
+            l.protocol
+        );
+    }
+    if let Some(l) = specs.iter().find(|l| l.protocol.sasl()) {
+        if config.sasl_mechanisms.is_empty() {
+            anyhow::bail!(
+                "listener {} uses {} but --sasl-enabled-mechanisms is empty",
+                l.name,
+                l.protocol
+            );
+        }
+    }
+    let mut bound = Vec::new();
+    for spec in &mut specs {
+        let listener = tokio::net::TcpListener::bind(spec.bind)
+            .await
+            .with_context(|| {
+                format!(
+                "listen on {} for listener {} (is another Kafka or Shoal already running there? \
+                 pick another with --listen or --listeners)",
+                spec.bind, spec.name
+            )
+            })?;
+        spec.bind = listener.local_addr()?;
+        if spec.advertise.is_none() {
+            spec.advertise = Some(spec.bind.to_string());
+        }
+        if !spec.bind.ip().is_loopback()
+            && spec.protocol == security::listeners::SecurityProtocol::Plaintext
+        {
+            tracing::warn!(
+                listener = %spec.name,
+                address = %spec.bind,
+                "listener {} accepts unauthenticated, unencrypted clients beyond loopback; \
+                 use SASL_SSL or SSL for clients you do not trust",
+                spec.name
+            );
+        }
+        bound.push(listener);
+    }
+    config.listen = specs[0].bind;
+    config.advertise = specs[0].advertise.clone();
+    config.listeners = specs.clone();
+    Ok((bound, specs.into_iter().map(Arc::new).collect()))
 }
 
 /// Registers this agent in the metadata store and fixes its node id in `config` (a
@@ -388,6 +476,20 @@ async fn register(
         group: config.agent_group.clone(),
         roles: config.roles.names(),
         peer_addr,
+        listeners: config
+            .listener_specs()
+            .iter()
+            .map(|l| {
+                let (host, port) = security::listeners::split_host_port(
+                    l.advertise.as_deref().unwrap_or(&l.bind.to_string()),
+                );
+                shoal_meta::ListenerAddr {
+                    name: l.name.clone(),
+                    host,
+                    port,
+                }
+            })
+            .collect(),
     };
     let node_id = meta.register_agent(&me).await.with_context(|| {
         if me.node_id >= 0 {

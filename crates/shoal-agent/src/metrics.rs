@@ -60,6 +60,11 @@ pub struct Metrics {
     pub connections_closed_first_request: AtomicU64,
     pub connections_closed_slow_request: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// TLS handshakes that failed (bad certificate, timeout, unmapped subject).
+    pub tls_handshake_failures: AtomicU64,
+    /// SASL authentications that succeeded and that failed.
+    pub sasl_authenticated: AtomicU64,
+    pub sasl_failed: AtomicU64,
     /// Responses throttled by a client quota, and the throttle time they carried, by
     /// quota type (a response over two quotas counts in both).
     pub throttled_produce: AtomicU64,
@@ -207,6 +212,19 @@ impl Metrics {
             "shoal_connections_total",
             "Connections accepted.",
             &[("", g(&self.connections_total))],
+        );
+        counter(
+            "shoal_tls_handshake_failures_total",
+            "TLS handshakes that failed (untrusted or missing client certificate, timeout, no mapping rule for the subject).",
+            &[("", g(&self.tls_handshake_failures))],
+        );
+        counter(
+            "shoal_sasl_authentications_total",
+            "SASL authentications, by result.",
+            &[
+                ("{result=\"ok\"}", g(&self.sasl_authenticated)),
+                ("{result=\"failed\"}", g(&self.sasl_failed)),
+            ],
         );
         counter(
             "shoal_connections_refused_total",

@@ -179,6 +179,7 @@ mod tests {
             group: "g".into(),
             roles: vec![],
             peer_addr: Some(format!("h:{node_id}")),
+            listeners: Vec::new(),
         }
     }
 

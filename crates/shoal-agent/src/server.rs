@@ -10,6 +10,10 @@
 //! has two phases: stop accepting (the listener is dropped), then let connections
 //! finish what they have in flight, bounded by a drain timeout after which the
 //! stragglers are aborted.
+//!
+//! One loop accepts on every listener (`--listeners`); the limits count them together.
+//! On SSL and SASL_SSL listeners the TLS handshake runs in the connection's task, so a
+//! slow handshake holds only its own connection slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +25,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::security::listeners::ListenerSpec;
+use crate::security::tls::TlsServer;
 use crate::{connection, Shared};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -97,8 +103,52 @@ fn keepalive(sock: &TcpStream) {
     }
 }
 
+/// Accepts on every listener until `shutdown`; the connection limits count all of them
+/// together.
+/// The TLS handshake of a new connection, within `--first-request-timeout`, and the
+/// principal of its client certificate (SSL listeners; on SASL_SSL, SASL decides).
+/// `None`: the handshake failed or no mapping rule fits the certificate (logged).
+async fn handshake(
+    tls: &TlsServer,
+    sock: TcpStream,
+    peer: std::net::SocketAddr,
+    spec: &ListenerSpec,
+    shared: &Shared,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Option<crate::security::Principal>,
+)> {
+    let timeout = shared.config.first_request_timeout;
+    let stream = match tokio::time::timeout(timeout, tls.acceptor().accept(sock)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            Metrics::add(&shared.metrics.tls_handshake_failures, 1);
+            tracing::info!(%peer, listener = %spec.name, error = %e, "closing connection: TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            Metrics::add(&shared.metrics.tls_handshake_failures, 1);
+            tracing::info!(%peer, listener = %spec.name, "closing connection: no TLS handshake within --first-request-timeout");
+            return None;
+        }
+    };
+    if spec.protocol.sasl() {
+        return Some((stream, None));
+    }
+    match tls.principal(stream.get_ref().1) {
+        Ok(principal) => Some((stream, principal)),
+        Err(why) => {
+            Metrics::add(&shared.metrics.tls_handshake_failures, 1);
+            tracing::warn!(%peer, listener = %spec.name, "closing connection: {why}");
+            None
+        }
+    }
+}
+
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
+    specs: Vec<Arc<ListenerSpec>>,
+    tls: Option<Arc<TlsServer>>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -114,10 +164,11 @@ pub async fn serve(
                 }
             }
         }
-        let (sock, peer) = tokio::select! {
+        let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
+        let (sock, peer, spec) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
+            (r, which, _) = futures::future::select_all(accepts) => match r {
+                Ok((sock, peer)) => (sock, peer, specs[which].clone()),
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed (out of file descriptors? raise `ulimit -n` or lower --max-connections)");
@@ -164,12 +215,24 @@ pub async fn serve(
         keepalive(&sock);
         Metrics::add(&shared.metrics.connections_total, 1);
         let (shared, token) = (shared.clone(), shutdown.child_token());
+        let tls = tls.clone();
         conns.spawn(async move {
             let _slot = slot;
-            connection::run(sock, peer, shared, token).await;
+            if !spec.protocol.tls() {
+                connection::run(sock, peer, spec, None, shared, token).await;
+                return;
+            }
+            let Some(tls) = tls else {
+                return; // refused at start: a TLS listener needs --tls-cert
+            };
+            let Some((stream, principal)) = handshake(&tls, sock, peer, &spec, &shared).await
+            else {
+                return;
+            };
+            connection::run(stream, peer, spec, principal, shared, token).await;
         });
     }
-    drop(listener);
+    drop(listeners);
     tracing::info!(
         open = conns.len(),
         "stopped accepting; draining connections"

@@ -55,6 +55,96 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     compaction_swaps_entries_atomically(&*store).await;
     job_claims_are_exclusive_until_they_expire(&*store).await;
     client_quotas(&*store).await;
+    scram_credentials(&*store).await;
+}
+
+async fn scram_credentials(s: &dyn MetaStore) {
+    use ScramMechanism::{Sha256, Sha512};
+    let cred = |user: &str, mechanism, tag: u8| ScramCredential {
+        user: user.to_string(),
+        mechanism,
+        salt: vec![tag; 16],
+        stored_key: vec![tag.wrapping_add(1); 32],
+        server_key: vec![tag.wrapping_add(2); 32],
+        iterations: 4096 + i32::from(tag),
+    };
+    assert!(s.scram_credentials(None).await.unwrap().is_empty());
+    // Names that need escaping in key-value backends, given out of order.
+    let (bob, slash, alice) = ("bob", "a/b%2F", "alice");
+    s.alter_scram_credentials(
+        &[
+            cred(bob, Sha512, 1),
+            cred(slash, Sha256, 2),
+            cred(alice, Sha512, 3),
+            cred(alice, Sha256, 4),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let all = s.scram_credentials(None).await.unwrap();
+    let keys: Vec<(&str, ScramMechanism)> =
+        all.iter().map(|c| (c.user.as_str(), c.mechanism)).collect();
+    assert_eq!(
+        keys,
+        [
+            (slash, Sha256),
+            (alice, Sha256),
+            (alice, Sha512),
+            (bob, Sha512)
+        ],
+        "ordered by user, then mechanism"
+    );
+    assert_eq!(all[1], cred(alice, Sha256, 4), "every byte survives");
+    assert_eq!(
+        s.scram_credentials(Some(alice)).await.unwrap(),
+        [cred(alice, Sha256, 4), cred(alice, Sha512, 3)]
+    );
+    assert_eq!(
+        s.scram_credentials(Some("a")).await.unwrap(),
+        [],
+        "one user's lookup is exact, not a prefix"
+    );
+    assert_eq!(
+        s.scram_credentials(Some(slash)).await.unwrap(),
+        [cred(slash, Sha256, 2)]
+    );
+    // Replace one, delete two (one of them absent), add one: all in one step.
+    s.alter_scram_credentials(
+        &[cred(alice, Sha512, 9), cred(bob, Sha256, 5)],
+        &[(alice.into(), Sha256), (slash.into(), Sha512)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.scram_credentials(Some(alice)).await.unwrap(),
+        [cred(alice, Sha512, 9)]
+    );
+    assert_eq!(
+        s.scram_credentials(Some(bob)).await.unwrap(),
+        [cred(bob, Sha256, 5), cred(bob, Sha512, 1)]
+    );
+    // A pair named twice is refused, and nothing of that call is applied.
+    let twice = s
+        .alter_scram_credentials(
+            &[cred("carol", Sha256, 6)],
+            &[(bob.into(), Sha512), (bob.into(), Sha512)],
+        )
+        .await;
+    assert!(matches!(twice, Err(MetaError::Invalid(_))), "{twice:?}");
+    assert!(s.scram_credentials(Some("carol")).await.unwrap().is_empty());
+    let everyone: Vec<(String, ScramMechanism)> = s
+        .scram_credentials(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.user, c.mechanism))
+        .collect();
+    s.alter_scram_credentials(&[], &everyone).await.unwrap();
+    assert!(
+        s.scram_credentials(None).await.unwrap().is_empty(),
+        "every credential removed"
+    );
 }
 
 async fn client_quotas(s: &dyn MetaStore) {

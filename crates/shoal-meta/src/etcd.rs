@@ -16,6 +16,7 @@
 //! | `txoff/{txn id}/{group}/…`, `goff/{group}/{topic}/{p}` | staged and committed offsets |
 //! | `jobs/{name}`, `agents/{node}` | job claims; live agents (under leases) |
 //! | `quotas/{entity}` | one client-quota entity's values (entity as [`QuotaEntity::encode`]) |
+//! | `scram/{user}/{mechanism}` | one SCRAM credential: salt, stored and server key, iterations |
 //! | `history` | revisions seen by past history compactions, and the last compacted |
 //!
 //! Writes are optimistic: read the keys a change depends on, compute, then one etcd
@@ -227,6 +228,14 @@ pub(crate) struct HistoryRec {
 const MAX_HISTORY_MARKS: usize = 1000;
 
 #[derive(Serialize, Deserialize)]
+pub(crate) struct ScramRec {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+#[derive(Serialize, Deserialize)]
 pub(crate) struct JobRec {
     pub holder: String,
     pub until: i64,
@@ -327,6 +336,8 @@ struct AgentRec {
     group: String,
     roles: Vec<String>,
     peer_addr: Option<String>,
+    #[serde(default)]
+    listeners: Vec<crate::ListenerAddr>,
 }
 
 impl From<&AgentInfo> for AgentRec {
@@ -339,6 +350,7 @@ impl From<&AgentInfo> for AgentRec {
             group: a.group.clone(),
             roles: a.roles.clone(),
             peer_addr: a.peer_addr.clone(),
+            listeners: a.listeners.clone(),
         }
     }
 }
@@ -353,6 +365,7 @@ impl From<AgentRec> for AgentInfo {
             group: a.group,
             roles: a.roles,
             peer_addr: a.peer_addr,
+            listeners: a.listeners,
         }
     }
 }

@@ -1111,6 +1111,69 @@ impl MetaStore for EtcdStore {
         )))
     }
 
+    async fn scram_credentials(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<ScramCredential>, MetaError> {
+        let all = self.key("scram/");
+        let prefix = match user {
+            Some(u) => format!("{all}{}/", esc(u)),
+            None => all.clone(),
+        };
+        let mut out = Vec::new();
+        for kv in self.scan(&prefix, None, 0).await? {
+            let key = key_str(&kv);
+            let corrupt = || backend(format!("corrupt SCRAM credential key '{key}'"));
+            let (user, mechanism) = key[all.len()..].split_once('/').ok_or_else(corrupt)?;
+            let mechanism = ScramMechanism::from_name(mechanism).ok_or_else(corrupt)?;
+            let rec: ScramRec = from_json(&kv)?;
+            out.push(ScramCredential {
+                user: unesc(user),
+                mechanism,
+                salt: rec.salt,
+                stored_key: rec.stored_key,
+                server_key: rec.server_key,
+                iterations: rec.iterations,
+            });
+        }
+        // Escaped names do not sort as names do.
+        out.sort_by(|a, b| (&a.user, a.mechanism).cmp(&(&b.user, b.mechanism)));
+        Ok(out)
+    }
+
+    async fn alter_scram_credentials(
+        &self,
+        upserts: &[ScramCredential],
+        deletions: &[(String, ScramMechanism)],
+    ) -> Result<(), MetaError> {
+        check_scram_alteration(upserts, deletions)?;
+        let key = |user: &str, m: ScramMechanism| self.key(&format!("scram/{}/{m}", esc(user)));
+        let mut ops: Vec<TxnOp> = deletions
+            .iter()
+            .map(|(user, m)| TxnOp::delete(key(user, *m), None))
+            .collect();
+        for c in upserts {
+            let rec = ScramRec {
+                salt: c.salt.clone(),
+                stored_key: c.stored_key.clone(),
+                server_key: c.server_key.clone(),
+                iterations: c.iterations,
+            };
+            ops.push(TxnOp::put(key(&c.user, c.mechanism), to_json(&rec), None));
+        }
+        if ops.len() > self.max_ops {
+            return Err(MetaError::Invalid(format!(
+                "{} SCRAM credential changes in one call; etcd takes at most {} at once",
+                ops.len(),
+                self.max_ops
+            )));
+        }
+        if !ops.is_empty() {
+            self.txn(Txn::new().and_then(ops)).await?;
+        }
+        Ok(())
+    }
+
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
         let prefix = self.key("goff/");
         let mut groups: Vec<String> = Vec::new();

@@ -250,6 +250,21 @@ pub trait MetaStore: Send + Sync + 'static {
         changes: &[(String, Option<f64>)],
     ) -> Result<(), MetaError>;
 
+    /// SCRAM credentials, ordered by user then mechanism: every user's, or one user's.
+    async fn scram_credentials(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<ScramCredential>, MetaError>;
+
+    /// In one atomic step, stores each credential in `upserts` (replacing the user's
+    /// credential for that mechanism) and removes each `(user, mechanism)` in
+    /// `deletions` (absent ones are fine). A pair must not appear twice.
+    async fn alter_scram_credentials(
+        &self,
+        upserts: &[ScramCredential],
+        deletions: &[(String, ScramMechanism)],
+    ) -> Result<(), MetaError>;
+
     // --- The control plane: who is alive, and news of commits made elsewhere. ---
     // Single-machine backends keep the defaults: one agent, and every commit is local.
 

@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS client_quotas (
     entity TEXT NOT NULL, k TEXT NOT NULL, v REAL NOT NULL,
     PRIMARY KEY (entity, k)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scram_credentials (
+    user TEXT NOT NULL, mechanism TEXT NOT NULL,
+    salt BLOB NOT NULL, stored_key BLOB NOT NULL, server_key BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    PRIMARY KEY (user, mechanism)
+) WITHOUT ROWID;
 ";
 
 /// Added after the first release: when GC first saw an object unreferenced.
@@ -1093,6 +1099,93 @@ impl MetaStore for SqliteStore {
                         params![entity, k],
                     ),
                 }
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn scram_credentials(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<ScramCredential>, MetaError> {
+        let user = user.map(str::to_string);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT user, mechanism, salt, stored_key, server_key, iterations
+                     FROM scram_credentials WHERE ?1 IS NULL OR user = ?1
+                     ORDER BY user, mechanism",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![user], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (user, mechanism, salt, stored_key, server_key, iterations) =
+                    row.map_err(backend)?;
+                let mechanism = ScramMechanism::from_name(&mechanism)
+                    .ok_or_else(|| backend(format!("corrupt SCRAM mechanism '{mechanism}'")))?;
+                out.push(ScramCredential {
+                    user,
+                    mechanism,
+                    salt,
+                    stored_key,
+                    server_key,
+                    iterations,
+                });
+            }
+            // The mechanism's name sorts as the enum does (256 before 512).
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn alter_scram_credentials(
+        &self,
+        upserts: &[ScramCredential],
+        deletions: &[(String, ScramMechanism)],
+    ) -> Result<(), MetaError> {
+        check_scram_alteration(upserts, deletions)?;
+        let upserts = upserts.to_vec();
+        let deletions = deletions.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for (user, mechanism) in &deletions {
+                tx.execute(
+                    "DELETE FROM scram_credentials WHERE user = ?1 AND mechanism = ?2",
+                    params![user, mechanism.name()],
+                )
+                .map_err(backend)?;
+            }
+            for cred in &upserts {
+                tx.execute(
+                    "INSERT INTO scram_credentials
+                         (user, mechanism, salt, stored_key, server_key, iterations)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (user, mechanism) DO UPDATE SET salt = excluded.salt,
+                         stored_key = excluded.stored_key, server_key = excluded.server_key,
+                         iterations = excluded.iterations",
+                    params![
+                        cred.user,
+                        cred.mechanism.name(),
+                        cred.salt,
+                        cred.stored_key,
+                        cred.server_key,
+                        cred.iterations
+                    ],
+                )
                 .map_err(backend)?;
             }
             tx.commit().map_err(backend)

@@ -274,6 +274,30 @@ pub struct AgentInfo {
     pub roles: Vec<String>,
     /// `host:port` of the internal endpoint peers use to read cached chunks, if any.
     pub peer_addr: Option<String>,
+    /// The advertised address of each named listener (`--listeners`); `host`/`port` are
+    /// the first one's. Empty for agents that predate named listeners.
+    pub listeners: Vec<ListenerAddr>,
+}
+
+/// Where clients of one named listener reach an agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerAddr {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl AgentInfo {
+    /// The address to give a client that connected through `listener`: that listener's
+    /// on this agent, else (an agent without it) the agent's first listener.
+    pub fn endpoint(&self, listener: &str) -> (&str, i32) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or((self.host.as_str(), self.port), |l| {
+                (l.host.as_str(), l.port)
+            })
+    }
 }
 
 /// One report of a backend's commit watch: the (topic id, partition) pairs whose state
@@ -349,6 +373,96 @@ pub struct ClientQuota {
     pub values: BTreeMap<String, f64>,
 }
 
+/// A SCRAM mechanism a credential is for (RFC 5802 with SHA-256 or SHA-512, RFC 7677).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScramMechanism {
+    Sha256,
+    Sha512,
+}
+
+impl ScramMechanism {
+    pub const ALL: [ScramMechanism; 2] = [ScramMechanism::Sha256, ScramMechanism::Sha512];
+
+    /// The SASL name, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanism::Sha256 => "SCRAM-SHA-256",
+            ScramMechanism::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The mechanism of a SASL name (exact, as Kafka matches it).
+    pub fn from_name(name: &str) -> Option<ScramMechanism> {
+        ScramMechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The mechanism's number in Kafka's SCRAM admin APIs (1 and 2; 0 is "unknown").
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_kafka_type(t: i8) -> Option<ScramMechanism> {
+        ScramMechanism::ALL
+            .into_iter()
+            .find(|m| m.kafka_type() == t)
+    }
+}
+
+impl std::fmt::Display for ScramMechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One user's SCRAM credential for one mechanism, as Kafka stores it: what the server
+/// needs to check a proof and prove itself (RFC 5802 section 3), never the password.
+/// `stored_key` is `H(HMAC(SaltedPassword, "Client Key"))`, `server_key` is
+/// `HMAC(SaltedPassword, "Server Key")`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramCredential {
+    pub user: String,
+    pub mechanism: ScramMechanism,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    /// Keys are left out, so a credential in a log or a failed assertion gives nothing away.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses an alteration naming one `(user, mechanism)` twice, which backends would
+/// apply in some order (etcd refuses a transaction touching a key twice).
+pub(crate) fn check_scram_alteration(
+    upserts: &[ScramCredential],
+    deletions: &[(String, ScramMechanism)],
+) -> Result<(), MetaError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let pairs = upserts
+        .iter()
+        .map(|c| (c.user.as_str(), c.mechanism))
+        .chain(deletions.iter().map(|(u, m)| (u.as_str(), *m)));
+    for (user, m) in pairs {
+        if !seen.insert((user, m)) {
+            return Err(MetaError::Invalid(format!(
+                "the {m} credential of user '{user}' is changed twice in one call"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +502,16 @@ mod tests {
         for bad in ["", "x=1", "u", "u*x", "c=a/u=b", "u=a/u=b"] {
             assert_eq!(QuotaEntity::decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn scram_mechanisms_have_kafka_names_and_numbers() {
+        for m in ScramMechanism::ALL {
+            assert_eq!(ScramMechanism::from_name(m.name()), Some(m));
+            assert_eq!(ScramMechanism::from_kafka_type(m.kafka_type()), Some(m));
+        }
+        assert_eq!(ScramMechanism::Sha512.kafka_type(), 2);
+        assert_eq!(ScramMechanism::from_name("scram-sha-256"), None);
+        assert_eq!(ScramMechanism::from_kafka_type(0), None);
     }
 }

@@ -249,6 +249,7 @@ fn agent(node_id: i32, port: i32) -> AgentInfo {
         group: "default".into(),
         roles: vec!["produce".into(), "fetch".into(), "jobs".into()],
         peer_addr: None,
+        listeners: Vec::new(),
     }
 }
 

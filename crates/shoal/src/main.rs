@@ -3,6 +3,7 @@
 
 mod admin;
 mod alloc;
+mod secure;
 mod stores;
 mod units;
 
@@ -89,6 +90,11 @@ struct Playground {
     /// Flush produce data after this long (e.g. 10ms, 250ms, 1s).
     #[arg(long, env = "SHOAL_BATCH_TIMEOUT", default_value = "10ms", value_parser = units::parse_duration)]
     batch_timeout: Duration,
+    /// Listen with SASL_SSL only: make a CA, a server certificate and a SCRAM admin user
+    /// (a super user) under DATA_DIR/secure, and print the client settings for Java,
+    /// librdkafka and kcat. Reused on the next start.
+    #[arg(long, env = "SHOAL_SECURE", default_value_t = false)]
+    secure: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -119,6 +125,65 @@ struct Common {
     /// host:port clients should connect to, if not the listen address.
     #[arg(long, env = "SHOAL_ADVERTISE")]
     advertise: Option<String>,
+    /// Named listeners, comma-separated NAME://HOST:PORT (Kafka's listeners), e.g.
+    /// 'SASL_SSL://0.0.0.0:9093,PLAINTEXT://127.0.0.1:9092'. Replaces --listen and
+    /// --advertise; the first is the agent's primary address. A name that is a security
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) uses it; map other names with
+    /// --listener-security-protocol-map.
+    #[arg(long, env = "SHOAL_LISTENERS")]
+    listeners: Option<String>,
+    /// Addresses clients are told per listener, NAME://HOST:PORT (Kafka's
+    /// advertised.listeners); a listener not named here advertises its bound address.
+    #[arg(long, env = "SHOAL_ADVERTISED_LISTENERS")]
+    advertised_listeners: Option<String>,
+    /// NAME:PROTOCOL pairs, comma-separated, for listeners not named after their
+    /// protocol (Kafka's listener.security.protocol.map), e.g. 'INTERNAL:SSL'.
+    #[arg(long, env = "SHOAL_LISTENER_SECURITY_PROTOCOL_MAP")]
+    listener_security_protocol_map: Option<String>,
+    /// PEM certificate chain (leaf first) of the SSL and SASL_SSL listeners. Reloaded
+    /// within seconds when the file changes.
+    #[arg(long, env = "SHOAL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SHOAL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (mTLS).
+    #[arg(long, env = "SHOAL_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificates on TLS listeners (Kafka's ssl.client.auth): none, requested
+    /// (verified when given; without one the client is User:ANONYMOUS) or required.
+    /// On SSL listeners the certificate's subject is the principal.
+    #[arg(long, env = "SHOAL_TLS_CLIENT_AUTH", default_value = "none")]
+    tls_client_auth: shoal_agent::security::tls::ClientAuth,
+    /// How a client certificate's subject (an RFC 2253 name such as CN=alice,O=Example)
+    /// becomes a principal name (Kafka's ssl.principal.mapping.rules):
+    /// RULE:pattern/replacement/[LU] entries tried in order, DEFAULT keeps the name,
+    /// e.g. 'RULE:^CN=([^,]*).*$/$1/,DEFAULT'. A subject no rule matches is refused.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_PRINCIPAL_MAPPING_RULES",
+        default_value = "DEFAULT"
+    )]
+    tls_principal_mapping_rules: shoal_agent::security::tls::PrincipalRules,
+    /// SASL mechanisms the SASL_PLAINTEXT and SASL_SSL listeners offer,
+    /// comma-separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. Users and their SCRAM
+    /// credentials: `shoal users` or kafka-configs.sh --entity-type users.
+    #[arg(
+        long,
+        env = "SHOAL_SASL_ENABLED_MECHANISMS",
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    )]
+    sasl_enabled_mechanisms: String,
+    /// A SASL session lasts at most this long; the client must re-authenticate on the
+    /// same connection before it ends or is disconnected (KIP-368, Kafka's
+    /// connections.max.reauth.ms). 0s: sessions do not expire.
+    #[arg(long, env = "SHOAL_CONNECTIONS_MAX_REAUTH", default_value = "0s", value_parser = units::parse_duration)]
+    connections_max_reauth: Duration,
+    /// Largest request read from a client that has not authenticated yet on a SASL
+    /// listener (Kafka's sasl.server.max.receive.size); a larger one closes the
+    /// connection.
+    #[arg(long, env = "SHOAL_SASL_MAX_RECEIVE_BYTES", default_value = "512KiB", value_parser = units::parse_bytes)]
+    sasl_max_receive_bytes: u64,
     /// Broker id reported to clients [default: the lowest id no live agent holds; 0 with
     /// SQLite metadata].
     #[arg(long, env = "SHOAL_NODE_ID", value_parser = clap::value_parser!(i32).range(0..))]
@@ -276,6 +341,43 @@ impl Common {
         if self.agent_group.trim().is_empty() {
             anyhow::bail!("--agent-group must not be empty");
         }
+        let listeners = match &self.listeners {
+            Some(l) => shoal_agent::security::listeners::parse_listeners(
+                l,
+                self.advertised_listeners.as_deref(),
+                self.listener_security_protocol_map.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+            None if self.advertised_listeners.is_some() => {
+                anyhow::bail!("--advertised-listeners needs --listeners")
+            }
+            None => Vec::new(),
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(shoal_agent::security::tls::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: self.tls_ca.clone(),
+                client_auth: self.tls_client_auth,
+                principal_rules: self.tls_principal_mapping_rules.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let sasl_mechanisms: Vec<String> = self
+            .sasl_enabled_mechanisms
+            .split(',')
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if let Some(m) = sasl_mechanisms
+            .iter()
+            .find(|m| !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&m.as_str()))
+        {
+            anyhow::bail!(
+                "--sasl-enabled-mechanisms: unknown mechanism {m}; Shoal offers PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512"
+            );
+        }
         Ok(AgentConfig {
             listen: self.listen,
             advertise: self.advertise.clone(),
@@ -314,6 +416,11 @@ impl Common {
             hedge_after: self.hedge_after,
             quota_window_num: self.quota_window_num,
             quota_window_size: self.quota_window_size,
+            listeners,
+            tls,
+            sasl_mechanisms,
+            connections_max_reauth: self.connections_max_reauth,
+            sasl_max_receive_bytes: self.sasl_max_receive_bytes as usize,
             ..AgentConfig::default()
         })
     }
@@ -344,6 +451,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut secure = None;
     let (config, meta, store, banner) = match cli.command {
         Command::Playground(p) => {
             std::fs::create_dir_all(&p.data_dir)
@@ -354,7 +462,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => stores::local_dir(&p.data_dir.join("objects"))?,
             };
             let banner = format!("data in {}", p.data_dir.display());
-            (p.common.config(p.batch_timeout)?, meta, store, banner)
+            let mut config = p.common.config(p.batch_timeout)?;
+            if p.secure {
+                if p.common.listeners.is_some() || p.common.tls_cert.is_some() {
+                    anyhow::bail!("--secure makes its own listener and certificate; leave out --listeners and --tls-*");
+                }
+                let s = secure::prepare(&p.data_dir, config.listen, meta.as_ref()).await?;
+                config.listeners = vec![shoal_agent::security::listeners::ListenerSpec {
+                    name: "SASL_SSL".into(),
+                    protocol: shoal_agent::security::listeners::SecurityProtocol::SaslSsl,
+                    bind: config.listen,
+                    advertise: config.advertise.clone(),
+                }];
+                config.tls = Some(shoal_agent::security::tls::TlsSettings {
+                    cert: s.cert.clone(),
+                    key: s.key.clone(),
+                    ca: Some(s.ca.clone()),
+                    client_auth: shoal_agent::security::tls::ClientAuth::None,
+                    principal_rules: Default::default(),
+                });
+                secure = Some(s);
+            }
+            (config, meta, store, banner)
         }
         Command::Groups(_) => unreachable!("handled before the runtime starts"),
         Command::Agent(a) => {
@@ -365,18 +494,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let shutdown = CancellationToken::new();
-    let advertised = config.advertise.clone();
+    let advertised = config
+        .listener_specs()
+        .first()
+        .and_then(|l| l.advertise.clone());
+    let protocols: Vec<(String, String)> = config
+        .listener_specs()
+        .iter()
+        .map(|l| (l.name.clone(), l.protocol.to_string()))
+        .collect();
     let agent = Agent::start(config, meta, store, shutdown.clone()).await?;
-    let bootstrap = advertised.unwrap_or_else(|| agent.local_addr.to_string());
-    eprintln!(
-        "{}",
-        banner_text(
-            &agent.local_addr.to_string(),
-            &bootstrap,
-            &banner,
-            agent.metrics_addr
-        )
+    let bootstrap = advertised
+        .filter(|a| !a.ends_with(":0"))
+        .unwrap_or_else(|| agent.local_addr.to_string());
+    let mut text = banner_text(
+        &agent.local_addr.to_string(),
+        &bootstrap,
+        &banner,
+        agent.metrics_addr,
     );
+    if agent.listeners.len() > 1 || protocols.iter().any(|(_, p)| p != "PLAINTEXT") {
+        text.push_str("\n\nListeners:");
+        for ((name, addr), (_, protocol)) in agent.listeners.iter().zip(&protocols) {
+            text.push_str(&format!("\n  {name:<18}  {addr} ({protocol})"));
+        }
+    }
+    if let Some(s) = &secure {
+        text.push_str("\n\n");
+        text.push_str(&secure::client_settings(s, &bootstrap)?);
+    }
+    eprintln!("{text}");
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests and flushing");

@@ -11,6 +11,7 @@ use crate::Shared;
 pub fn handle(
     shared: &Shared,
     client_id: Option<&str>,
+    listener: &str,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let view = ClusterView::of(shared);
@@ -23,10 +24,11 @@ pub fn handle(
             agents
                 .iter()
                 .map(|a| {
+                    let (host, port) = a.endpoint(listener);
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(a.node_id))
-                        .with_host(sb(a.host.clone()))
-                        .with_port(a.port)
+                        .with_host(sb(host))
+                        .with_port(port)
                         .with_rack((!a.az.is_empty()).then(|| sb(a.az.clone())))
                 })
                 .collect(),

@@ -20,12 +20,15 @@ const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
 /// `(error, node, host, port)` for one key.
-fn locate(view: &ClusterView, key: &str, key_type: i8) -> (i16, i32, String, i32) {
+fn locate(view: &ClusterView, key: &str, key_type: i8, listener: &str) -> (i16, i32, String, i32) {
     if key_type != GROUP && key_type != TRANSACTION {
         return (ResponseError::InvalidRequest.code(), -1, String::new(), -1);
     }
     match view.coordinator(key) {
-        Some(a) => (0, a.node_id, a.host.clone(), a.port),
+        Some(a) => {
+            let (host, port) = a.endpoint(listener);
+            (0, a.node_id, host.to_string(), port)
+        }
         None => (
             ResponseError::CoordinatorNotAvailable.code(),
             -1,
@@ -37,12 +40,13 @@ fn locate(view: &ClusterView, key: &str, key_type: i8) -> (i16, i32, String, i32
 
 pub fn handle(
     shared: &Shared,
+    listener: &str,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     let view = ClusterView::of(shared);
     if version < 4 {
-        let (error, node, host, port) = locate(&view, req.key.as_str(), req.key_type);
+        let (error, node, host, port) = locate(&view, req.key.as_str(), req.key_type, listener);
         return FindCoordinatorResponse::default()
             .with_error_code(error)
             .with_node_id(BrokerId(node))
@@ -53,7 +57,7 @@ pub fn handle(
         .coordinator_keys
         .iter()
         .map(|k: &StrBytes| {
-            let (error, node, host, port) = locate(&view, k.as_str(), req.key_type);
+            let (error, node, host, port) = locate(&view, k.as_str(), req.key_type, listener);
             Coordinator::default()
                 .with_key(k.clone())
                 .with_error_code(error)

@@ -29,12 +29,14 @@ const TOPIC_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 const NOT_REQUESTED: i32 = i32::MIN;
 
-/// An agent as a Metadata broker; its zone is the broker's rack (v1+).
-pub fn broker(a: &AgentInfo, version: i16) -> MetadataResponseBroker {
+/// An agent as a Metadata broker, at its address on `listener` (the client's); its
+/// zone is the broker's rack (v1+).
+pub fn broker(a: &AgentInfo, version: i16, listener: &str) -> MetadataResponseBroker {
+    let (host, port) = a.endpoint(listener);
     MetadataResponseBroker::default()
         .with_node_id(BrokerId(a.node_id))
-        .with_host(sb(a.host.clone()))
-        .with_port(a.port)
+        .with_host(sb(host))
+        .with_port(port)
         .with_rack((version >= 1 && !a.az.is_empty()).then(|| sb(a.az.clone())))
 }
 
@@ -70,6 +72,7 @@ fn error_entry(name: Option<&str>, id: uuid::Uuid, code: i16) -> MetadataRespons
 pub async fn handle(
     shared: &Arc<Shared>,
     client_id: Option<&str>,
+    listener: &str,
     req: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -133,7 +136,12 @@ pub async fn handle(
     }
     let controller = agents.first().map_or(shared.config.node_id, |a| a.node_id);
     MetadataResponse::default()
-        .with_brokers(agents.iter().map(|a| broker(a, version)).collect())
+        .with_brokers(
+            agents
+                .iter()
+                .map(|a| broker(a, version, listener))
+                .collect(),
+        )
         .with_cluster_id(Some(sb(shared.cluster_id.clone())))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)

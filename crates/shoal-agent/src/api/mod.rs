@@ -48,6 +48,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
@@ -100,6 +101,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -116,6 +119,8 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
 /// What handlers know about the connection a request arrived on; lives as long as it.
 pub struct ConnContext {
     pub peer: SocketAddr,
+    /// The listener the connection came in on: Metadata answers with its addresses.
+    pub listener: Arc<crate::security::listeners::ListenerSpec>,
     /// Who the client is: `User:ANONYMOUS` until SASL or a client certificate says
     /// otherwise. ACLs are checked against it.
     pub principal: crate::security::Principal,
@@ -128,18 +133,52 @@ pub struct ConnContext {
     request_len: usize,
     /// The request's memory charge, which handlers may add the memory of their answer to.
     request_memory: Option<Arc<crate::memory::Reservation>>,
+    /// SASL progress on SASL listeners.
+    pub(crate) sasl: sasl::SaslState,
+    /// Set by a handler to close the connection once its answer is written, with the
+    /// reason to log (`Some("")`: already logged).
+    closing: Option<String>,
 }
 
 impl ConnContext {
-    pub fn new(peer: SocketAddr) -> ConnContext {
+    /// A new connection of `listener`; `principal` is its client certificate's, if any.
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<crate::security::listeners::ListenerSpec>,
+        principal: Option<crate::security::Principal>,
+    ) -> ConnContext {
         ConnContext {
             peer,
-            principal: crate::security::Principal::anonymous(),
+            listener,
+            principal: principal.unwrap_or_else(crate::security::Principal::anonymous),
             warned: Vec::new(),
             throttle: Arc::default(),
             request_len: 0,
             request_memory: None,
+            sasl: sasl::SaslState::default(),
+            closing: None,
         }
+    }
+
+    /// Whether the connection must still authenticate before anything but ApiVersions
+    /// and the SASL requests is served.
+    pub fn must_authenticate(&self) -> bool {
+        self.listener.protocol.sasl() && !self.sasl.authenticated()
+    }
+
+    /// Closes the connection after the current answer, logging `why`.
+    pub(crate) fn close(&mut self, why: String) {
+        self.closing = Some(why);
+    }
+
+    /// Closes the connection after the current answer; the reason was logged already.
+    pub(crate) fn close_quietly(&mut self) {
+        self.closing = Some(String::new());
+    }
+
+    /// Why the connection must close now, if it must (taken once).
+    pub fn take_closing(&mut self) -> Option<String> {
+        self.closing.take()
     }
 
     /// Called by the connection before each request is handled.
@@ -176,6 +215,12 @@ pub async fn handle(
     mut request: RequestKind,
 ) -> Reply {
     use crate::quotas::{enforce, Timed};
+    if let Ok(key) = ApiKey::try_from(header.request_api_key) {
+        if let Err(why) = sasl::gate(conn, key) {
+            conn.close(why);
+            return Reply::Now(None);
+        }
+    }
     let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
     let produce_bytes = match &mut request {
         RequestKind::Produce(r) => Some(enforce::produce_bytes(r)),
@@ -213,7 +258,9 @@ async fn dispatch(
             conn.warn_missing_role(shared, "fetch", client_id);
             Reply::now(fetch::refuse(r, v))
         }
-        RequestKind::FindCoordinator(r) => Reply::now(find_coordinator::handle(shared, r, v)),
+        RequestKind::FindCoordinator(r) => {
+            Reply::now(find_coordinator::handle(shared, &conn.listener.name, r, v))
+        }
         RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, conn.peer, r, v),
         RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
         RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
@@ -225,7 +272,9 @@ async fn dispatch(
         RequestKind::DeleteGroups(r) => Reply::now(delete_groups::handle(shared, r).await),
         RequestKind::OffsetDelete(r) => Reply::now(offset_delete::handle(shared, r).await),
         RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
-        RequestKind::Metadata(r) => Reply::now(metadata::handle(shared, client_id, r, v).await),
+        RequestKind::Metadata(r) => {
+            Reply::now(metadata::handle(shared, client_id, &conn.listener.name, r, v).await)
+        }
         RequestKind::CreateTopics(r) => Reply::now(create_topics::handle(shared, r, v).await),
         RequestKind::DeleteTopics(r) => Reply::now(delete_topics::handle(shared, r, v).await),
         RequestKind::CreatePartitions(r) => Reply::now(create_partitions::handle(shared, r).await),
@@ -234,9 +283,12 @@ async fn dispatch(
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::now(configs::incremental_alter(shared, r).await)
         }
-        RequestKind::DescribeCluster(r) => {
-            Reply::now(describe_cluster::handle(shared, client_id, r))
-        }
+        RequestKind::DescribeCluster(r) => Reply::now(describe_cluster::handle(
+            shared,
+            client_id,
+            &conn.listener.name,
+            r,
+        )),
         RequestKind::ListOffsets(r) => Reply::now(list_offsets::handle(shared, r, v).await),
         RequestKind::Produce(r) => produce::handle(shared, r, v, conn.request_len).await,
         RequestKind::Fetch(r) => fetch::handle(shared, r, v, memory),
@@ -271,6 +323,10 @@ async fn dispatch(
         }
         RequestKind::AlterClientQuotas(r) => {
             Reply::now(alter_client_quotas::handle(shared, r).await)
+        }
+        RequestKind::SaslHandshake(r) => Reply::now(sasl::handshake(shared, conn, r, v)),
+        RequestKind::SaslAuthenticate(r) => {
+            Reply::now(sasl::authenticate(shared, conn, r, v).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
             Reply::now(describe_user_scram_credentials::handle(r))

@@ -142,6 +142,7 @@ mod tests {
             group: group.to_string(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             peer_addr: None,
+            listeners: Vec::new(),
         }
     }
 

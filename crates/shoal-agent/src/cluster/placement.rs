@@ -183,6 +183,7 @@ mod tests {
             group: "g".to_string(),
             roles: vec!["produce".into(), "fetch".into(), "jobs".into()],
             peer_addr: Some(format!("agent-{node_id}:9093")),
+            listeners: Vec::new(),
         }
     }
 

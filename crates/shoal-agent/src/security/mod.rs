@@ -6,6 +6,11 @@
 
 use std::fmt;
 
+pub mod listeners;
+pub mod sasl;
+pub mod scram;
+pub mod tls;
+
 /// A Kafka principal, `User:alice`. Connections that did not authenticate are
 /// `User:ANONYMOUS`, as in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
