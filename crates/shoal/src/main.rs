@@ -1,10 +1,12 @@
 //! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
-//! (production settings). Flags all have `SHOAL_*` environment equivalents.
+//! (production settings), plus `groups` and `users` for administration. Flags all have
+//! `SHOAL_*` environment equivalents.
 
 mod admin;
 mod alloc;
 mod stores;
 mod units;
+mod users;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyHuge = alloc::LazyHuge;
@@ -51,6 +53,9 @@ enum Command {
     Agent(AgentCmd),
     /// Inspect consumer groups of a running Shoal (or any Kafka) cluster.
     Groups(GroupsCmd),
+    /// Manage users' SCRAM credentials in the metadata store, offline (no agent needed):
+    /// `users add NAME`, `users list`, `users delete NAME`.
+    Users(users::UsersCmd),
 }
 
 #[derive(Args)]
@@ -345,6 +350,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (config, meta, store, banner) = match cli.command {
+        Command::Users(u) => return users::run(u).await,
         Command::Playground(p) => {
             std::fs::create_dir_all(&p.data_dir)
                 .with_context(|| format!("create the data directory {}", p.data_dir.display()))?;
