@@ -17,6 +17,19 @@ pub fn meta_code(e: &MetaError) -> i16 {
     }
 }
 
+/// The Kafka error code a failed SASL exchange is answered with in SaslAuthenticate:
+/// SASL_AUTHENTICATION_FAILED for every failure of the exchange itself, as Kafka does
+/// (its message, [`crate::security::sasl::SaslError`]'s Display, says which).
+pub fn sasl_code(e: &crate::security::sasl::SaslError) -> i16 {
+    use crate::security::sasl::SaslError;
+    match e {
+        SaslError::AuthenticationFailed(_)
+        | SaslError::Illegal(_)
+        | SaslError::Unavailable(_)
+        | SaslError::Internal(_) => ResponseError::SaslAuthenticationFailed.code(),
+    }
+}
+
 /// The Kafka error code for a metadata-store error met while serving a group API:
 /// an unavailable store is COORDINATOR_NOT_AVAILABLE, which clients retry (after looking
 /// the coordinator up again), where KAFKA_STORAGE_ERROR would fail their commit.

@@ -1,11 +1,13 @@
 //! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
-//! (production settings). Flags all have `SHOAL_*` environment equivalents.
+//! (production settings), plus `groups` and `users` for administration. Flags all have
+//! `SHOAL_*` environment equivalents.
 
 mod admin;
 mod alloc;
 mod secure;
 mod stores;
 mod units;
+mod users;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyHuge = alloc::LazyHuge;
@@ -52,6 +54,9 @@ enum Command {
     Agent(AgentCmd),
     /// Inspect consumer groups of a running Shoal (or any Kafka) cluster.
     Groups(GroupsCmd),
+    /// Manage users' SCRAM credentials in the metadata store, offline (no agent needed):
+    /// `users add NAME`, `users list`, `users delete NAME`.
+    Users(users::UsersCmd),
 }
 
 #[derive(Args)]
@@ -453,6 +458,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut secure = None;
     let (config, meta, store, banner) = match cli.command {
+        Command::Users(u) => return users::run(u).await,
         Command::Playground(p) => {
             std::fs::create_dir_all(&p.data_dir)
                 .with_context(|| format!("create the data directory {}", p.data_dir.display()))?;

@@ -247,6 +247,7 @@ fn empty(key: ApiKey) -> RequestKind {
         DescribeClientQuotas,
         AlterClientQuotas,
         DescribeUserScramCredentials,
+        AlterUserScramCredentials,
     )
 }
 

@@ -21,6 +21,7 @@ use crate::Shared;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_client_quotas;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
@@ -101,6 +102,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
@@ -329,7 +331,10 @@ async fn dispatch(
             Reply::now(sasl::authenticate(shared, conn, r, v).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
-            Reply::now(describe_user_scram_credentials::handle(r))
+            Reply::now(describe_user_scram_credentials::handle(&*shared.meta, r).await)
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Reply::now(alter_user_scram_credentials::handle(&*shared.meta, r).await)
         }
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.

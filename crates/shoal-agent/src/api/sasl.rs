@@ -204,7 +204,9 @@ pub(crate) async fn authenticate(
             let message = e.to_string();
             tracing::info!(peer = %conn.peer, mechanism = %name, "closing connection: SASL authentication failed: {message}");
             conn.close_quietly();
-            fail(ResponseError::SaslAuthenticationFailed, message)
+            SaslAuthenticateResponse::default()
+                .with_error_code(crate::errors::sasl_code(&e))
+                .with_error_message(Some(sb(message)))
         }
     }
 }
