@@ -20,7 +20,9 @@
 #           2.0.2, whose SCRAM Kafka >= 4.0 rejects, see docs/compatibility.md)
 #   hostile raw sockets: oversized SaslAuthenticate, unsupported mechanism, Metadata first
 # Needs java, mvn, go, kcat, openssl, keytool, python3 (scripts/install-test-deps.sh).
-# Environment: SHOAL_SECURITY_RECORDS (default 200), KEEP_DATA=1 (keep the temp dir).
+# Environment: SHOAL_SECURITY_RECORDS (default 200), KEEP_DATA=1 (keep the temp dir),
+# SHOAL_SECURITY_AUTHORIZER=none (Shoal mode: start without --authorizer/--super-users, for a
+# build without ACLs; the setup's ACLs and the ACL checks then fail).
 # Last line: `security: N passed, M failed` (suites). Exit code 1 when any failed.
 set -euo pipefail
 
@@ -81,11 +83,13 @@ else
   done
   rm -f "$tmp/password"
   log="$data/shoal.log"
+  authz=(--authorizer acl --super-users 'User:admin')
+  [[ "${SHOAL_SECURITY_AUTHORIZER:-acl}" == none ]] && authz=()
   timeout "${SHOAL_SECURITY_MAX_SECONDS:-1200}" "$shoal" playground --data-dir "$data/d" \
     --listeners "SASL_SSL://$sasl_bootstrap,SSL://$ssl_bootstrap,PLAINTEXT://127.0.0.1:$p_plain" \
     --tls-cert "$certs/server.pem" --tls-key "$certs/server-key.pem" --tls-ca "$certs/ca.pem" \
     --tls-client-auth requested --sasl-enabled-mechanisms PLAIN,SCRAM-SHA-256,SCRAM-SHA-512 \
-    --authorizer acl --super-users 'User:admin' >"$log" 2>&1 &
+    "${authz[@]}" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do
     grep -q "Shoal is listening" "$log" 2>/dev/null && break
