@@ -125,6 +125,14 @@ suite() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }
 
+# acl_add ARGS...: kafka-acls --add; its output is shown only when it fails.
+acl_add() {
+  local out
+  out="$(acls --add "$@" 2>&1)" && return 0
+  echo "setup: kafka-acls --add $* failed:"; sed 's/^/     /' <<<"$out" | tail -5
+  return 1
+}
+
 setup() {
   "$py" - "$sasl_bootstrap" "$certs" <<'PY' || return 1
 import sys
@@ -144,11 +152,11 @@ for i in range(10):
 assert p.flush(30) == 0, "records for t1 not delivered"
 print(f"setup: created {len(names)} topics, 10 records in t1")
 PY
-  acls --add --allow-principal User:alice --allow-principal User:CN=alice --operation All \
-    --topic sec- --group sec- --resource-pattern-type prefixed >/dev/null || return 1
-  acls --add --allow-principal User:alice --operation Read --topic t1 --group g1 >/dev/null || return 1
-  acls --add --deny-principal User:bob --operation All --topic t1 >/dev/null || return 1
-  acls --add --allow-principal User:bob --operation Read --group sec-bob >/dev/null || return 1
+  acl_add --allow-principal User:alice --allow-principal User:CN=alice --operation All \
+    --topic sec- --group sec- --resource-pattern-type prefixed || return 1
+  acl_add --allow-principal User:alice --operation Read --topic t1 --group g1 || return 1
+  acl_add --deny-principal User:bob --operation All --topic t1 || return 1
+  acl_add --allow-principal User:bob --operation Read --group sec-bob || return 1
   local listed
   listed="$(acls --list --topic t1)" || return 1
   grep -q "principal=User:bob, host=\*, operation=ALL, permissionType=DENY" <<<"$listed" \
