@@ -32,6 +32,9 @@ pub struct UsersCmd {
         global = true
     )]
     data_dir: PathBuf,
+    /// TLS and login for a secured etcd (as `shoal agent`).
+    #[command(flatten)]
+    etcd: stores::EtcdSecurity,
     #[command(subcommand)]
     action: UsersAction,
 }
@@ -71,7 +74,7 @@ fn parse_mechanism(s: &str) -> Result<ScramMechanism, String> {
 
 pub async fn run(cmd: UsersCmd) -> anyhow::Result<()> {
     let meta = match &cmd.metadata {
-        Some(url) => stores::metadata(url).await?,
+        Some(url) => stores::metadata(url, &cmd.etcd).await?,
         None => {
             std::fs::create_dir_all(&cmd.data_dir)
                 .with_context(|| format!("create the data directory {}", cmd.data_dir.display()))?;
