@@ -41,7 +41,8 @@ pub struct UsersCmd {
 
 #[derive(Subcommand)]
 enum UsersAction {
-    /// Adds a user's SCRAM credentials, or replaces them (a new password).
+    /// Adds a user's SCRAM credentials for the given mechanisms, replacing any the user
+    /// has for them (a new password).
     Add {
         /// The user name (the principal is User:NAME).
         name: String,

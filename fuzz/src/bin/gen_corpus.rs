@@ -166,6 +166,22 @@ fn rich(key: ApiKey, batch: &[u8]) -> Option<RequestKind> {
                         .with_fetch_offset(5)
                         .with_partition_max_bytes(1 << 20)])]),
         ),
+        ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::default()
+                .with_deletions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                        .with_name(name("bob"))
+                        .with_mechanism(2),
+                ])
+                .with_upsertions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                        .with_name(name("alice"))
+                        .with_mechanism(1)
+                        .with_iterations(8192)
+                        .with_salt(Bytes::from_static(b"salt"))
+                        .with_salted_password(Bytes::from_static(&[7; 32])),
+                ]),
+        ),
         ApiKey::Metadata => {
             RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
                 metadata_request::MetadataRequestTopic::default().with_name(Some(topic)),
