@@ -78,6 +78,9 @@ pub struct AgentConfig {
     pub fetch_max_bytes: usize,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// When set, metrics requests must carry `Authorization: Bearer <token>`
+    /// (`--metrics-token-file`); others get 401.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
     /// How long an empty group's first rebalance waits for more members.
     pub group_initial_rebalance_delay: Duration,
     /// How often retention and GC run.
@@ -111,6 +114,10 @@ pub struct AgentConfig {
     /// Largest request a SASL listener reads before the client has authenticated
     /// (Kafka's `sasl.server.max.receive.size`).
     pub sasl_max_receive_bytes: usize,
+    /// The secret all agents of the cluster share (`--cluster-secret-file`): peer-cache
+    /// requests and answers are signed with it, and unsigned ones refused. `None`: the
+    /// peer endpoint is unauthenticated.
+    pub cluster_secret: Option<crate::peer_cache::auth::ClusterSecret>,
     /// Client quotas are measured over this many samples (Kafka's `quota.window.num`)...
     pub quota_window_num: usize,
     /// ...of this length each (Kafka's `quota.window.size.seconds`).
@@ -148,6 +155,7 @@ impl Default for AgentConfig {
             max_request_bytes_per_connection: 128 * 1024 * 1024,
             fetch_max_bytes: 16 * 1024 * 1024,
             metrics_listen: None,
+            metrics_token: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),
@@ -166,6 +174,7 @@ impl Default for AgentConfig {
             ],
             connections_max_reauth: Duration::ZERO,
             sasl_max_receive_bytes: 512 * 1024,
+            cluster_secret: None,
             quota_window_num: 11,
             quota_window_size: Duration::from_secs(1),
         }

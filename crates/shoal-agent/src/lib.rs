@@ -53,14 +53,27 @@ pub mod fuzzing {
         }
     }
 
-    /// The peer-cache endpoint's request reader: (object key, object size, chunk index).
-    pub async fn peer_read_request(mut input: &[u8]) -> std::io::Result<(String, u64, u64)> {
-        crate::peer_cache::read_request(&mut input).await
+    /// The secret the fuzz seeds of the peer-cache protocol are signed with.
+    pub const PEER_FUZZ_SECRET: &[u8] = b"shoal-fuzz-cluster-secret";
+
+    /// The peer-cache endpoint's request reader: (object key, object size, chunk index),
+    /// and whether the request's MAC verifies with `secret` (at least 16 bytes; `None`:
+    /// not checked).
+    pub async fn peer_read_request(
+        mut input: &[u8],
+        secret: Option<&[u8]>,
+    ) -> std::io::Result<((String, u64, u64), bool)> {
+        let r = crate::peer_cache::read_request(&mut input).await?;
+        let verified = secret
+            .and_then(|s| crate::peer_cache::auth::ClusterSecret::new(s).ok())
+            .is_some_and(|s| s.verify_request(&r.signed_bytes(), &r.mac));
+        Ok(((r.key, r.size, r.idx), verified))
     }
 
-    /// The peer-cache asker's answer reader, for a chunk of a `size`-byte object.
+    /// The peer-cache asker's answer reader, for a chunk of a `size`-byte object (the
+    /// answer's MAC read but not checked).
     pub async fn peer_read_answer(mut input: &[u8], size: u64) -> Result<Bytes, String> {
-        crate::peer_cache::read_answer(&mut input, size).await
+        crate::peer_cache::read_answer(&mut input, size, None).await
     }
 
     /// The peer-cache endpoint's bounds check on a requested chunk.
@@ -122,6 +135,8 @@ pub struct Agent {
     /// Every listener's name and bound address, in `--listeners` order.
     pub listeners: Vec<(String, std::net::SocketAddr)>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the internal peer-cache endpoint listens (fetch agents only).
+    pub peer_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
 }
 
@@ -168,10 +183,11 @@ impl Agent {
             })?;
             peer_listener = Some(l);
         }
-        let peer_port = match &peer_listener {
-            Some(l) => Some(l.local_addr()?.port()),
+        let peer_addr = match &peer_listener {
+            Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        let peer_port = peer_addr.map(|a| a.port());
         let me = register(&mut config, meta.as_ref(), peer_port).await?;
         let flush_stop = CancellationToken::new();
         let reader =
@@ -209,7 +225,8 @@ impl Agent {
         if let Some(l) = metrics_listener {
             metrics_addr = Some(l.local_addr()?);
             let (m, s) = (metrics.clone(), shutdown.clone());
-            tasks.spawn(async move { metrics::serve(l, m, s).await });
+            let token = shared.config.metrics_token.clone();
+            tasks.spawn(async move { metrics::serve(l, m, token, s).await });
         }
         if let Some(tls) = tls.clone() {
             // A renewed certificate (or CA) is picked up by new connections within 5 s.
@@ -369,6 +386,7 @@ impl Agent {
             local_addr,
             listeners: listener_addrs,
             metrics_addr,
+            peer_addr,
             tasks,
         })
     }

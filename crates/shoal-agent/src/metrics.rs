@@ -41,6 +41,13 @@ pub struct Metrics {
     pub peer_chunk_hits: AtomicU64,
     pub peer_chunk_fallbacks: AtomicU64,
     pub peer_chunks_served: AtomicU64,
+    /// Peer-cache requests refused: closed for a wrong or missing MAC, a stale
+    /// timestamp or a replayed nonce; answered with an error because they named an
+    /// object that is not committed or not with the size they gave.
+    pub peer_requests_refused_auth: AtomicU64,
+    pub peer_requests_refused_object: AtomicU64,
+    /// Metrics scrapes refused for a missing or wrong bearer token.
+    pub metrics_unauthorized: AtomicU64,
     /// Second GETs sent because the first was slow.
     pub hedged_gets: AtomicU64,
     /// Long-polling fetches woken by a commit: those that read again because one of
@@ -191,6 +198,19 @@ impl Metrics {
             ],
         );
         counter(
+            "shoal_peer_requests_refused_total",
+            "Peer-cache requests refused: not signed with the cluster secret (or stale, or replayed), or naming an object that is not committed with the size asked.",
+            &[
+                ("{reason=\"auth\"}", g(&self.peer_requests_refused_auth)),
+                ("{reason=\"object\"}", g(&self.peer_requests_refused_object)),
+            ],
+        );
+        counter(
+            "shoal_metrics_unauthorized_total",
+            "Metrics requests refused (401) for a missing or wrong bearer token.",
+            &[("", g(&self.metrics_unauthorized))],
+        );
+        counter(
             "shoal_object_hedged_gets_total",
             "Second GETs sent because the first was slower than --hedge-after (also counted in shoal_object_store_requests_total).",
             &[("", g(&self.hedged_gets))],
@@ -286,10 +306,110 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until `shutdown`.
+/// The bearer token metrics requests must carry (`--metrics-token-file`). Its `Debug`
+/// form never shows the token.
+#[derive(Clone)]
+pub struct MetricsToken(Arc<[u8]>);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(<redacted>)")
+    }
+}
+
+impl MetricsToken {
+    /// A token; `None` when it is empty (after trimming whitespace), which would let
+    /// anyone in.
+    pub fn new(token: &str) -> Option<Self> {
+        let t = token.trim();
+        (!t.is_empty()).then(|| MetricsToken(t.as_bytes().into()))
+    }
+
+    /// Reads the token from a file (its first line, trimmed).
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the metrics token file {}", path.display()))?;
+        MetricsToken::new(text.lines().next().unwrap_or(""))
+            .with_context(|| format!("the metrics token file {} is empty", path.display()))
+    }
+
+    /// Whether `presented` is the token. Compares digests in constant time, so neither
+    /// the token's bytes nor its length leak through timing.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let (a, b) = (
+            sha2::Sha256::digest(&self.0),
+            sha2::Sha256::digest(presented),
+        );
+        a.ct_eq(&b).into()
+    }
+}
+
+/// Largest request head read (request line and headers).
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Whether an HTTP request head authorizes a scrape: its `Authorization` header is
+/// `Bearer <token>` (header name and scheme in any case).
+fn authorized(head: &str, token: &MetricsToken) -> bool {
+    head.split("\r\n").skip(1).any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return false;
+        }
+        let value = value.trim();
+        match value.split_once(' ') {
+            Some((scheme, cred)) if scheme.eq_ignore_ascii_case("bearer") => {
+                token.matches(cred.trim().as_bytes())
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Reads a request head (up to the blank line, at most [`MAX_HEAD`] bytes).
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(sock: &mut R) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= MAX_HEAD {
+            break;
+        }
+    }
+    buf.truncate(MAX_HEAD);
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Status line and body of the answer to a request head.
+fn respond(head: &str, metrics: &Metrics, token: Option<&MetricsToken>) -> (&'static str, String) {
+    if !(head.starts_with("GET /metrics") || head.starts_with("GET / ")) {
+        return ("404 Not Found", "try GET /metrics\n".to_string());
+    }
+    if let Some(t) = token {
+        if !authorized(head, t) {
+            Metrics::add(&metrics.metrics_unauthorized, 1);
+            return (
+                "401 Unauthorized",
+                "a bearer token is required\n".to_string(),
+            );
+        }
+    }
+    ("200 OK", metrics.render())
+}
+
+/// Serves `GET /metrics` until `shutdown`; with `token`, only to requests that carry it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    token: Option<MetricsToken>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -301,24 +421,86 @@ pub async fn serve(
             },
         };
         let metrics = metrics.clone();
+        let token = token.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
             let read =
-                tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await;
-            let Ok(Ok(n)) = read else { return };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") || req.starts_with("GET / ") {
-                ("200 OK", metrics.render())
+                tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut sock)).await;
+            let Ok(Some(req)) = read else { return };
+            let (status, body) = respond(&req, &metrics, token.as_ref());
+            let auth = if status.starts_with("401") {
+                "WWW-Authenticate: Bearer\r\n"
             } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
+                ""
             };
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\n{auth}Content-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(body.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, headers: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_token_protects_the_metrics_page() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let stop = CancellationToken::new();
+        let token = MetricsToken::new("s3cret-token\n").unwrap();
+        tokio::spawn(serve(l, metrics.clone(), Some(token), stop.clone()));
+
+        let none = get(addr, "").await;
+        assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+        assert!(none.contains("WWW-Authenticate: Bearer"));
+        assert!(!none.contains("shoal_requests_total"));
+        let wrong = get(addr, "Authorization: Bearer s3cret-tokeN\r\n").await;
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        let basic = get(addr, "Authorization: Basic s3cret-token\r\n").await;
+        assert!(basic.starts_with("HTTP/1.1 401"), "{basic}");
+        let right = get(addr, "authorization: bearer s3cret-token\r\n").await;
+        assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+        assert!(
+            right.contains("shoal_metrics_unauthorized_total 3"),
+            "{right}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_a_token_anyone_reads_it() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(l, Arc::new(Metrics::default()), None, stop.clone()));
+        assert!(get(addr, "").await.starts_with("HTTP/1.1 200"));
+        stop.cancel();
+    }
+
+    #[test]
+    fn tokens_compare_whole_and_never_print() {
+        let t = MetricsToken::new(" abc ").unwrap();
+        assert!(t.matches(b"abc"));
+        assert!(!t.matches(b"ab"));
+        assert!(!t.matches(b"abcd"));
+        assert!(MetricsToken::new(" \n").is_none(), "empty token refused");
+        assert!(!format!("{t:?}").contains("abc"));
     }
 }

@@ -66,6 +66,8 @@ pub struct ReadPath {
     me: std::sync::OnceLock<AgentInfo>,
     /// A GET slower than this gets a second, identical GET; the first answer wins.
     hedge_after: std::time::Duration,
+    /// Signs requests to chunk owners (and checks their answers), when the cluster has one.
+    peer_secret: Option<crate::peer_cache::auth::ClusterSecret>,
 }
 
 /// Records read for one partition.
@@ -92,6 +94,7 @@ impl ReadPath {
             loading: Mutex::new(HashMap::new()),
             me: std::sync::OnceLock::new(),
             hedge_after: config.hedge_after,
+            peer_secret: config.cluster_secret.clone(),
         }
     }
 
@@ -196,7 +199,7 @@ impl ReadPath {
                         .read_range(&e.object_key, e.object_size, at, at + total)
                         .await?;
                     at += total;
-                    if crc32c::crc32c(&bytes[21..]) != header.crc {
+                    if crc32c::crc32c(bytes.get(21..).unwrap_or_default()) != header.crc {
                         tracing::error!(key = %e.object_key, base_offset = base, "batch CRC mismatch in stored object");
                         return Err(corrupt(format!("batch at offset {base} fails its CRC")));
                     }
@@ -252,16 +255,27 @@ impl ReadPath {
         }
         let cs = self.cache.chunk_size();
         let (first, last) = (start / cs, (end - 1) / cs);
+        // Every chunk has its expected length (load_chunk checks), so these slices fit;
+        // they are checked anyway: a short chunk is an error, never a panic.
+        let piece = |chunk: &Bytes, idx: u64| {
+            let lo = (start.max(idx * cs) - idx * cs) as usize;
+            let hi = (end.min((idx + 1) * cs) - idx * cs) as usize;
+            if hi > chunk.len() {
+                return Err(ReadError::Corrupt {
+                    key: key.to_string(),
+                    what: format!("chunk {idx} has {} bytes, {hi} were needed", chunk.len()),
+                });
+            }
+            Ok(chunk.slice(lo..hi))
+        };
         if first == last {
             let chunk = self.chunk(key, size, first).await?;
-            return Ok(chunk.slice((start - first * cs) as usize..(end - first * cs) as usize));
+            return piece(&chunk, first);
         }
         let mut out = BytesMut::with_capacity((end - start) as usize);
         for idx in first..=last {
             let chunk = self.chunk(key, size, idx).await?;
-            let lo = start.max(idx * cs) - idx * cs;
-            let hi = end.min((idx + 1) * cs) - idx * cs;
-            out.extend_from_slice(&chunk[lo as usize..hi as usize]);
+            out.extend_from_slice(&piece(&chunk, idx)?);
         }
         Ok(out.freeze())
     }
@@ -283,7 +297,21 @@ impl ReadPath {
         idx: u64,
         ask_peer: bool,
     ) -> Result<Bytes, ReadError> {
-        if let Some(b) = self.cache.get(key, idx) {
+        let cs = self.cache.chunk_size();
+        let Some(range) = idx
+            .checked_mul(cs)
+            .filter(|start| *start < size)
+            .map(|start| start..start.saturating_add(cs).min(size))
+        else {
+            return Err(ReadError::Corrupt {
+                key: key.to_string(),
+                what: format!("chunk {idx} lies outside an object of {size} bytes"),
+            });
+        };
+        let want = range.end - range.start;
+        // A cached chunk of another length was cached for another idea of the object's
+        // size: not this one (it is replaced by the load below).
+        if let Some(b) = self.cache.get(key, idx).filter(|b| b.len() as u64 == want) {
             Metrics::add(&self.metrics.cache_hits, 1);
             return Ok(b);
         }
@@ -316,26 +344,28 @@ impl ReadPath {
                 })
             });
         }
-        let cs = self.cache.chunk_size();
-        let range = idx * cs..((idx + 1) * cs).min(size);
         let result = match owner {
-            Some(addr) => match crate::peer_cache::fetch(&addr, key, size, idx).await {
-                Ok(b) if b.len() as u64 == range.end - range.start => {
-                    Metrics::add(&self.metrics.peer_chunk_hits, 1);
-                    Ok(b)
+            Some(addr) => {
+                match crate::peer_cache::fetch(&addr, key, size, idx, self.peer_secret.as_ref())
+                    .await
+                {
+                    Ok(b) if b.len() as u64 == want => {
+                        Metrics::add(&self.metrics.peer_chunk_hits, 1);
+                        Ok(b)
+                    }
+                    other => {
+                        let why = match other {
+                            Ok(b) => {
+                                format!("{} bytes instead of {want}", b.len())
+                            }
+                            Err(e) => e,
+                        };
+                        Metrics::add(&self.metrics.peer_chunk_fallbacks, 1);
+                        tracing::debug!(key, idx, peer = %addr, %why, "chunk owner failed; reading the object store");
+                        self.get_with_retry(key, range).await
+                    }
                 }
-                other => {
-                    let why = match other {
-                        Ok(b) => {
-                            format!("{} bytes instead of {}", b.len(), range.end - range.start)
-                        }
-                        Err(e) => e,
-                    };
-                    Metrics::add(&self.metrics.peer_chunk_fallbacks, 1);
-                    tracing::debug!(key, idx, peer = %addr, %why, "chunk owner failed; reading the object store");
-                    self.get_with_retry(key, range).await
-                }
-            },
+            }
             None => self.get_with_retry(key, range).await,
         };
         if let Ok(b) = &result {

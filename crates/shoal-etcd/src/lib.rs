@@ -14,18 +14,23 @@
 //! Every unary call has the per-request timeout of [`ConnectOptions`]; a watch or a
 //! keep-alive ends with an error when the connection breaks, and the caller starts
 //! again.
+//!
+//! [`security`]: TLS (server verification, client certificates) and user/password
+//! authentication with a token that is renewed when etcd says it is invalid.
 
 pub mod ops;
 pub mod proto;
+pub mod security;
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use ops::*;
 pub use proto::{EventType, KeyValue, RangeResponse, TxnResponse, WatchResponse};
+pub use security::{Credentials, TlsOptions};
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,9 @@ pub enum Error {
     /// A stream ended before its first answer.
     #[error("etcd ended the {0} stream")]
     StreamEnded(&'static str),
+    /// The TLS settings could not be used (a malformed certificate or key).
+    #[error("etcd TLS settings: {0}")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 impl Error {
@@ -60,7 +68,7 @@ impl Error {
                     | tonic::Code::Unknown
             ),
             Error::StreamEnded(_) => true,
-            Error::Endpoint { .. } => false,
+            Error::Endpoint { .. } | Error::Tls(_) => false,
         }
     }
 }
@@ -81,6 +89,10 @@ pub struct ConnectOptions {
     /// HTTP/2 pings at this interval, and the connection counts as dead when one is not
     /// answered within the second duration (a half-open connection is noticed).
     pub keep_alive: Option<(Duration, Duration)>,
+    /// TLS for every endpoint; bare `host:port` endpoints then mean `https://`.
+    pub tls: Option<TlsOptions>,
+    /// Log in as this user (etcd with `auth enable`).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ConnectOptions {
@@ -89,6 +101,8 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(5),
             keep_alive: Some((Duration::from_secs(5), Duration::from_secs(3))),
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -97,6 +111,8 @@ impl Default for ConnectOptions {
 #[derive(Clone)]
 pub struct Client {
     grpc: tonic::client::Grpc<Channel>,
+    credentials: Option<Credentials>,
+    token: security::Token,
 }
 
 impl std::fmt::Debug for Client {
@@ -114,16 +130,25 @@ const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
 const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
 const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
 const WATCH: &str = "/etcdserverpb.Watch/Watch";
+const AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
+const USER_ADD: &str = "/etcdserverpb.Auth/UserAdd";
+const ROLE_ADD: &str = "/etcdserverpb.Auth/RoleAdd";
+const USER_GRANT_ROLE: &str = "/etcdserverpb.Auth/UserGrantRole";
+const AUTH_ENABLE: &str = "/etcdserverpb.Auth/AuthEnable";
 
 impl Client {
-    /// A client for these endpoints (`http://host:port`, or bare `host:port`). Nothing
-    /// is dialled until the first call.
+    /// A client for these endpoints (`http://host:port`, `https://host:port`, or bare
+    /// `host:port`: https with [`ConnectOptions::tls`], else http). Nothing is dialled
+    /// until the first call.
     pub fn connect<S: AsRef<str>>(endpoints: &[S], options: &ConnectOptions) -> Result<Client> {
+        let tls = options.tls.as_ref().map(tls_config);
         let mut list = Vec::with_capacity(endpoints.len());
         for e in endpoints {
             let e = e.as_ref();
             let uri = if e.contains("://") {
                 e.to_string()
+            } else if tls.is_some() {
+                format!("https://{e}")
             } else {
                 format!("http://{e}")
             };
@@ -135,6 +160,9 @@ impl Client {
                 .connect_timeout(options.connect_timeout)
                 .timeout(options.timeout)
                 .tcp_nodelay(true);
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(Error::Tls)?;
+            }
             if let Some((interval, timeout)) = options.keep_alive {
                 endpoint = endpoint
                     .http2_keep_alive_interval(interval)
@@ -146,10 +174,69 @@ impl Client {
         let channel = Channel::balance_list(list.into_iter());
         Ok(Client {
             grpc: tonic::client::Grpc::new(channel),
+            credentials: options.credentials.clone(),
+            token: security::Token::default(),
         })
     }
 
+    /// Logs in with the client's credentials (if any) and keeps the token for later calls.
+    pub async fn authenticate(&self) -> Result<()> {
+        let Some(c) = &self.credentials else {
+            return Ok(());
+        };
+        let req = proto::AuthenticateRequest {
+            name: c.user.clone(),
+            password: c.password.clone(),
+        };
+        let resp: proto::AuthenticateResponse = self.call(AUTHENTICATE, req, None).await?;
+        self.token.set(Some(resp.token));
+        Ok(())
+    }
+
+    /// The token to send, logging in first when there are credentials and no token yet.
+    async fn current_token(&self) -> Result<Option<String>> {
+        if self.credentials.is_some() && self.token.get().is_none() {
+            self.authenticate().await?;
+        }
+        Ok(self.token.get())
+    }
+
+    /// Runs `attempt` with the current token; when etcd calls the token invalid and the
+    /// client has credentials, logs in again and runs it once more.
+    async fn with_token<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let token = self.current_token().await?;
+        match attempt(token).await {
+            Err(Error::Status(s))
+                if self.credentials.is_some() && security::is_invalid_token(&s) =>
+            {
+                self.token.set(None);
+                self.authenticate().await?;
+                attempt(self.token.get()).await
+            }
+            other => other,
+        }
+    }
+
     async fn unary<Req, Resp>(&self, path: &'static str, req: Req) -> Result<Resp>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.with_token(|token| self.call(path, req.clone(), token))
+            .await
+    }
+
+    /// One unary call, with `token` as its `token` metadata.
+    async fn call<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+        token: Option<String>,
+    ) -> Result<Resp>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
@@ -161,7 +248,7 @@ impl Client {
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         let resp = grpc
             .unary(
-                tonic::Request::new(req),
+                with_token(req, token)?,
                 PathAndQuery::from_static(path),
                 codec,
             )
@@ -177,6 +264,20 @@ impl Client {
         first: Req,
     ) -> Result<tonic::Streaming<Resp>>
     where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.with_token(|token| self.stream_call(path, first.clone(), token))
+            .await
+    }
+
+    async fn stream_call<Req, Resp>(
+        &self,
+        path: &'static str,
+        first: Req,
+        token: Option<String>,
+    ) -> Result<tonic::Streaming<Resp>>
+    where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
@@ -188,7 +289,7 @@ impl Client {
         let requests = futures::stream::iter([first]).chain(futures::stream::pending());
         let resp = grpc
             .streaming(
-                tonic::Request::new(requests),
+                with_token(requests, token)?,
                 PathAndQuery::from_static(path),
                 codec,
             )
@@ -305,6 +406,70 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Adds a user (administration; tests use it to set up authentication).
+    pub async fn user_add(&self, name: &str, password: &str) -> Result<()> {
+        let req = proto::AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+        };
+        let _: proto::AuthAdminResponse = self.unary(USER_ADD, req).await?;
+        Ok(())
+    }
+
+    /// Adds a role.
+    pub async fn role_add(&self, name: &str) -> Result<()> {
+        let req = proto::AuthRoleAddRequest { name: name.into() };
+        let _: proto::AuthAdminResponse = self.unary(ROLE_ADD, req).await?;
+        Ok(())
+    }
+
+    /// Grants `role` to `user`.
+    pub async fn user_grant_role(&self, user: &str, role: &str) -> Result<()> {
+        let req = proto::AuthUserGrantRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        };
+        let _: proto::AuthAdminResponse = self.unary(USER_GRANT_ROLE, req).await?;
+        Ok(())
+    }
+
+    /// Turns authentication on (the user `root` with the role `root` must exist).
+    pub async fn auth_enable(&self) -> Result<()> {
+        let _: proto::AuthAdminResponse =
+            self.unary(AUTH_ENABLE, proto::AuthEnableRequest {}).await?;
+        Ok(())
+    }
+}
+
+/// The channel's TLS settings from ours.
+fn tls_config(o: &TlsOptions) -> ClientTlsConfig {
+    let mut c = ClientTlsConfig::new();
+    c = match &o.ca_pem {
+        Some(pem) => c.ca_certificate(Certificate::from_pem(pem)),
+        None => c.with_native_roots(),
+    };
+    if let Some((cert, key)) = &o.identity {
+        c = c.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(d) = &o.domain {
+        c = c.domain_name(d.clone());
+    }
+    c
+}
+
+/// A request carrying `token` (if any) as its `token` metadata, as etcd expects.
+fn with_token<T>(message: T, token: Option<String>) -> Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(message);
+    if let Some(t) = token {
+        let value = t.parse().map_err(|_| {
+            tonic::Status::internal("etcd returned an auth token that is not ASCII")
+        })?;
+        req.metadata_mut().insert("token", value);
+    }
+    Ok(req)
+}
+
 /// The responses of one watch.
 pub struct WatchStream {
     inner: tonic::Streaming<WatchResponse>,
@@ -342,6 +507,7 @@ mod tests {
             connect_timeout: Duration::from_millis(300),
             timeout: Duration::from_millis(500),
             keep_alive: None,
+            ..ConnectOptions::default()
         };
         let client = Client::connect(&[format!("127.0.0.1:{port}")], &options).unwrap();
         let err = tokio::time::timeout(Duration::from_secs(60), client.get("k", None))

@@ -478,3 +478,37 @@ mod tests {
         assert!(back.more);
     }
 }
+
+// Administrative Auth calls (`etcdserverpb.Auth`) a test needs to turn authentication on.
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserAddRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub password: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRoleAddRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthUserGrantRoleRequest {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(string, tag = "2")]
+    pub role: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthEnableRequest {}
+
+/// The answer of the administrative Auth calls: a header only.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthAdminResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}

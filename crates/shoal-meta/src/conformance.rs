@@ -372,6 +372,8 @@ async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {
     commit(s, "gc-b", &[segment(t.id, 0, 0, 50, 10)]).await;
     assert!(s.object_known("gc-a").await.unwrap());
     assert!(!s.object_known("gc-never").await.unwrap());
+    assert_eq!(s.object_size("gc-a").await.unwrap(), Some(1_000));
+    assert_eq!(s.object_size("gc-never").await.unwrap(), None);
     let nothing = s.unreferenced_objects(100, 200, 10).await.unwrap();
     assert!(!nothing.iter().any(|k| k.starts_with("gc-")), "{nothing:?}");
 
@@ -402,6 +404,7 @@ async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {
     assert!(!due.contains(&"gc-a".to_string()));
     s.forget_object("gc-b").await.unwrap();
     assert!(!s.object_known("gc-b").await.unwrap());
+    assert_eq!(s.object_size("gc-b").await.unwrap(), None, "forgotten");
     // Deleting the topic leaves gc-a unreferenced too.
     s.delete_topic("conf-retention").await.unwrap();
     s.unreferenced_objects(3_000, 0, 10).await.unwrap();

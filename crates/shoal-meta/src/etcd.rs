@@ -417,8 +417,19 @@ impl EtcdStore {
     /// Connects to etcd (`etcd://host:2379[,host2:2379][/prefix][?max-txn-ops=N]`) and
     /// starts watching live agents and commits.
     pub async fn connect(url: &str) -> Result<EtcdStore, MetaError> {
-        let (endpoints, prefix, max_ops) = parse_url(url)?;
-        let client = Client::connect(&endpoints, &ConnectOptions::default()).map_err(|e| {
+        Self::connect_with(url, ConnectOptions::default()).await
+    }
+
+    /// [`EtcdStore::connect`] with client settings: TLS (the URL's endpoints are then
+    /// dialled as `https://`) and user/password authentication.
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<EtcdStore, MetaError> {
+        let (mut endpoints, prefix, max_ops) = parse_url(url)?;
+        if options.tls.is_some() {
+            for e in &mut endpoints {
+                *e = e.replacen("http://", "https://", 1);
+            }
+        }
+        let client = Client::connect(&endpoints, &options).map_err(|e| {
             MetaError::Backend(format!("connect to etcd at {}: {e}", endpoints.join(",")))
         })?;
         let (agents_tx, agents) = watch::channel(Vec::new());

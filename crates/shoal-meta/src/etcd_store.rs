@@ -909,6 +909,13 @@ impl MetaStore for EtcdStore {
         Ok(self.get(&self.obj_key(key)).await?.is_some())
     }
 
+    async fn object_size(&self, key: &str) -> Result<Option<u64>, MetaError> {
+        Ok(self
+            .get_json::<ObjRec>(&self.obj_key(key))
+            .await?
+            .map(|(rec, _)| rec.size))
+    }
+
     async fn forget_object(&self, key: &str) -> Result<(), MetaError> {
         self.txn(Txn::new().and_then([TxnOp::delete(self.obj_key(key), None)]))
             .await

@@ -148,6 +148,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Whether an object was committed and not forgotten since.
     async fn object_known(&self, key: &str) -> Result<bool, MetaError>;
 
+    /// The size of a committed object (as its commit recorded it), `None` when the object
+    /// was never committed or was forgotten since. Objects are immutable, so a size once
+    /// read stays true for as long as the object exists. The default asks its index
+    /// entries; backends override it with a direct lookup.
+    async fn object_size(&self, key: &str) -> Result<Option<u64>, MetaError> {
+        Ok(self
+            .object_entries(key)
+            .await?
+            .first()
+            .map(|e| e.entry.object_size))
+    }
+
     /// Forgets an object GC deleted.
     async fn forget_object(&self, key: &str) -> Result<(), MetaError>;
 

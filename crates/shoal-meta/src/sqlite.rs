@@ -798,6 +798,17 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn object_size(&self, key: &str) -> Result<Option<u64>, MetaError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.prepare_cached("SELECT size FROM objects WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| r.get::<_, i64>(0)).optional())
+                .map(|size| size.map(|n| n as u64))
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn forget_object(&self, key: &str) -> Result<(), MetaError> {
         let key = key.to_string();
         self.with(move |c| {

@@ -111,6 +111,8 @@ struct AgentCmd {
     /// sqlite:///path/to/file.db for a single agent.
     #[arg(long, env = "SHOAL_METADATA")]
     metadata: String,
+    #[command(flatten)]
+    etcd: stores::EtcdSecurity,
     /// Object store: s3://bucket/prefix (AWS_* environment for credentials, region and
     /// endpoint), file:///absolute/dir, or memory:// for tests.
     #[arg(long, env = "SHOAL_OBJECT_STORE")]
@@ -301,11 +303,20 @@ struct Common {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SHOAL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// File holding a token that metrics requests must send as `Authorization: Bearer
+    /// TOKEN` (others get 401). Without it anyone reaching --metrics-listen reads them.
+    #[arg(long, env = "SHOAL_METRICS_TOKEN_FILE", value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
     /// Internal endpoint other agents of the zone read cached chunks from (the
     /// distributed cache); default: the listen IP with an ephemeral port. Keep it on a
     /// network only agents reach.
     #[arg(long, env = "SHOAL_PEER_LISTEN")]
     peer_listen: Option<SocketAddr>,
+    /// File holding a secret (at least 16 bytes) shared by every agent of the cluster:
+    /// peer-cache requests and answers are signed with it (HMAC-SHA256) and unsigned
+    /// ones refused. Without it the peer endpoint serves anyone who reaches it.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// Send a second GET for a chunk when the first takes longer than this (hedging
     /// against slow object-store requests).
     #[arg(long, env = "SHOAL_HEDGE_AFTER", default_value = "400ms", value_parser = units::parse_duration)]
@@ -383,6 +394,14 @@ impl Common {
                 "--sasl-enabled-mechanisms: unknown mechanism {m}; Shoal offers PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512"
             );
         }
+        let cluster_secret = match &self.cluster_secret_file {
+            Some(path) => Some(shoal_agent::peer_cache::auth::ClusterSecret::load(path)?),
+            None => None,
+        };
+        let metrics_token = match &self.metrics_token_file {
+            Some(path) => Some(shoal_agent::metrics::MetricsToken::load(path)?),
+            None => None,
+        };
         Ok(AgentConfig {
             listen: self.listen,
             advertise: self.advertise.clone(),
@@ -410,6 +429,8 @@ impl Common {
             max_partitions: self.max_partitions,
             max_topics_per_request: self.max_topics_per_request as usize,
             metrics_listen: self.metrics_listen,
+            metrics_token,
+            cluster_secret,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,
@@ -493,9 +514,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Groups(_) => unreachable!("handled before the runtime starts"),
         Command::Agent(a) => {
-            let meta = stores::metadata(&a.metadata).await?;
+            let meta = stores::metadata(&a.metadata, &a.etcd).await?;
             let store = stores::object_store(&a.object_store)?;
-            let banner = format!("metadata {}, objects {}", a.metadata, a.object_store);
+            let banner = format!(
+                "metadata {}, objects {}",
+                stores::redact_url(&a.metadata),
+                stores::redact_url(&a.object_store)
+            );
             (a.common.config(a.batch_timeout)?, meta, store, banner)
         }
     };

@@ -32,13 +32,17 @@ pub struct UsersCmd {
         global = true
     )]
     data_dir: PathBuf,
+    /// TLS and login for a secured etcd (as `shoal agent`).
+    #[command(flatten)]
+    etcd: stores::EtcdSecurity,
     #[command(subcommand)]
     action: UsersAction,
 }
 
 #[derive(Subcommand)]
 enum UsersAction {
-    /// Adds a user's SCRAM credentials, or replaces them (a new password).
+    /// Adds a user's SCRAM credentials for the given mechanisms, replacing any the user
+    /// has for them (a new password).
     Add {
         /// The user name (the principal is User:NAME).
         name: String,
@@ -71,7 +75,7 @@ fn parse_mechanism(s: &str) -> Result<ScramMechanism, String> {
 
 pub async fn run(cmd: UsersCmd) -> anyhow::Result<()> {
     let meta = match &cmd.metadata {
-        Some(url) => stores::metadata(url).await?,
+        Some(url) => stores::metadata(url, &cmd.etcd).await?,
         None => {
             std::fs::create_dir_all(&cmd.data_dir)
                 .with_context(|| format!("create the data directory {}", cmd.data_dir.display()))?;

@@ -166,6 +166,22 @@ fn rich(key: ApiKey, batch: &[u8]) -> Option<RequestKind> {
                         .with_fetch_offset(5)
                         .with_partition_max_bytes(1 << 20)])]),
         ),
+        ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::default()
+                .with_deletions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                        .with_name(name("bob"))
+                        .with_mechanism(2),
+                ])
+                .with_upsertions(vec![
+                    alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                        .with_name(name("alice"))
+                        .with_mechanism(1)
+                        .with_iterations(8192)
+                        .with_salt(Bytes::from_static(b"salt"))
+                        .with_salted_password(Bytes::from_static(&[7; 32])),
+                ]),
+        ),
         ApiKey::Metadata => {
             RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
                 metadata_request::MetadataRequestTopic::default().with_name(Some(topic)),
@@ -304,22 +320,32 @@ fn request_seeds(batch: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 fn peer_seeds() -> Vec<(String, Vec<u8>)> {
-    let key = b"objects/0000000001-agent-1.obj";
-    let mut request = vec![0u8];
-    request.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    request.extend_from_slice(key);
-    request.extend_from_slice(&(10u64 << 20).to_be_bytes());
-    request.extend_from_slice(&2u64.to_be_bytes());
+    use shoal_agent::fuzzing::PEER_FUZZ_SECRET;
+    use shoal_agent::peer_cache::{auth::ClusterSecret, ChunkRequest};
+    let secret = ClusterSecret::new(PEER_FUZZ_SECRET).expect("a long enough secret");
+    let req = |signed: bool| {
+        // A fixed nonce so the seeds are the same on every run.
+        let mut r = ChunkRequest::new("objects/0000000001-agent-1.obj", 10 << 20, 2, 1_700_000_000_000, None);
+        r.nonce = [7; 16];
+        if signed {
+            r.mac = secret.sign_request(&r.signed_bytes());
+        }
+        let mut out = vec![0u8];
+        out.extend_from_slice(&r.encode());
+        out
+    };
     let answer = |status: u8, body: &[u8]| {
         let mut a = vec![1u8];
         a.extend_from_slice(&(10u64 << 20).to_be_bytes());
         a.push(status);
         a.extend_from_slice(&(body.len() as u32).to_be_bytes());
         a.extend_from_slice(body);
+        a.extend_from_slice(&[0u8; 32]);
         a
     };
     vec![
-        ("request".into(), request),
+        ("request".into(), req(false)),
+        ("request-signed".into(), req(true)),
         ("answer-chunk".into(), answer(0, &[7u8; 64])),
         ("answer-error".into(), answer(1, b"object not found")),
     ]
