@@ -67,6 +67,18 @@ impl MetaStore for Registry {
     async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
         self.inner.client_quotas().await
     }
+    async fn acls(&self) -> Result<Vec<shoal_meta::AclBinding>, MetaError> {
+        self.inner.acls().await
+    }
+    async fn create_acls(&self, b: &[shoal_meta::AclBinding]) -> Result<(), MetaError> {
+        self.inner.create_acls(b).await
+    }
+    async fn delete_acls(
+        &self,
+        f: &[shoal_meta::AclFilter],
+    ) -> Result<Vec<Vec<shoal_meta::AclBinding>>, MetaError> {
+        self.inner.delete_acls(f).await
+    }
     async fn alter_client_quota(
         &self,
         entity: &QuotaEntity,
