@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use shoal_agent::config::Roles;
+use shoal_agent::security::acl::AuthorizerConfig;
 use shoal_agent::{Agent, AgentConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -247,6 +248,17 @@ struct Common {
     /// Length of one client-quota sample (Kafka's quota.window.size.seconds).
     #[arg(long, env = "SHOAL_QUOTA_WINDOW_SIZE", default_value = "1s", value_parser = units::parse_duration)]
     quota_window_size: Duration,
+    /// Whether ACLs are enforced: `none` allows everything (ACLs can still be created and
+    /// listed with kafka-acls.sh), `acl` enforces them as Kafka's StandardAuthorizer.
+    #[arg(long, env = "SHOAL_AUTHORIZER", default_value = "none")]
+    authorizer: shoal_agent::security::acl::AuthorizerMode,
+    /// Principals every ACL check allows, separated by `;` (e.g. 'User:admin;User:ops').
+    #[arg(long, env = "SHOAL_SUPER_USERS", default_value = "")]
+    super_users: String,
+    /// With --authorizer acl: let everyone use a resource no ACL applies to at all. By
+    /// default such a resource is refused to everyone but the super users.
+    #[arg(long, env = "SHOAL_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    allow_everyone_if_no_acl_found: bool,
 }
 
 impl Common {
@@ -276,6 +288,8 @@ impl Common {
         if self.agent_group.trim().is_empty() {
             anyhow::bail!("--agent-group must not be empty");
         }
+        let super_users = AuthorizerConfig::parse_super_users(&self.super_users)
+            .map_err(|e| anyhow::anyhow!("--super-users: {e}"))?;
         Ok(AgentConfig {
             listen: self.listen,
             advertise: self.advertise.clone(),
@@ -314,6 +328,11 @@ impl Common {
             hedge_after: self.hedge_after,
             quota_window_num: self.quota_window_num,
             quota_window_size: self.quota_window_size,
+            authorizer: AuthorizerConfig {
+                mode: self.authorizer,
+                super_users,
+                allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
+            },
             ..AgentConfig::default()
         })
     }

@@ -247,6 +247,9 @@ fn empty(key: ApiKey) -> RequestKind {
         DescribeClientQuotas,
         AlterClientQuotas,
         DescribeUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
     )
 }
 

@@ -207,5 +207,8 @@ pub fn set_throttle_time(resp: &mut ResponseKind, ms: i32) {
         DescribeClientQuotas,
         AlterClientQuotas,
         DescribeUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
     );
 }
