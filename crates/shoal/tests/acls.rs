@@ -5,13 +5,14 @@
 
 mod common;
 
-use common::{record, sb, Agent, Client, FETCH_V};
+use common::{record, sb, Agent, Client, FETCH_V, METADATA_V};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
     DescribeAclsRequest, DescribeAclsResponse, GroupId, InitProducerIdRequest, JoinGroupRequest,
-    TransactionalId,
+    MetadataRequest, TransactionalId,
 };
 use kafka_protocol::ResponseError;
 
@@ -98,9 +99,11 @@ fn init_txn(c: &mut Client, id: &str) -> i16 {
 fn acls_are_created_listed_deleted_and_enforced() {
     let agent = Agent::start(&["--authorizer", "acl", "--allow-everyone-if-no-acl-found"]);
     let mut c = agent.connect();
-    for t in ["open", "secret", "hidden"] {
+    for t in ["open", "secret"] {
         c.create_topic(t, 1, &[]);
     }
+    let hidden_id = c.create_topic_raw("hidden", 1, &[]).topics[0].topic_id;
+    assert!(!hidden_id.is_nil());
     let (err, _) = c.produce("secret", 0, &[record(Some(b"k"), Some(b"classified"))]);
     assert_eq!(err, 0);
     c.produce("open", 0, &[record(Some(b"k"), Some(b"public"))]);
@@ -184,6 +187,14 @@ fn acls_are_created_listed_deleted_and_enforced() {
     assert_eq!(by_name.topics.len(), 1);
     assert_eq!(by_name.topics[0].error_code, denied);
     assert!(by_name.topics[0].partitions.is_empty());
+    // By id: refused too, and the name is not given away.
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_topic_id(hidden_id)
+        .with_name(None)]));
+    let by_id = c.send(&req, METADATA_V);
+    assert_eq!(by_id.topics.len(), 1);
+    assert_eq!(by_id.topics[0].error_code, denied);
+    assert_eq!(by_id.topics[0].name, None);
 
     // A prefixed group DENY refuses JoinGroup; other groups join.
     assert_eq!(

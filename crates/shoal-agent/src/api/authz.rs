@@ -225,6 +225,16 @@ pub fn list_offsets(
 
 // ---- Metadata ----
 
+/// What a Metadata request asked for, as [`finish_metadata`] needs it.
+pub struct MetadataAsked {
+    /// Every topic (null list, or an empty one at v0).
+    pub all: bool,
+    /// Every topic it named was refused, leaving an empty list.
+    pub emptied: bool,
+    pub topic_ops: bool,
+    pub cluster_ops: bool,
+}
+
 /// Takes topics asked for by name that `who` may not describe (or would auto-create
 /// without Create) out of `req`, returning their names.
 pub async fn metadata(
@@ -232,14 +242,37 @@ pub async fn metadata(
     who: &Caller,
     req: &mut MetadataRequest,
     version: i16,
-) -> Vec<String> {
-    let Some(list) = req.topics.as_mut() else {
-        return Vec::new();
+) -> (Vec<String>, MetadataAsked) {
+    let mut asked = MetadataAsked {
+        all: req
+            .topics
+            .as_ref()
+            .is_none_or(|t| t.is_empty() && version == 0),
+        emptied: false,
+        topic_ops: req.include_topic_authorized_operations,
+        cluster_ops: req.include_cluster_authorized_operations,
     };
+    let denied = metadata_refused(shared, who, req, version).await;
+    asked.emptied = !asked.all && req.topics.as_ref().is_some_and(|t| t.is_empty());
+    (denied, asked)
+}
+
+async fn metadata_refused(
+    shared: &Shared,
+    who: &Caller,
+    req: &mut MetadataRequest,
+    version: i16,
+) -> Vec<String> {
     if !shared.authorizer.enabled() {
         return Vec::new();
     }
     let may_create = req.allow_auto_topic_creation || version < 4;
+    let Some(list) = req.topics.as_mut() else {
+        return Vec::new();
+    };
+    if list.is_empty() {
+        return Vec::new();
+    }
     let cluster_create = authorize_cluster(shared, who, Op::Create);
     let mut denied = Vec::new();
     let mut kept = Vec::new();
@@ -280,20 +313,35 @@ pub async fn metadata(
 pub fn finish_metadata(
     shared: &Shared,
     who: &Caller,
-    include_topic_ops: bool,
-    include_cluster_ops: bool,
+    asked: &MetadataAsked,
     mut resp: MetadataResponse,
     denied: Vec<String>,
 ) -> MetadataResponse {
     if !shared.authorizer.enabled() {
         return resp;
     }
-    resp.topics.retain(|t| {
+    if asked.emptied {
+        // Every named topic was refused; a v0 handler would have listed all.
+        resp.topics.clear();
+    }
+    let describable = |t: &metadata_response::MetadataResponseTopic| {
         t.error_code != 0
             || t.name
                 .as_ref()
                 .is_none_or(|n| topic(shared, who, Op::Describe, n))
-    });
+    };
+    if asked.all {
+        resp.topics.retain(describable);
+    } else {
+        // Asked for by id: refused, without the name.
+        for t in resp.topics.iter_mut().filter(|t| !describable(t)) {
+            *t = metadata_response::MetadataResponseTopic::default()
+                .with_name(None)
+                .with_topic_id(t.topic_id)
+                .with_error_code(TOPIC_DENIED);
+        }
+    }
+    let (include_topic_ops, include_cluster_ops) = (asked.topic_ops, asked.cluster_ops);
     if include_topic_ops {
         for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
             if let Some(n) = &t.name {

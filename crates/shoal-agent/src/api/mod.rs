@@ -295,20 +295,9 @@ async fn dispatch(
         }
         RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
         RequestKind::Metadata(mut r) => {
-            let denied = authz::metadata(shared, &who, &mut r, v).await;
-            let (topic_ops, cluster_ops) = (
-                r.include_topic_authorized_operations,
-                r.include_cluster_authorized_operations,
-            );
+            let (denied, asked) = authz::metadata(shared, &who, &mut r, v).await;
             let resp = metadata::handle(shared, client_id, r, v).await;
-            Reply::now(authz::finish_metadata(
-                shared,
-                &who,
-                topic_ops,
-                cluster_ops,
-                resp,
-                denied,
-            ))
+            Reply::now(authz::finish_metadata(shared, &who, &asked, resp, denied))
         }
         RequestKind::CreateTopics(mut r) => {
             let denied = authz::create_topics(shared, &who, &mut r);
