@@ -164,7 +164,8 @@ fn acls_are_created_listed_deleted_and_enforced() {
 
     // Fetch of the denied topic: TOPIC_AUTHORIZATION_FAILED and not one record byte.
     let denied = ResponseError::TopicAuthorizationFailed.code();
-    let p = c.fetch("secret", 0, 0, 0, 1 << 20);
+    // (A long max_wait: refused partitions are answered at once, not long-polled.)
+    let p = c.fetch("secret", 0, 0, 60_000, 1 << 20);
     assert_eq!(p.error_code, denied);
     assert!(p.records.as_ref().is_none_or(|r| r.is_empty()));
     assert!(!String::from_utf8_lossy(&c_fetch_raw(&mut c, "secret")).contains("classified"));

@@ -355,6 +355,12 @@ async fn dispatch(
         },
         RequestKind::Fetch(mut r) => {
             let denied = authz::fetch(shared, &who, &mut r).await;
+            if r.topics.is_empty() && !denied.is_empty() {
+                // Nothing left to read: answer now rather than long-poll on nothing.
+                return Reply::now(
+                    kafka_protocol::messages::FetchResponse::default().with_responses(denied),
+                );
+            }
             authz::finish_fetch(fetch::handle(shared, r, v, memory), denied)
         }
         // Transaction requests may wait for a flush (markers): answered from a task.
