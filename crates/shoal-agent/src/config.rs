@@ -122,6 +122,9 @@ pub struct AgentConfig {
     pub quota_window_num: usize,
     /// ...of this length each (Kafka's `quota.window.size.seconds`).
     pub quota_window_size: Duration,
+    /// Who may do what (`--authorizer`, `--super-users`,
+    /// `--allow-everyone-if-no-acl-found`); by default nothing is enforced.
+    pub authorizer: crate::security::acl::AuthorizerConfig,
 }
 
 impl Default for AgentConfig {
@@ -177,6 +180,7 @@ impl Default for AgentConfig {
             cluster_secret: None,
             quota_window_num: 11,
             quota_window_size: Duration::from_secs(1),
+            authorizer: Default::default(),
         }
     }
 }

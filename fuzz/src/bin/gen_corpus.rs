@@ -264,6 +264,9 @@ fn empty(key: ApiKey) -> RequestKind {
         AlterClientQuotas,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
     )
 }
 
