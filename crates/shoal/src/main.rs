@@ -193,6 +193,11 @@ struct Common {
     /// connection.
     #[arg(long, env = "SHOAL_SASL_MAX_RECEIVE_BYTES", default_value = "512KiB", value_parser = units::parse_bytes)]
     sasl_max_receive_bytes: u64,
+    /// A connection whose SASL authentication failed is closed this long after the
+    /// answer, so the client reads the error first (Kafka's
+    /// connection.failed.authentication.delay.ms).
+    #[arg(long, env = "SHOAL_FAILED_AUTHENTICATION_DELAY", default_value = "100ms", value_parser = units::parse_duration)]
+    failed_authentication_delay: Duration,
     /// Broker id reported to clients [default: the lowest id no live agent holds; 0 with
     /// SQLite metadata].
     #[arg(long, env = "SHOAL_NODE_ID", value_parser = clap::value_parser!(i32).range(0..))]
@@ -462,6 +467,7 @@ impl Common {
             sasl_mechanisms,
             connections_max_reauth: self.connections_max_reauth,
             sasl_max_receive_bytes: self.sasl_max_receive_bytes as usize,
+            failed_authentication_delay: self.failed_authentication_delay,
             authorizer: AuthorizerConfig {
                 mode: self.authorizer,
                 super_users,

@@ -152,6 +152,9 @@ pub struct ConnContext {
     /// Set by a handler to close the connection once its answer is written, with the
     /// reason to log (`Some("")`: already logged).
     closing: Option<String>,
+    /// The close follows a failed authentication (see
+    /// [`ConnContext::close_after_failed_authentication`]).
+    delay_close: bool,
 }
 
 impl ConnContext {
@@ -171,6 +174,7 @@ impl ConnContext {
             request_memory: None,
             sasl: sasl::SaslState::default(),
             closing: None,
+            delay_close: false,
         }
     }
 
@@ -185,9 +189,17 @@ impl ConnContext {
         self.closing = Some(why);
     }
 
-    /// Closes the connection after the current answer; the reason was logged already.
-    pub(crate) fn close_quietly(&mut self) {
+    /// Closes the connection after a failed authentication, whose reason was logged
+    /// already: after `--failed-authentication-delay`, so the client reads the answer
+    /// first (as Kafka's `connection.failed.authentication.delay.ms` does).
+    pub(crate) fn close_after_failed_authentication(&mut self) {
         self.closing = Some(String::new());
+        self.delay_close = true;
+    }
+
+    /// Whether the close asked for waits `--failed-authentication-delay` first.
+    pub fn delay_close(&self) -> bool {
+        self.delay_close
     }
 
     /// Why the connection must close now, if it must (taken once).
