@@ -267,6 +267,8 @@ fn empty(key: ApiKey) -> RequestKind {
         DescribeAcls,
         CreateAcls,
         DeleteAcls,
+        SaslHandshake,
+        SaslAuthenticate,
     )
 }
 
