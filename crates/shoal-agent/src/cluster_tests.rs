@@ -67,6 +67,18 @@ impl MetaStore for Registry {
     async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
         self.inner.client_quotas().await
     }
+    async fn acls(&self) -> Result<Vec<shoal_meta::AclBinding>, MetaError> {
+        self.inner.acls().await
+    }
+    async fn create_acls(&self, b: &[shoal_meta::AclBinding]) -> Result<(), MetaError> {
+        self.inner.create_acls(b).await
+    }
+    async fn delete_acls(
+        &self,
+        f: &[shoal_meta::AclFilter],
+    ) -> Result<Vec<Vec<shoal_meta::AclBinding>>, MetaError> {
+        self.inner.delete_acls(f).await
+    }
     async fn alter_client_quota(
         &self,
         entity: &QuotaEntity,
@@ -912,4 +924,71 @@ async fn quotas_set_through_another_agent_apply_here_within_a_second_split_acros
     assert_eq!(r.throttle_time_ms, 0, "the quota is gone");
     stop.cancel();
     agent.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn acls_written_through_another_agent_are_enforced_here_after_a_reload() {
+    use crate::security::acl::{AuthorizerConfig, AuthorizerMode};
+    let registry = Registry::new(vec![other(1, "a", "default")]);
+    create_topic(&registry, "t", 1).await;
+    let (_agent, stop, mut conn) = start(
+        &registry,
+        AgentConfig {
+            batch_timeout: Duration::from_millis(10),
+            authorizer: AuthorizerConfig {
+                mode: AuthorizerMode::Acl,
+                super_users: Vec::new(),
+                allow_everyone_if_no_acl_found: true,
+            },
+            ..config("a", Roles::ALL)
+        },
+    )
+    .await;
+    let produce_code = |r: kafka_protocol::messages::ProduceResponse| {
+        r.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(
+        produce_code(call(&mut conn, "c", &produce("t", 0, 1), 9).await),
+        0
+    );
+
+    // Written to the store directly, as another agent's CreateAcls would.
+    let deny = AclBinding {
+        resource_type: AclResourceType::Topic,
+        resource_name: "t".into(),
+        pattern_type: AclPatternType::Literal,
+        principal: "User:*".into(),
+        host: "*".into(),
+        operation: AclOperation::Write,
+        permission: AclPermission::Deny,
+    };
+    registry
+        .create_acls(std::slice::from_ref(&deny))
+        .await
+        .unwrap();
+    let denied = ResponseError::TopicAuthorizationFailed.code();
+    // The periodic reload picks it up (polled, bounded well above its one second).
+    let mut code = 0;
+    for _ in 0..50 {
+        code = produce_code(call(&mut conn, "c", &produce("t", 0, 1), 9).await);
+        if code == denied {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(code, denied, "the DENY Write reached this agent");
+
+    registry
+        .delete_acls(&[AclFilter::exact(&deny)])
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        code = produce_code(call(&mut conn, "c", &produce("t", 0, 1), 9).await);
+        if code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(code, 0, "the deletion reached this agent");
+    stop.cancel();
 }

@@ -114,6 +114,9 @@ pub struct AgentConfig {
     /// Largest request a SASL listener reads before the client has authenticated
     /// (Kafka's `sasl.server.max.receive.size`).
     pub sasl_max_receive_bytes: usize,
+    /// How long a connection whose authentication failed stays open after the answer
+    /// (Kafka's `connection.failed.authentication.delay.ms`), so the client reads it.
+    pub failed_authentication_delay: Duration,
     /// The secret all agents of the cluster share (`--cluster-secret-file`): peer-cache
     /// requests and answers are signed with it, and unsigned ones refused. `None`: the
     /// peer endpoint is unauthenticated.
@@ -122,6 +125,9 @@ pub struct AgentConfig {
     pub quota_window_num: usize,
     /// ...of this length each (Kafka's `quota.window.size.seconds`).
     pub quota_window_size: Duration,
+    /// Who may do what (`--authorizer`, `--super-users`,
+    /// `--allow-everyone-if-no-acl-found`); by default nothing is enforced.
+    pub authorizer: crate::security::acl::AuthorizerConfig,
 }
 
 impl Default for AgentConfig {
@@ -174,9 +180,11 @@ impl Default for AgentConfig {
             ],
             connections_max_reauth: Duration::ZERO,
             sasl_max_receive_bytes: 512 * 1024,
+            failed_authentication_delay: Duration::from_millis(100),
             cluster_secret: None,
             quota_window_num: 11,
             quota_window_size: Duration::from_secs(1),
+            authorizer: Default::default(),
         }
     }
 }

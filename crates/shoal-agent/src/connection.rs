@@ -225,6 +225,14 @@ async fn serve<S>(
                             Metrics::add(&shared.metrics.protocol_errors, 1);
                             tracing::warn!("closing connection: {why}");
                         }
+                        if context.delay_close() {
+                            // The writer sends the answer meanwhile; closing at once can
+                            // reset the connection before the client has read it.
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {}
+                                _ = tokio::time::sleep(shared.config.failed_authentication_delay) => {}
+                            }
+                        }
                         break 'read; // the writer sends what is queued, then closes
                     }
                 }

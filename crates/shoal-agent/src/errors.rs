@@ -90,3 +90,15 @@ impl WriteError {
         }
     }
 }
+
+/// The Kafka error code a request refused by the authorizer gets, by the type of the
+/// resource it was refused on.
+pub fn denied_code(rt: shoal_meta::AclResourceType) -> i16 {
+    use shoal_meta::AclResourceType::*;
+    match rt {
+        Topic => ResponseError::TopicAuthorizationFailed.code(),
+        Group => ResponseError::GroupAuthorizationFailed.code(),
+        Cluster => ResponseError::ClusterAuthorizationFailed.code(),
+        TransactionalId => ResponseError::TransactionalIdAuthorizationFailed.code(),
+    }
+}

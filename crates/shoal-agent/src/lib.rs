@@ -124,6 +124,8 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// Client quotas (a copy of the store's, reloaded every second) and their measurements.
     pub quotas: quotas::Quotas,
+    /// ACLs (a copy of the store's, reloaded every second) and the rules that apply them.
+    pub authorizer: security::acl::Authorizer,
     /// Memory all requests may hold (`--queued-max-request-bytes`), see [`memory`].
     pub request_memory: memory::Budget,
 }
@@ -217,6 +219,7 @@ impl Agent {
             meta,
             quotas: quotas::Quotas::new(config.quota_window_size, config.quota_window_num),
             request_memory: memory::Budget::new(config.queued_max_request_bytes),
+            authorizer: security::acl::Authorizer::new(config.authorizer.clone()),
             config,
             stopping: shutdown.clone(),
         });
@@ -278,13 +281,18 @@ impl Agent {
         if let Err(e) = reload_quotas(&shared).await {
             tracing::warn!(error = %e, "could not read client quotas; retrying every second");
         }
+        if let Err(e) = reload_acls(&shared).await {
+            tracing::warn!(error = %e, "could not read ACLs; retrying every second");
+        }
         {
-            // Client quotas changed through other agents take effect within a second.
+            // Client quotas and ACLs changed through other agents take effect within a
+            // second.
             let (shared, stop) = (shared.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut failing = false;
+                let mut acls_failing = false;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
@@ -299,6 +307,14 @@ impl Agent {
                         Err(_) => {}
                     }
                     shared.quotas.sweep(tokio::time::Instant::now());
+                    match reload_acls(&shared).await {
+                        Ok(()) => acls_failing = false,
+                        Err(e) if !acls_failing => {
+                            acls_failing = true;
+                            tracing::warn!(error = %e, "could not read ACLs; keeping the last ones read");
+                        }
+                        Err(_) => {}
+                    }
                 }
             });
         }
@@ -536,6 +552,13 @@ async fn register(
 pub(crate) async fn reload_quotas(shared: &Shared) -> Result<(), shoal_meta::MetaError> {
     let quotas = shared.meta.client_quotas().await?;
     shared.quotas.set_table(quotas);
+    Ok(())
+}
+
+/// Reads the ACL bindings from the metadata store into the authorizer.
+pub(crate) async fn reload_acls(shared: &Shared) -> Result<(), shoal_meta::MetaError> {
+    let acls = shared.meta.acls().await?;
+    shared.authorizer.set_acls(acls);
     Ok(())
 }
 

@@ -56,6 +56,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     job_claims_are_exclusive_until_they_expire(&*store).await;
     client_quotas(&*store).await;
     scram_credentials(&*store).await;
+    acls(&*store).await;
 }
 
 async fn scram_credentials(s: &dyn MetaStore) {
@@ -1023,4 +1024,94 @@ async fn group_offsets(s: &dyn MetaStore) {
         1,
         "other groups untouched"
     );
+}
+
+fn acl(
+    rt: AclResourceType,
+    name: &str,
+    pt: AclPatternType,
+    principal: &str,
+    op: AclOperation,
+    perm: AclPermission,
+) -> AclBinding {
+    AclBinding {
+        resource_type: rt,
+        resource_name: name.to_string(),
+        pattern_type: pt,
+        principal: principal.to_string(),
+        host: "*".to_string(),
+        operation: op,
+        permission: perm,
+    }
+}
+
+async fn acls(s: &dyn MetaStore) {
+    use AclOperation::*;
+    use AclPatternType::*;
+    use AclPermission::*;
+    use AclResourceType::*;
+    assert!(s.acls().await.unwrap().is_empty(), "no ACLs at first");
+    let read = acl(Topic, "orders", Literal, "User:alice", Read, Allow);
+    let prefix = acl(Topic, "ord", Prefixed, "User:alice", Write, Allow);
+    let wildcard = acl(Topic, "*", Literal, "User:*", Describe, Allow);
+    let deny = acl(Group, "app/1", Literal, "User:bob", Read, Deny);
+    let mut from_host = read.clone();
+    from_host.host = "10.0.0.7".into();
+    s.create_acls(&[read.clone(), prefix.clone(), wildcard.clone()])
+        .await
+        .unwrap();
+    s.create_acls(&[read.clone(), deny.clone(), from_host.clone()])
+        .await
+        .unwrap();
+    let mut want = vec![
+        read.clone(),
+        prefix.clone(),
+        wildcard.clone(),
+        deny.clone(),
+        from_host.clone(),
+    ];
+    want.sort();
+    assert_eq!(
+        s.acls().await.unwrap(),
+        want,
+        "identical bindings stored once"
+    );
+
+    // A MATCH filter for topic orders deletes what applies to it, nothing else; an
+    // exact filter deletes one binding; a filter matching nothing deletes nothing.
+    let matching_orders = AclFilter {
+        resource_type: Some(Topic),
+        resource_name: Some("orders".into()),
+        pattern: AclPatternFilter::Match,
+        principal: Some("User:alice".into()),
+        ..AclFilter::any()
+    };
+    let nothing = AclFilter {
+        principal: Some("User:carol".into()),
+        ..AclFilter::any()
+    };
+    let deleted = s
+        .delete_acls(&[matching_orders, AclFilter::exact(&deny), nothing])
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 3);
+    let mut first = deleted[0].clone();
+    first.sort();
+    let mut want_first = vec![read.clone(), prefix.clone(), from_host.clone()];
+    want_first.sort();
+    assert_eq!(
+        first, want_first,
+        "MATCH deletes literal, host-bound and prefixed"
+    );
+    assert_eq!(deleted[1], vec![deny.clone()]);
+    assert!(deleted[2].is_empty());
+    assert_eq!(s.acls().await.unwrap(), vec![wildcard.clone()]);
+
+    // Two filters matching one binding both report it; it is gone once.
+    let deleted = s
+        .delete_acls(&[AclFilter::any(), AclFilter::exact(&wildcard)])
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec![vec![wildcard.clone()], vec![wildcard]]);
+    assert!(s.acls().await.unwrap().is_empty());
 }

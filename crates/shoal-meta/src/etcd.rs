@@ -17,6 +17,7 @@
 //! | `jobs/{name}`, `agents/{node}` | job claims; live agents (under leases) |
 //! | `quotas/{entity}` | one client-quota entity's values (entity as [`QuotaEntity::encode`]) |
 //! | `scram/{user}/{mechanism}` | one SCRAM credential: salt, stored and server key, iterations |
+//! | `acls/{type}/{pattern}/{name}/{principal}/{host}/{op}/{perm}` | one ACL binding (codes, escaped names) |
 //! | `history` | revisions seen by past history compactions, and the last compacted |
 //!
 //! Writes are optimistic: read the keys a change depends on, compute, then one etcd
@@ -492,6 +493,20 @@ impl EtcdStore {
 
     pub(crate) fn obj_key(&self, key: &str) -> String {
         format!("{}obj/{key}", self.prefix)
+    }
+
+    /// One key per distinct binding, so identical bindings share it.
+    pub(crate) fn acl_key(&self, b: &AclBinding) -> String {
+        self.key(&format!(
+            "acls/{}/{}/{}/{}/{}/{}/{}",
+            b.resource_type.code(),
+            b.pattern_type.code(),
+            esc(&b.resource_name),
+            esc(&b.principal),
+            esc(&b.host),
+            b.operation.code(),
+            b.permission.code()
+        ))
     }
 
     pub(crate) fn txn_key(&self, id: &str) -> String {

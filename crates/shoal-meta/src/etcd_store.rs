@@ -1181,6 +1181,65 @@ impl MetaStore for EtcdStore {
         Ok(())
     }
 
+    async fn acls(&self) -> Result<Vec<AclBinding>, MetaError> {
+        let mut out = Vec::new();
+        for kv in self.scan(&self.key("acls/"), None, 0).await? {
+            out.push(from_json::<AclBinding>(&kv)?);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn create_acls(&self, bindings: &[AclBinding]) -> Result<(), MetaError> {
+        // One key per binding: a second identical put changes nothing.
+        let ops = bindings
+            .iter()
+            .map(|b| TxnOp::put(self.acl_key(b), to_json(b), None))
+            .collect();
+        self.apply_chunked(ops).await
+    }
+
+    async fn delete_acls(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, MetaError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut stored = Vec::new();
+            for kv in self.scan(&self.key("acls/"), None, 0).await? {
+                stored.push((from_json::<AclBinding>(&kv)?, kv));
+            }
+            stored.sort_by(|a, b| a.0.cmp(&b.0));
+            let matched: Vec<Vec<AclBinding>> = filters
+                .iter()
+                .map(|f| {
+                    let hits = stored.iter().filter(|(b, _)| f.matches(b));
+                    hits.map(|(b, _)| b.clone()).collect()
+                })
+                .collect();
+            // Each doomed key is deleted only if nobody changed it since the scan.
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
+            for (b, kv) in stored
+                .iter()
+                .filter(|(b, _)| filters.iter().any(|f| f.matches(b)))
+            {
+                let key = self.acl_key(b);
+                compares.push(unchanged(&key, Some(kv)));
+                ops.push(TxnOp::delete(key, None));
+            }
+            if ops.is_empty() {
+                return Ok(matched);
+            }
+            if 2 * ops.len() > self.max_ops {
+                // Too many for one transaction: delete in chunks (each key's delete is
+                // idempotent, so a retry after a partial failure finishes the job).
+                self.apply_chunked(ops).await?;
+                return Ok(matched);
+            }
+            if self.txn(Txn::new().when(compares).and_then(ops)).await? {
+                return Ok(matched);
+            }
+        }
+        Err(MetaError::Conflict("ACL bindings".into()))
+    }
+
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
         let prefix = self.key("goff/");
         let mut groups: Vec<String> = Vec::new();

@@ -10,6 +10,7 @@
 //! that assigns offsets to every segment in it, so offsets always come from the store
 //! and any agent can rebuild what another knew.
 
+mod acl;
 pub mod conformance;
 mod etcd;
 mod etcd_store;
@@ -19,6 +20,7 @@ mod sqlite;
 mod sqlite_producers;
 mod types;
 
+pub use acl::*;
 pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -276,6 +278,16 @@ pub trait MetaStore: Send + Sync + 'static {
         upserts: &[ScramCredential],
         deletions: &[(String, ScramMechanism)],
     ) -> Result<(), MetaError>;
+
+    /// Every ACL binding, ordered.
+    async fn acls(&self) -> Result<Vec<AclBinding>, MetaError>;
+
+    /// Adds bindings; one identical to a stored binding is not stored twice.
+    async fn create_acls(&self, bindings: &[AclBinding]) -> Result<(), MetaError>;
+
+    /// Removes every binding any filter matches, in one atomic step, and returns per
+    /// filter the bindings it matched (a binding matched by two filters is in both).
+    async fn delete_acls(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, MetaError>;
 
     // --- The control plane: who is alive, and news of commits made elsewhere. ---
     // Single-machine backends keep the defaults: one agent, and every commit is local.

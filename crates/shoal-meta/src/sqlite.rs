@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS scram_credentials (
     iterations INTEGER NOT NULL,
     PRIMARY KEY (user, mechanism)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS acls (
+    resource_type INTEGER NOT NULL, resource_name TEXT NOT NULL, pattern_type INTEGER NOT NULL,
+    principal TEXT NOT NULL, host TEXT NOT NULL, operation INTEGER NOT NULL,
+    permission INTEGER NOT NULL,
+    PRIMARY KEY (resource_type, resource_name, pattern_type, principal, host, operation, permission)
+) WITHOUT ROWID;
 ";
 
 /// Added after the first release: when GC first saw an object unreferenced.
@@ -1204,6 +1211,67 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn acls(&self) -> Result<Vec<AclBinding>, MetaError> {
+        self.with(|c| read_acls(c)).await
+    }
+
+    async fn create_acls(&self, bindings: &[AclBinding]) -> Result<(), MetaError> {
+        let bindings = bindings.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for b in &bindings {
+                tx.execute(
+                    "INSERT OR IGNORE INTO acls (resource_type, resource_name, pattern_type,
+                     principal, host, operation, permission) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        b.resource_type.code(),
+                        b.resource_name,
+                        b.pattern_type.code(),
+                        b.principal,
+                        b.host,
+                        b.operation.code(),
+                        b.permission.code()
+                    ],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_acls(&self, filters: &[AclFilter]) -> Result<Vec<Vec<AclBinding>>, MetaError> {
+        let filters = filters.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let all = read_acls(&tx)?;
+            let matched: Vec<Vec<AclBinding>> = filters
+                .iter()
+                .map(|f| all.iter().filter(|b| f.matches(b)).cloned().collect())
+                .collect();
+            for b in matched.iter().flatten() {
+                tx.execute(
+                    "DELETE FROM acls WHERE resource_type = ?1 AND resource_name = ?2
+                     AND pattern_type = ?3 AND principal = ?4 AND host = ?5 AND operation = ?6
+                     AND permission = ?7",
+                    params![
+                        b.resource_type.code(),
+                        b.resource_name,
+                        b.pattern_type.code(),
+                        b.principal,
+                        b.host,
+                        b.operation.code(),
+                        b.permission.code()
+                    ],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(matched)
+        })
+        .await
+    }
+
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
         self.with(|c| {
             let mut stmt = c
@@ -1214,6 +1282,46 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Every stored ACL binding, ordered by the table's key.
+fn read_acls(c: &Connection) -> Result<Vec<AclBinding>, MetaError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT resource_type, resource_name, pattern_type, principal, host, operation,
+             permission FROM acls ORDER BY resource_type, resource_name, pattern_type,
+             principal, host, operation, permission",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i8>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i8>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i8>(5)?,
+                r.get::<_, i8>(6)?,
+            ))
+        })
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (rt, resource_name, pt, principal, host, op, perm) = row.map_err(backend)?;
+        let corrupt = || backend(format!("corrupt ACL row for '{resource_name}'"));
+        out.push(AclBinding {
+            resource_type: AclResourceType::from_code(rt).ok_or_else(corrupt)?,
+            pattern_type: AclPatternType::from_code(pt).ok_or_else(corrupt)?,
+            operation: AclOperation::from_code(op).ok_or_else(corrupt)?,
+            permission: AclPermission::from_code(perm).ok_or_else(corrupt)?,
+            resource_name,
+            principal,
+            host,
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]

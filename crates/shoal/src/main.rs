@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use shoal_agent::config::Roles;
+use shoal_agent::security::acl::AuthorizerConfig;
 use shoal_agent::{Agent, AgentConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -96,8 +97,9 @@ struct Playground {
     #[arg(long, env = "SHOAL_BATCH_TIMEOUT", default_value = "10ms", value_parser = units::parse_duration)]
     batch_timeout: Duration,
     /// Listen with SASL_SSL only: make a CA, a server certificate and a SCRAM admin user
-    /// (a super user) under DATA_DIR/secure, and print the client settings for Java,
-    /// librdkafka and kcat. Reused on the next start.
+    /// under DATA_DIR/secure, enforce ACLs (--authorizer acl, with User:admin a super
+    /// user), and print the client settings for Java, librdkafka and kcat. Reused on the
+    /// next start.
     #[arg(long, env = "SHOAL_SECURE", default_value_t = false)]
     secure: bool,
     #[command(flatten)]
@@ -191,6 +193,11 @@ struct Common {
     /// connection.
     #[arg(long, env = "SHOAL_SASL_MAX_RECEIVE_BYTES", default_value = "512KiB", value_parser = units::parse_bytes)]
     sasl_max_receive_bytes: u64,
+    /// A connection whose SASL authentication failed is closed this long after the
+    /// answer, so the client reads the error first (Kafka's
+    /// connection.failed.authentication.delay.ms).
+    #[arg(long, env = "SHOAL_FAILED_AUTHENTICATION_DELAY", default_value = "100ms", value_parser = units::parse_duration)]
+    failed_authentication_delay: Duration,
     /// Broker id reported to clients [default: the lowest id no live agent holds; 0 with
     /// SQLite metadata].
     #[arg(long, env = "SHOAL_NODE_ID", value_parser = clap::value_parser!(i32).range(0..))]
@@ -328,6 +335,17 @@ struct Common {
     /// Length of one client-quota sample (Kafka's quota.window.size.seconds).
     #[arg(long, env = "SHOAL_QUOTA_WINDOW_SIZE", default_value = "1s", value_parser = units::parse_duration)]
     quota_window_size: Duration,
+    /// Whether ACLs are enforced: `none` allows everything (ACLs can still be created and
+    /// listed with kafka-acls.sh), `acl` enforces them as Kafka's StandardAuthorizer.
+    #[arg(long, env = "SHOAL_AUTHORIZER", default_value = "none")]
+    authorizer: shoal_agent::security::acl::AuthorizerMode,
+    /// Principals every ACL check allows, separated by `;` (e.g. 'User:admin;User:ops').
+    #[arg(long, env = "SHOAL_SUPER_USERS", default_value = "")]
+    super_users: String,
+    /// With --authorizer acl: let everyone use a resource no ACL applies to at all. By
+    /// default such a resource is refused to everyone but the super users.
+    #[arg(long, env = "SHOAL_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    allow_everyone_if_no_acl_found: bool,
 }
 
 impl Common {
@@ -402,6 +420,8 @@ impl Common {
             Some(path) => Some(shoal_agent::metrics::MetricsToken::load(path)?),
             None => None,
         };
+        let super_users = AuthorizerConfig::parse_super_users(&self.super_users)
+            .map_err(|e| anyhow::anyhow!("--super-users: {e}"))?;
         Ok(AgentConfig {
             listen: self.listen,
             advertise: self.advertise.clone(),
@@ -447,6 +467,12 @@ impl Common {
             sasl_mechanisms,
             connections_max_reauth: self.connections_max_reauth,
             sasl_max_receive_bytes: self.sasl_max_receive_bytes as usize,
+            failed_authentication_delay: self.failed_authentication_delay,
+            authorizer: AuthorizerConfig {
+                mode: self.authorizer,
+                super_users,
+                allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
+            },
             ..AgentConfig::default()
         })
     }
@@ -508,6 +534,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     client_auth: shoal_agent::security::tls::ClientAuth::None,
                     principal_rules: Default::default(),
                 });
+                // ACLs are enforced; the admin may do everything.
+                config.authorizer.mode = shoal_agent::security::acl::AuthorizerMode::Acl;
+                let admin = shoal_agent::security::Principal::user(secure::ADMIN);
+                if !config.authorizer.super_users.contains(&admin) {
+                    config.authorizer.super_users.push(admin);
+                }
                 secure = Some(s);
             }
             (config, meta, store, banner)

@@ -1,6 +1,6 @@
-//! `shoal playground --secure`: a playground that only speaks SASL_SSL, with a CA, a
-//! server certificate and a SCRAM admin user it makes itself, and the exact client
-//! settings printed for Java, librdkafka and kcat.
+//! `shoal playground --secure`: a playground that only speaks SASL_SSL and enforces
+//! ACLs, with a CA, a server certificate and a SCRAM admin user (a super user) it makes
+//! itself, and the exact client settings printed for Java, librdkafka and kcat.
 //!
 //! Everything lives in `<data-dir>/secure/` and is reused on the next start, so
 //! clients configured once keep working. The CA's key stays there too (mode 0600), to

@@ -182,3 +182,36 @@ fn sessions_end_unless_the_client_re_authenticates_as_itself() {
     c.expect_closed(Duration::from_secs(5));
     assert!(agent.log().contains("without re-authentication"));
 }
+
+#[test]
+fn the_authenticated_principal_is_what_acls_are_checked_against() {
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "admin", "admin-secret");
+    add_user(dir.path(), "alice", PASSWORD);
+    let agent = start(
+        dir.path(),
+        &["--authorizer", "acl", "--super-users", "User:admin"],
+    );
+    let login = |user: &str, password: &str| {
+        let mut c = agent.connect();
+        assert_eq!(handshake(&mut c, "PLAIN").error_code, 0);
+        assert_eq!(plain(&mut c, user, password).error_code, 0);
+        c
+    };
+    let mut admin = login("admin", "admin-secret");
+    admin.create_topic("secret", 1, &[]);
+    let mut alice = login("alice", PASSWORD);
+    let refused = alice.create_topic_raw("alices", 1, &[]);
+    assert_eq!(
+        refused.topics[0].error_code,
+        ResponseError::TopicAuthorizationFailed.code()
+    );
+    let listed: Vec<String> = metadata(&mut alice)
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    assert!(listed.is_empty(), "alice may describe nothing: {listed:?}");
+    let listed = metadata(&mut admin).topics.len();
+    assert_eq!(listed, 1, "the super user sees the topic");
+}

@@ -264,6 +264,11 @@ fn empty(key: ApiKey) -> RequestKind {
         AlterClientQuotas,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
+        SaslHandshake,
+        SaslAuthenticate,
     )
 }
 

@@ -4,6 +4,9 @@
 //! implements (not what the `kafka-protocol` crate could encode). [`handle`] runs a
 //! request's ordered part and returns either the answer or a future for it.
 //!
+//! ACLs are enforced here too, before and after each handler ([`authz`],
+//! [`authz_admin`]); handlers themselves know nothing of principals.
+//!
 //! Roles are enforced here: on an agent started without the `produce` (`fetch`) role,
 //! every partition of a Produce (Fetch) request gets INVALID_REQUEST, which no client
 //! retries, and the connection logs one warning saying why (see "Cluster mode" in
@@ -18,17 +21,23 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 
 use crate::Shared;
 
+pub mod acl_codec;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_client_quotas;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod authz;
+pub mod authz_admin;
 pub mod configs;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_groups;
@@ -105,6 +114,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -140,6 +152,9 @@ pub struct ConnContext {
     /// Set by a handler to close the connection once its answer is written, with the
     /// reason to log (`Some("")`: already logged).
     closing: Option<String>,
+    /// The close follows a failed authentication (see
+    /// [`ConnContext::close_after_failed_authentication`]).
+    delay_close: bool,
 }
 
 impl ConnContext {
@@ -159,6 +174,7 @@ impl ConnContext {
             request_memory: None,
             sasl: sasl::SaslState::default(),
             closing: None,
+            delay_close: false,
         }
     }
 
@@ -173,14 +189,30 @@ impl ConnContext {
         self.closing = Some(why);
     }
 
-    /// Closes the connection after the current answer; the reason was logged already.
-    pub(crate) fn close_quietly(&mut self) {
+    /// Closes the connection after a failed authentication, whose reason was logged
+    /// already: after `--failed-authentication-delay`, so the client reads the answer
+    /// first (as Kafka's `connection.failed.authentication.delay.ms` does).
+    pub(crate) fn close_after_failed_authentication(&mut self) {
         self.closing = Some(String::new());
+        self.delay_close = true;
+    }
+
+    /// Whether the close asked for waits `--failed-authentication-delay` first.
+    pub fn delay_close(&self) -> bool {
+        self.delay_close
     }
 
     /// Why the connection must close now, if it must (taken once).
     pub fn take_closing(&mut self) -> Option<String> {
         self.closing.take()
+    }
+
+    /// Who is asking, for the authorizer: the principal and the peer's address.
+    pub fn caller(&self) -> crate::security::acl::Caller {
+        crate::security::acl::Caller {
+            principal: self.principal.clone(),
+            host: self.peer.ip(),
+        }
     }
 
     /// Called by the connection before each request is handled.
@@ -251,6 +283,14 @@ async fn dispatch(
     let client_id = header.client_id.as_ref().map(|c| c.as_str());
     // Taken here so no handler keeps it past its own request by accident.
     let memory = conn.request_memory.take();
+    let who = conn.caller();
+    // Requests refused whole on their group, transactional id or the cluster.
+    if let Some(refused) = authz::group_request(shared, &who, &request)
+        .or_else(|| authz::txn_request(shared, &who, &request))
+        .or_else(|| authz::cluster_request(shared, &who, &request))
+    {
+        return Reply::Now(Some(Box::new(refused)));
+    }
     match request {
         RequestKind::Produce(r) if !shared.config.roles.produce => {
             conn.warn_missing_role(shared, "produce", client_id);
@@ -261,39 +301,127 @@ async fn dispatch(
             Reply::now(fetch::refuse(r, v))
         }
         RequestKind::FindCoordinator(r) => {
-            Reply::now(find_coordinator::handle(shared, &conn.listener.name, r, v))
+            let (key, key_type) = (r.key.to_string(), r.key_type);
+            let resp = find_coordinator::handle(shared, &conn.listener.name, r, v);
+            Reply::now(authz::finish_find_coordinator(
+                shared, &who, &key, key_type, resp,
+            ))
         }
         RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, conn.peer, r, v),
         RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
         RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::now(leave_group::handle(shared, r, v)),
-        RequestKind::OffsetCommit(r) => Reply::now(offset_commit::handle(shared, r, v).await),
-        RequestKind::OffsetFetch(r) => Reply::now(offset_fetch::handle(shared, r, v).await),
-        RequestKind::ListGroups(r) => Reply::now(list_groups::handle(shared, r, v).await),
-        RequestKind::DescribeGroups(r) => Reply::now(describe_groups::handle(shared, r, v).await),
-        RequestKind::DeleteGroups(r) => Reply::now(delete_groups::handle(shared, r).await),
-        RequestKind::OffsetDelete(r) => Reply::now(offset_delete::handle(shared, r).await),
+        RequestKind::OffsetCommit(mut r) => {
+            let denied = authz::offset_commit(shared, &who, &mut r);
+            let mut resp = offset_commit::handle(shared, r, v).await;
+            resp.topics.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::OffsetFetch(r) => {
+            let group = (v < 8).then(|| r.group_id.to_string());
+            let resp = offset_fetch::handle(shared, r, v).await;
+            Reply::now(authz::finish_offset_fetch(
+                shared,
+                &who,
+                resp,
+                group.as_deref(),
+            ))
+        }
+        RequestKind::ListGroups(r) => {
+            let resp = list_groups::handle(shared, r, v).await;
+            Reply::now(authz_admin::finish_list_groups(shared, &who, resp))
+        }
+        RequestKind::DescribeGroups(r) => {
+            let ops = r.include_authorized_operations;
+            let resp = describe_groups::handle(shared, r, v).await;
+            Reply::now(authz_admin::finish_describe_groups(shared, &who, ops, resp))
+        }
+        RequestKind::DeleteGroups(mut r) => {
+            let denied = authz_admin::delete_groups(shared, &who, &mut r);
+            let mut resp = delete_groups::handle(shared, r).await;
+            resp.results.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::OffsetDelete(mut r) => {
+            match authz_admin::offset_delete(shared, &who, &mut r) {
+                Err(refused) => Reply::now(refused),
+                Ok(denied) => {
+                    let mut resp = offset_delete::handle(shared, r).await;
+                    resp.topics.extend(denied);
+                    Reply::now(resp)
+                }
+            }
+        }
         RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
-        RequestKind::Metadata(r) => {
-            Reply::now(metadata::handle(shared, client_id, &conn.listener.name, r, v).await)
+        RequestKind::Metadata(mut r) => {
+            let (denied, asked) = authz::metadata(shared, &who, &mut r, v).await;
+            let resp = metadata::handle(shared, client_id, &conn.listener.name, r, v).await;
+            Reply::now(authz::finish_metadata(shared, &who, &asked, resp, denied))
         }
-        RequestKind::CreateTopics(r) => Reply::now(create_topics::handle(shared, r, v).await),
-        RequestKind::DeleteTopics(r) => Reply::now(delete_topics::handle(shared, r, v).await),
-        RequestKind::CreatePartitions(r) => Reply::now(create_partitions::handle(shared, r).await),
-        RequestKind::DescribeConfigs(r) => Reply::now(configs::describe(shared, r).await),
-        RequestKind::AlterConfigs(r) => Reply::now(configs::alter(shared, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            Reply::now(configs::incremental_alter(shared, r).await)
+        RequestKind::CreateTopics(mut r) => {
+            let denied = authz::create_topics(shared, &who, &mut r);
+            let mut resp = create_topics::handle(shared, r, v).await;
+            resp.topics.extend(denied);
+            Reply::now(resp)
         }
-        RequestKind::DescribeCluster(r) => Reply::now(describe_cluster::handle(
-            shared,
-            client_id,
-            &conn.listener.name,
-            r,
-        )),
-        RequestKind::ListOffsets(r) => Reply::now(list_offsets::handle(shared, r, v).await),
-        RequestKind::Produce(r) => produce::handle(shared, r, v, conn.request_len).await,
-        RequestKind::Fetch(r) => fetch::handle(shared, r, v, memory),
+        RequestKind::DeleteTopics(mut r) => {
+            let denied = authz::delete_topics(shared, &who, &mut r).await;
+            let mut resp = delete_topics::handle(shared, r, v).await;
+            resp.responses.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::CreatePartitions(mut r) => {
+            let denied = authz_admin::create_partitions(shared, &who, &mut r);
+            let mut resp = create_partitions::handle(shared, r).await;
+            resp.results.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            let resp = configs::describe(shared, r).await;
+            Reply::now(authz_admin::finish_describe_configs(shared, &who, resp))
+        }
+        RequestKind::AlterConfigs(mut r) => {
+            let denied = authz_admin::alter_configs(shared, &who, &mut r);
+            let mut resp = configs::alter(shared, r).await;
+            resp.responses.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::IncrementalAlterConfigs(mut r) => {
+            let denied = authz_admin::incremental_alter_configs(shared, &who, &mut r);
+            let mut resp = configs::incremental_alter(shared, r).await;
+            resp.responses.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::DescribeCluster(r) => {
+            let ops = r.include_cluster_authorized_operations;
+            let resp = describe_cluster::handle(shared, client_id, &conn.listener.name, r);
+            Reply::now(authz_admin::finish_describe_cluster(
+                shared, &who, ops, resp,
+            ))
+        }
+        RequestKind::ListOffsets(mut r) => {
+            let denied = authz::list_offsets(shared, &who, &mut r);
+            let mut resp = list_offsets::handle(shared, r, v).await;
+            resp.topics.extend(denied);
+            Reply::now(resp)
+        }
+        RequestKind::Produce(mut r) => match authz::produce(shared, &who, &mut r) {
+            Err(refused) => refused,
+            Ok(denied) => authz::finish_produce(
+                produce::handle(shared, r, v, conn.request_len).await,
+                denied,
+            ),
+        },
+        RequestKind::Fetch(mut r) => {
+            let denied = authz::fetch(shared, &who, &mut r).await;
+            if r.topics.is_empty() && !denied.is_empty() {
+                // Nothing left to read: answer now rather than long-poll on nothing.
+                return Reply::now(
+                    kafka_protocol::messages::FetchResponse::default().with_responses(denied),
+                );
+            }
+            authz::finish_fetch(fetch::handle(shared, r, v, memory), denied)
+        }
         // Transaction requests may wait for a flush (markers): answered from a task.
         RequestKind::InitProducerId(r) => later(shared, move |s| async move {
             init_producer_id::handle(&s, r, v).await.into()
@@ -310,15 +438,25 @@ async fn dispatch(
         RequestKind::TxnOffsetCommit(r) => later(shared, move |s| async move {
             txn_offset_commit::handle(&s, r, v).await.into()
         }),
-        RequestKind::DeleteRecords(r) => Reply::now(delete_records::handle(shared, r).await),
+        RequestKind::DeleteRecords(mut r) => {
+            let denied = authz_admin::delete_records(shared, &who, &mut r);
+            let mut resp = delete_records::handle(shared, r).await;
+            resp.topics.extend(denied);
+            Reply::now(resp)
+        }
         RequestKind::DescribeProducers(r) => {
-            Reply::now(describe_producers::handle(shared, r).await)
+            let resp = describe_producers::handle(shared, r).await;
+            Reply::now(authz_admin::finish_describe_producers(shared, &who, resp))
         }
         RequestKind::DescribeTransactions(r) => {
-            Reply::now(describe_transactions::describe(shared, r).await)
+            let resp = describe_transactions::describe(shared, r).await;
+            Reply::now(authz_admin::finish_describe_transactions(
+                shared, &who, resp,
+            ))
         }
         RequestKind::ListTransactions(r) => {
-            Reply::now(describe_transactions::list(shared, r).await)
+            let resp = describe_transactions::list(shared, r).await;
+            Reply::now(authz_admin::finish_list_transactions(shared, &who, resp))
         }
         RequestKind::DescribeClientQuotas(r) => {
             Reply::now(describe_client_quotas::handle(shared, r).await)
@@ -336,6 +474,9 @@ async fn dispatch(
         RequestKind::AlterUserScramCredentials(r) => {
             Reply::now(alter_user_scram_credentials::handle(&*shared.meta, r).await)
         }
+        RequestKind::CreateAcls(r) => Reply::now(create_acls::handle(shared, &who, r).await),
+        RequestKind::DescribeAcls(r) => Reply::now(describe_acls::handle(shared, &who, r).await),
+        RequestKind::DeleteAcls(r) => Reply::now(delete_acls::handle(shared, &who, r).await),
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a supported API");

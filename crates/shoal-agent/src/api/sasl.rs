@@ -203,7 +203,7 @@ pub(crate) async fn authenticate(
             Metrics::add(&shared.metrics.sasl_failed, 1);
             let message = e.to_string();
             tracing::info!(peer = %conn.peer, mechanism = %name, "closing connection: SASL authentication failed: {message}");
-            conn.close_quietly();
+            conn.close_after_failed_authentication();
             SaslAuthenticateResponse::default()
                 .with_error_code(crate::errors::sasl_code(&e))
                 .with_error_message(Some(sb(message)))

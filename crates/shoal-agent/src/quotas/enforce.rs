@@ -208,5 +208,8 @@ pub fn set_throttle_time(resp: &mut ResponseKind, ms: i32) {
         AlterClientQuotas,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
     );
 }

@@ -4,6 +4,8 @@
 //! Nothing here reads the network itself: the connection hands bytes in and acts on the
 //! answers, so every decision is testable without a socket.
 
+pub mod acl;
+
 use std::fmt;
 
 pub mod listeners;
