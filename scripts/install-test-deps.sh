@@ -9,6 +9,8 @@ command -v kcat >/dev/null || need_apt+=(kcat)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v go >/dev/null || need_apt+=(golang-go)
+# openssl for tests/security/gen-certs.sh (keytool comes with the JDK).
+command -v openssl >/dev/null || need_apt+=(openssl)
 python3 -c 'import venv' 2>/dev/null || need_apt+=(python3-venv)
 # etcd for cluster mode's metadata tests. (No protoc: building Shoal needs only cargo.)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
@@ -24,4 +26,4 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 CARGO_FUZZ_VERSION=0.13.1
 cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$" \
   || cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
-echo "test prerequisites present: cargo $(cargo --version | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), go $(go version | cut -d' ' -f3), kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}'), etcd $(etcd --version | head -1 | awk '{print $3}')"
+echo "test prerequisites present: cargo $(cargo --version | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), go $(go version | cut -d' ' -f3), kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}'), $(openssl version | cut -d' ' -f1-2), etcd $(etcd --version | head -1 | awk '{print $3}')"

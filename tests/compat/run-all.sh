@@ -5,7 +5,8 @@
 #
 # Starts the playground on a free loopback port in a temporary data dir, runs the Java,
 # Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group,
-# transaction, client-quota and ACL (kafka-acls) suites, then franz-go's
+# transaction, client-quota and ACL (kafka-acls) suites and the security suite (its own
+# secure playground: TLS, SASL, ACLs), then franz-go's
 # own integration suite as a measurement (its pass count is reported, not required).
 # The playground is stopped on exit whatever happens. Exit code: non-zero if any of the
 # required suites failed. Last line: `compat: N passed, M failed` (suites).
@@ -58,6 +59,8 @@ suite groups "$here/groups/run.sh" "$bootstrap"
 suite txn "$here/txn/run.sh" "$bootstrap"
 suite quotas "$here/quotas/run.sh" "$bootstrap"
 suite acls "$here/acls/run.sh" "$bootstrap"
+# Starts its own playground with TLS, SASL and ACLs (the flags differ from the shared one).
+suite security "$here/security/run.sh" "$shoal"
 
 if [[ "${SHOAL_SKIP_FRANZ_SUITE:-}" != 1 ]]; then
   echo; echo "==> franz-go's own integration suite (measurement; see docs/compatibility.md)"
