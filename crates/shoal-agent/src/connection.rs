@@ -461,6 +461,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if wr.write_all(&out).await.is_err() {
             return;
         }
+        // TLS keeps written bytes in its own buffer until flushed; with nothing more
+        // queued right now, send them (plain TCP flushes are free).
+        if rx.is_empty() && wr.flush().await.is_err() {
+            return;
+        }
         // Large buffers are not kept around between responses.
         if out.capacity() > 1024 * 1024 {
             out = BytesMut::new();

@@ -260,8 +260,15 @@ pub enum Closed {
     Reset,
 }
 
+/// A byte stream a [`Client`] talks over: TCP, or TLS over TCP.
+pub trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
 /// A minimal blocking Kafka client.
 pub struct Client {
+    /// Requests and answers go through `io`; `stream` is the TCP socket under it, for
+    /// timeouts and shutdown.
+    io: Box<dyn Io>,
     stream: TcpStream,
     next_correlation: i32,
     /// Requests sent and not yet answered: (api key, version, correlation id).
@@ -278,11 +285,34 @@ impl Client {
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
+            io: Box::new(stream.try_clone().expect("clone the socket")),
             stream,
             next_correlation: 1,
             pending: VecDeque::new(),
             client_id: StrBytes::from_static_str("shoal-tests"),
         }
+    }
+
+    /// A client over TLS (rustls), trusting the PEM CA certificates in `ca_pem`; the
+    /// server's certificate must name 127.0.0.1.
+    pub fn connect_tls(addr: SocketAddr, ca_pem: &[u8]) -> Client {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+            roots.add(cert.expect("a PEM CA certificate")).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::from(addr.ip());
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut c = Client::connect(addr);
+        let tls = rustls::StreamOwned::new(conn, c.stream.try_clone().unwrap());
+        c.io = Box::new(tls);
+        c
     }
 
     /// A client whose requests carry `client_id` instead of `shoal-tests`.
@@ -366,12 +396,12 @@ impl Client {
         let mut out = Vec::with_capacity(body.len() + 4);
         out.put_i32(body.len() as i32);
         out.extend_from_slice(body);
-        self.stream.write_all(&out)
+        self.io.write_all(&out)
     }
 
     /// Writes bytes as they are (for malformed framing).
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+        self.io.write_all(bytes)
     }
 
     /// Closes our sending half.
@@ -382,7 +412,7 @@ impl Client {
     /// Reads one size-prefixed frame.
     pub fn read_frame(&mut self) -> std::io::Result<Bytes> {
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
+        self.io.read_exact(&mut len)?;
         let len = i32::from_be_bytes(len);
         if !(0..=256 << 20).contains(&len) {
             return Err(std::io::Error::new(
@@ -391,7 +421,7 @@ impl Client {
             ));
         }
         let mut body = vec![0u8; len as usize];
-        self.stream.read_exact(&mut body)?;
+        self.io.read_exact(&mut body)?;
         Ok(Bytes::from(body))
     }
 
@@ -399,7 +429,7 @@ impl Client {
     pub fn expect_closed(&mut self, within: Duration) -> Closed {
         self.stream.set_read_timeout(Some(within)).unwrap();
         let mut buf = [0u8; 4096];
-        let result = match self.stream.read(&mut buf) {
+        let result = match self.io.read(&mut buf) {
             Ok(0) => Closed::Eof,
             Ok(n) => panic!(
                 "expected the server to close the connection, got {n} bytes: {:?}",
