@@ -612,9 +612,6 @@ pub fn txn_request(shared: &Shared, who: &Caller, request: &RequestKind) -> Opti
             )
         }
         RequestKind::TxnOffsetCommit(r) => {
-            use txn_offset_commit_response::{
-                TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-            };
             let whole = if !txn_id(shared, who, Op::Write, &r.transactional_id) {
                 Some(TXN_DENIED)
             } else if !group(shared, who, Op::Read, &r.group_id) {
@@ -629,34 +626,14 @@ pub fn txn_request(shared: &Shared, who: &Caller, request: &RequestKind) -> Opti
             {
                 return None;
             }
-            let topics = r
-                .topics
-                .iter()
-                .map(|t| {
-                    let code = whole.unwrap_or(if topic(shared, who, Op::Read, &t.name) {
-                        ResponseError::OperationNotAttempted.code()
-                    } else {
-                        TOPIC_DENIED
-                    });
-                    TxnOffsetCommitResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    TxnOffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(code)
-                                })
-                                .collect(),
-                        )
+            let resp = super::txn_offset_commit::answer(r, |t| {
+                whole.unwrap_or(if topic(shared, who, Op::Read, &t.name) {
+                    ResponseError::OperationNotAttempted.code()
+                } else {
+                    TOPIC_DENIED
                 })
-                .collect();
-            Some(
-                TxnOffsetCommitResponse::default()
-                    .with_topics(topics)
-                    .into(),
-            )
+            });
+            Some(resp.into())
         }
         _ => None,
     }

@@ -5,6 +5,7 @@
 //! generation (KIP-447), and a zombie whose generation is over is refused with
 //! ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID / FENCED_INSTANCE_ID, as OffsetCommit is.
 
+use kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
@@ -50,10 +51,19 @@ pub async fn handle(
     } else {
         stage(shared, &req, &offsets, version).await
     };
+    answer(&req, |_| code)
+}
+
+/// The answer giving every partition of a topic the code `code_of` gives the topic.
+pub(crate) fn answer(
+    req: &TxnOffsetCommitRequest,
+    code_of: impl Fn(&TxnOffsetCommitRequestTopic) -> i16,
+) -> TxnOffsetCommitResponse {
     let topics = req
         .topics
         .iter()
         .map(|t| {
+            let code = code_of(t);
             TxnOffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
                 .with_partitions(
