@@ -38,29 +38,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0; failed=0
-# check NAME EXPECTED_TEXT -- ConfigCommand args...: the output must contain the text.
-check() {
-  local name="$1" want="$2"; shift 3
-  local out
-  out="$(configs "$@")" || true
-  if grep -qF -- "$want" <<<"$out"; then
-    passed=$((passed + 1)); echo "ok   $name"
-  else
-    failed=$((failed + 1)); echo "FAIL $name: wanted '$want' in:"; sed 's/^/     /' <<<"$out"
-  fi
-}
-# absent NAME TEXT -- args...: the output must not contain the text.
-absent() {
-  local name="$1" unwanted="$2"; shift 3
-  local out
-  out="$(configs "$@")" || true
-  if grep -qF -- "$unwanted" <<<"$out"; then
-    failed=$((failed + 1)); echo "FAIL $name: '$unwanted' still in:"; sed 's/^/     /' <<<"$out"
-  else
-    passed=$((passed + 1)); echo "ok   $name"
-  fi
-}
+# check / absent NAME TEXT -- ConfigCommand args... (tests/compat/lib/expect.sh)
+TOOL=configs
+# shellcheck source=../lib/expect.sh
+source "$here/../lib/expect.sh"
 
 a=(--entity-type clients --entity-name compat-quota-a)
 check "alter a client" "Completed updating config for client compat-quota-a" -- \
