@@ -38,6 +38,11 @@ struct Registry {
     live: Mutex<Vec<AgentInfo>>,
     me: Mutex<Option<i32>>,
     events: Mutex<Vec<String>>,
+    /// `None`: behave as a backend without a registry (every role is this agent's).
+    /// `Some`: the agent's standing, with role claims kept in `claims` as etcd keeps them.
+    standing: Mutex<Option<Standing>>,
+    /// Role → epoch of its current claim (any holder).
+    claims: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Registry {
@@ -47,6 +52,8 @@ impl Registry {
             live: Mutex::new(others),
             me: Mutex::new(None),
             events: Mutex::new(Vec::new()),
+            standing: Mutex::new(None),
+            claims: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -56,6 +63,18 @@ impl Registry {
 
     fn events(&self) -> Vec<String> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Refuses a write whose fence is not the role's current claim (as etcd's compare
+    /// on the claim key's create revision does).
+    fn check_fence(&self, fence: &Fence) -> Result<(), MetaError> {
+        if self.standing.lock().unwrap().is_none() {
+            return Ok(());
+        }
+        match self.claims.lock().unwrap().get(&fence.role) {
+            Some(&epoch) if epoch == fence.epoch => Ok(()),
+            _ => Err(MetaError::Fenced(fence.role.clone())),
+        }
     }
 }
 
@@ -247,25 +266,27 @@ impl MetaStore for Registry {
     async fn transactions(&self) -> Result<Vec<Transaction>, MetaError> {
         self.inner.transactions().await
     }
-    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError> {
-        self.inner.save_transaction(txn).await
+    async fn save_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<u64, MetaError> {
+        self.inner.save_transaction(txn, fence).await
     }
     async fn stage_txn_offsets(
         &self,
         transactional_id: &str,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
         self.inner
-            .stage_txn_offsets(transactional_id, group, offsets)
+            .stage_txn_offsets(transactional_id, group, offsets, fence)
             .await
     }
     async fn complete_transaction(
         &self,
         txn: &Transaction,
         commit: bool,
+        fence: &Fence,
     ) -> Result<u64, MetaError> {
-        self.inner.complete_transaction(txn, commit).await
+        self.inner.complete_transaction(txn, commit, fence).await
     }
     async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError> {
         self.inner.pending_txn_offsets(group).await
@@ -274,8 +295,10 @@ impl MetaStore for Registry {
         &self,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
-        self.inner.commit_group_offsets(group, offsets).await
+        self.check_fence(fence)?;
+        self.inner.commit_group_offsets(group, offsets, fence).await
     }
     async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, MetaError> {
         self.inner.group_offsets(group).await
@@ -285,13 +308,14 @@ impl MetaStore for Registry {
         group: &str,
         topic: &str,
         partitions: &[i32],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
         self.inner
-            .delete_group_offsets(group, topic, partitions)
+            .delete_group_offsets(group, topic, partitions, fence)
             .await
     }
-    async fn delete_group(&self, group: &str) -> Result<bool, MetaError> {
-        self.inner.delete_group(group).await
+    async fn delete_group(&self, group: &str, fence: &Fence) -> Result<bool, MetaError> {
+        self.inner.delete_group(group, fence).await
     }
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError> {
         self.inner.offset_groups().await
@@ -317,6 +341,33 @@ impl MetaStore for Registry {
         self.event(format!("register {id}"));
         Ok(id)
     }
+    fn standing(&self) -> Standing {
+        self.standing.lock().unwrap().unwrap_or(Standing::Alone)
+    }
+    async fn claim_role(&self, role: &str) -> Result<Option<Fence>, MetaError> {
+        let Some(standing) = *self.standing.lock().unwrap() else {
+            return Ok(Some(Fence::sole(role)));
+        };
+        if standing == Standing::Lapsed {
+            return Ok(None);
+        }
+        let mut claims = self.claims.lock().unwrap();
+        let next = claims.values().max().copied().unwrap_or(0) + 1;
+        let epoch = *claims.entry(role.to_string()).or_insert(next);
+        self.event(format!("claim {role}"));
+        // A claim another holder made (a test's "other agent") is not this agent's.
+        Ok((epoch < 1000).then(|| Fence {
+            role: role.to_string(),
+            epoch,
+        }))
+    }
+    async fn release_role(&self, fence: &Fence) -> Result<(), MetaError> {
+        let mut claims = self.claims.lock().unwrap();
+        if claims.get(&fence.role) == Some(&fence.epoch) {
+            claims.remove(&fence.role);
+        }
+        Ok(())
+    }
     async fn deregister_agent(&self) -> Result<(), MetaError> {
         if let Some(id) = self.me.lock().unwrap().take() {
             self.live.lock().unwrap().retain(|a| a.node_id != id);
@@ -339,6 +390,7 @@ fn other(node_id: i32, az: &str, group: &str) -> AgentInfo {
         roles: Roles::ALL.names(),
         peer_addr: None,
         listeners: Vec::new(),
+        incarnation: 0,
     }
 }
 
@@ -560,6 +612,7 @@ async fn agent_in_a_cluster() {
                 metadata: None,
                 commit_timestamp: 0,
             }],
+            &Fence::sole(&theirs),
         )
         .await
         .unwrap();
@@ -991,4 +1044,123 @@ async fn acls_written_through_another_agent_are_enforced_here_after_a_reload() {
     }
     assert_eq!(code, 0, "the deletion reached this agent");
     stop.cancel();
+}
+
+/// A coordinator whose lease may have lapsed, or whose role another agent claimed, must
+/// stop acting for it: its view still names it the coordinator, but Heartbeat and
+/// OffsetCommit get NOT_COORDINATOR and nothing it commits lands. (Before fencing, the
+/// view alone decided and the commit was an unconditional write.)
+#[tokio::test]
+async fn a_coordinator_that_lost_its_role_stops_writing() {
+    let registry = Registry::new(Vec::new());
+    let (agent, stop, mut conn) = start(&registry, config("", Roles::ALL)).await;
+    let me = *registry.me.lock().unwrap();
+    let me = me.expect("registered");
+    let live = |incarnation| {
+        let mut l = registry.live.lock().unwrap();
+        l.iter_mut().for_each(|a| a.incarnation = incarnation);
+    };
+    live(5);
+    *registry.standing.lock().unwrap() = Some(Standing::Live {
+        node_id: me,
+        incarnation: 5,
+    });
+    create_topic(&registry, "t", 1).await;
+    let commit = |offset| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(crate::api::topic_name("t"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    };
+    let code =
+        |r: &kafka_protocol::messages::OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    let committed = || async { registry.inner.group_offsets("g").await.unwrap()[0].offset };
+    let not_coordinator = ResponseError::NotCoordinator.code();
+
+    let r = call(&mut conn, "app", &commit(10), 8).await;
+    assert_eq!(code(&r), 0);
+    assert_eq!(committed().await, 10);
+    let claims = || {
+        registry
+            .events()
+            .iter()
+            .filter(|e| *e == "claim group:g")
+            .count()
+    };
+    assert_eq!(claims(), 1, "the role was claimed");
+    call(&mut conn, "app", &commit(10), 8).await;
+    assert_eq!(claims(), 1, "and is kept");
+
+    // Another agent claimed the role (this agent's lease lapsed and it has not noticed).
+    registry
+        .claims
+        .lock()
+        .unwrap()
+        .insert("group:g".into(), 1000);
+    let r = call(&mut conn, "app", &commit(5), 8).await;
+    assert_eq!(code(&r), not_coordinator, "the store refused the write");
+    assert_eq!(committed().await, 10, "offsets never went back");
+    let r = call(&mut conn, "app", &commit(5), 8).await;
+    assert_eq!(code(&r), not_coordinator, "while the other agent holds it");
+    assert_eq!(
+        claims(),
+        2,
+        "the lost role was dropped, so the next commit tries to claim it"
+    );
+
+    // The other agent let go; this one may claim it again.
+    registry.claims.lock().unwrap().clear();
+    let r = call(&mut conn, "app", &commit(11), 8).await;
+    assert_eq!(code(&r), 0);
+
+    // The lease may have lapsed: nothing is coordinated, whatever the view says.
+    *registry.standing.lock().unwrap() = Some(Standing::Lapsed);
+    let r = call(&mut conn, "app", &commit(99), 8).await;
+    assert_eq!(code(&r), not_coordinator);
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("m"));
+    assert_eq!(
+        call(&mut conn, "app", &hb, 4).await.error_code,
+        not_coordinator
+    );
+    assert_eq!(committed().await, 11);
+
+    // Live again under the same lease: the claim was kept (forgetting it would leave it
+    // in the store, under a live lease, blocking the role's next coordinator).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = claims();
+    *registry.standing.lock().unwrap() = Some(Standing::Live {
+        node_id: me,
+        incarnation: 5,
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = call(&mut conn, "app", &commit(12), 8).await;
+    assert_eq!(code(&r), 0);
+    assert_eq!(claims(), before, "the same claim is used, not a new one");
+
+    // Back under a new incarnation the registry lists: coordinating again, and the
+    // roles of the old incarnation were given up.
+    live(6);
+    *registry.standing.lock().unwrap() = Some(Standing::Live {
+        node_id: me,
+        incarnation: 6,
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = claims();
+    let r = call(&mut conn, "app", &commit(13), 8).await;
+    assert_eq!(code(&r), 0);
+    assert_eq!(
+        claims(),
+        before + 1,
+        "the old incarnation's role was given up"
+    );
+    assert_eq!(committed().await, 13);
+    stop.cancel();
+    agent.wait().await.unwrap();
 }

@@ -14,6 +14,8 @@ pub fn meta_code(e: &MetaError) -> i16 {
         MetaError::Conflict(_) => ResponseError::ConcurrentTransactions.code(),
         // Retriable on the client side: the store may be back in a moment.
         MetaError::Backend(_) => ResponseError::KafkaStorageError.code(),
+        // Another agent coordinates it now: the client looks it up again.
+        MetaError::Fenced(_) => ResponseError::NotCoordinator.code(),
     }
 }
 

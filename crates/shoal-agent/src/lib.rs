@@ -118,6 +118,9 @@ pub struct Shared {
     pub groups: groups::Coordinator,
     /// Per-id ordering of the transactions this agent coordinates.
     pub txns: txn::TxnCoordinator,
+    /// Coordination roles (groups, transactional ids) claimed in the metadata store,
+    /// with the fences their writes carry.
+    pub roles: cluster::roles::Roles,
     /// Kafka cluster id, read once from the metadata store.
     pub cluster_id: String,
     /// Cancelled when the agent starts shutting down: long polls answer at once.
@@ -210,6 +213,7 @@ impl Agent {
         let shared = Arc::new(Shared {
             groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
             txns: txn::TxnCoordinator::default(),
+            roles: cluster::roles::Roles::default(),
             topics: topics::TopicCache::new(meta.clone()),
             writer,
             reader,
@@ -320,7 +324,8 @@ impl Agent {
         }
         {
             // Drives group timeouts (session expiry, rebalance deadlines) and drops the
-            // groups the registry now gives to another agent.
+            // groups (and roles) the registry now gives to another agent, or all of them
+            // once this agent's lease may have lapsed.
             let (shared, stop) = (shared.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -332,6 +337,7 @@ impl Agent {
                             shared.groups.tick();
                             let view = cluster::ClusterView::of(&shared);
                             shared.groups.release(|g| view.coordinates(g));
+                            cluster::roles::sweep(&shared, &view);
                         }
                     }
                 }
@@ -524,6 +530,7 @@ async fn register(
                 }
             })
             .collect(),
+        incarnation: 0,
     };
     let node_id = meta.register_agent(&me).await.with_context(|| {
         if me.node_id >= 0 {

@@ -33,6 +33,7 @@ use shoal_meta::{
 };
 use shoal_wire::batch;
 
+use crate::cluster::roles;
 use crate::errors::WriteError;
 use crate::metrics::Metrics;
 use crate::write_path::{BatchToWrite, PartitionAppend};
@@ -69,6 +70,7 @@ impl From<MetaError> for TxnError {
     fn from(e: MetaError) -> Self {
         let error = match e {
             MetaError::Conflict(_) => ResponseError::ConcurrentTransactions,
+            MetaError::Fenced(_) => ResponseError::NotCoordinator,
             // Retriable: clients look the coordinator up again and retry.
             _ => ResponseError::CoordinatorNotAvailable,
         };
@@ -154,7 +156,7 @@ pub async fn init_producer_id(
                 groups: vec![],
                 version: 0,
             };
-            match shared.meta.save_transaction(&rec).await {
+            match save(shared, &rec).await {
                 Ok(_) => return Ok(pid_epoch(&rec)),
                 Err(MetaError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -197,7 +199,7 @@ pub async fn init_producer_id(
         rec.updated_ms = now_ms();
         rec.partitions.clear();
         rec.groups.clear();
-        match shared.meta.save_transaction(&rec).await {
+        match save(shared, &rec).await {
             Ok(_) => return Ok(pid_epoch(&rec)),
             Err(MetaError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -207,6 +209,22 @@ pub async fn init_producer_id(
         ResponseError::ConcurrentTransactions,
         format!("transaction '{id}' kept changing; retry"),
     ))
+}
+
+/// Saves `rec` as the coordinator of its transactional id: the write is fenced by the
+/// role's claim, so an agent that lost the role (its lease lapsed, or the registry moved
+/// the id) can no longer change the record.
+async fn save(shared: &Shared, rec: &Transaction) -> Result<u64, MetaError> {
+    let fence = roles::txn_fence(shared, &rec.transactional_id).await?;
+    let saved = shared.meta.save_transaction(rec, &fence).await;
+    roles::check(shared, &fence, saved)
+}
+
+/// [`MetaStore::complete_transaction`], fenced like [`save`].
+async fn complete(shared: &Shared, rec: &Transaction, commit: bool) -> Result<u64, MetaError> {
+    let fence = roles::txn_fence(shared, &rec.transactional_id).await?;
+    let done = shared.meta.complete_transaction(rec, commit, &fence).await;
+    roles::check(shared, &fence, done)
 }
 
 fn pid_epoch(rec: &Transaction) -> ProducerIdAndEpoch {
@@ -275,7 +293,7 @@ where
         }
         change(&mut rec);
         rec.updated_ms = now_ms();
-        match shared.meta.save_transaction(&rec).await {
+        match save(shared, &rec).await {
             Ok(v) => {
                 rec.version = v;
                 return Ok(rec);
@@ -346,7 +364,12 @@ pub async fn stage_offsets(
             format!("group '{group}' was not added to an ongoing transaction of '{id}' (AddOffsetsToTxn first)"),
         ));
     }
-    shared.meta.stage_txn_offsets(id, group, offsets).await?;
+    let fence = roles::group_fence(shared, group).await?;
+    let staged = shared
+        .meta
+        .stage_txn_offsets(id, group, offsets, &fence)
+        .await;
+    roles::check(shared, &fence, staged)?;
     Ok(())
 }
 
@@ -408,7 +431,7 @@ async fn prepare_end(
         rec.epoch += 1;
     }
     rec.updated_ms = now_ms();
-    rec.version = shared.meta.save_transaction(&rec).await?;
+    rec.version = save(shared, &rec).await?;
     Ok(rec)
 }
 
@@ -429,7 +452,7 @@ async fn finish(shared: &Shared, mut rec: Transaction) -> Result<Transaction, Tx
     rec.groups.clear();
     rec.started_ms = -1;
     rec.updated_ms = now_ms();
-    rec.version = shared.meta.complete_transaction(&rec, commit).await?;
+    rec.version = complete(shared, &rec, commit).await?;
     tracing::debug!(transactional_id = %rec.transactional_id, commit, "transaction ended");
     Metrics::add(
         if commit {

@@ -234,6 +234,16 @@ impl Compare {
             TargetUnion::Value(value.into()),
         )
     }
+    /// The revision that created the key (0 when absent): a put after a delete creates
+    /// it anew, with a new create revision, so this names one life of the key.
+    pub fn create_revision(key: impl Into<Vec<u8>>, op: CompareOp, revision: i64) -> Compare {
+        Compare::new(
+            key,
+            op,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(revision),
+        )
+    }
     /// The lease the key is attached to (0: none).
     pub fn lease(key: impl Into<Vec<u8>>, op: CompareOp, lease: i64) -> Compare {
         Compare::new(key, op, CompareTarget::Lease, TargetUnion::Lease(lease))

@@ -41,6 +41,12 @@ fn spec(name: &str, partitions: i32) -> TopicSpec {
 
 /// Runs every check against `store`.
 pub async fn run_all(store: Arc<dyn MetaStore>) {
+    // Deadline job claims are for unregistered callers; registered agents' claims live
+    // under their lease (the etcd backend's own tests cover that).
+    job_claims_are_exclusive_until_they_expire(&*store).await;
+    // The rest runs as a registered agent, as the agent does, so roles can be claimed.
+    store.register_agent(&suite_agent()).await.unwrap();
+    roles_fence_their_writes(&*store).await;
     topics_lifecycle(&*store).await;
     commit_assigns_contiguous_offsets(&*store).await;
     commit_skips_unknown_partitions(&*store).await;
@@ -53,7 +59,6 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     transaction_records(&*store).await;
     log_start_and_unreferenced_objects(&*store).await;
     compaction_swaps_entries_atomically(&*store).await;
-    job_claims_are_exclusive_until_they_expire(&*store).await;
     client_quotas(&*store).await;
     scram_credentials(&*store).await;
     acls(&*store).await;
@@ -236,6 +241,105 @@ async fn client_quotas(s: &dyn MetaStore) {
         s.client_quotas().await.unwrap().is_empty(),
         "every entity removed"
     );
+}
+
+/// The agent the suite registers as.
+fn suite_agent() -> AgentInfo {
+    AgentInfo {
+        node_id: -1,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        az: String::new(),
+        group: "default".into(),
+        roles: vec!["produce".into(), "fetch".into(), "jobs".into()],
+        peer_addr: None,
+        listeners: Vec::new(),
+        incarnation: 0,
+    }
+}
+
+/// The fence of a role this (registered) store can claim.
+pub async fn fence(s: &dyn MetaStore, role: &str) -> Fence {
+    s.claim_role(role)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("a registered agent can claim the free role {role}"))
+}
+
+/// A role's writes go through while its claim holds and are refused once it is gone.
+async fn roles_fence_their_writes(s: &dyn MetaStore) {
+    let role = "group:conf-fenced";
+    let f = fence(s, role).await;
+    assert_eq!(
+        s.claim_role(role).await.unwrap(),
+        Some(f.clone()),
+        "claiming a held role again gives the same fence"
+    );
+    let o = |offset| GroupOffset {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp: 1,
+    };
+    s.commit_group_offsets("conf-fenced", &[o(5)], &f)
+        .await
+        .unwrap();
+    if s.standing() == Standing::Alone {
+        return; // one agent holds every role: nothing can fence it
+    }
+    assert!(matches!(s.standing(), Standing::Live { .. }));
+    s.release_role(&f).await.unwrap();
+    let fenced = |r: Result<(), MetaError>, what: &str| {
+        assert!(
+            matches!(r, Err(MetaError::Fenced(_))),
+            "{what} with a released claim: {r:?}"
+        )
+    };
+    fenced(
+        s.commit_group_offsets("conf-fenced", &[o(3)], &f).await,
+        "an offset commit",
+    );
+    fenced(
+        s.delete_group_offsets("conf-fenced", "t", &[0], &f).await,
+        "an offset delete",
+    );
+    fenced(
+        s.stage_txn_offsets("conf-fenced-txn", "conf-fenced", &[o(4)], &f)
+            .await,
+        "a transactional offset commit",
+    );
+    assert!(matches!(
+        s.delete_group("conf-fenced", &f).await,
+        Err(MetaError::Fenced(_))
+    ));
+    assert_eq!(
+        s.group_offsets("conf-fenced").await.unwrap(),
+        vec![o(5)],
+        "no fenced write landed"
+    );
+    let again = fence(s, role).await;
+    assert!(again.epoch > f.epoch, "a new claim has a later epoch");
+    fenced(
+        s.commit_group_offsets("conf-fenced", &[o(3)], &f).await,
+        "an old claim after a new one",
+    );
+    let t = s.create_topic(spec("conf-fenced-t", 1)).await.unwrap();
+    let tf = fence(s, "txn:conf-fenced-txn").await;
+    let mut r = txn("conf-fenced-txn", 99, &t, TxnState::Ongoing);
+    r.version = s.save_transaction(&r, &tf).await.unwrap();
+    s.release_role(&tf).await.unwrap();
+    assert!(matches!(
+        s.save_transaction(&r, &tf).await,
+        Err(MetaError::Fenced(_))
+    ));
+    r.state = TxnState::CompleteAbort;
+    assert!(matches!(
+        s.complete_transaction(&r, false, &tf).await,
+        Err(MetaError::Fenced(_))
+    ));
+    s.release_role(&again).await.unwrap();
 }
 
 async fn job_claims_are_exclusive_until_they_expire(s: &dyn MetaStore) {
@@ -586,8 +690,12 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
         out,
         vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)]
     );
+    let (fa, fb) = (
+        fence(s, "txn:conf-txn-a").await,
+        fence(s, "txn:conf-txn-b").await,
+    );
     let mut ta = txn("conf-txn-a", a, &other, TxnState::Ongoing);
-    ta.version = s.save_transaction(&ta).await.unwrap();
+    ta.version = s.save_transaction(&ta, &fa).await.unwrap();
     let out = commit(s, "txn-1", &[seg(0, 3, a, 0, TXN_DATA)]).await;
     assert_eq!(
         out,
@@ -596,9 +704,9 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
     );
     let mut ta = txn("conf-txn-a", a, &t, TxnState::Ongoing);
     ta.version = 1;
-    s.save_transaction(&ta).await.unwrap();
+    s.save_transaction(&ta, &fa).await.unwrap();
     let tb = txn("conf-txn-b", b, &t, TxnState::Ongoing);
-    s.save_transaction(&tb).await.unwrap();
+    s.save_transaction(&tb, &fb).await.unwrap();
 
     // a: offsets 0..3 (open), plain 3..5, b: 5..7 (open).
     let out = commit(
@@ -676,16 +784,17 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
 async fn transaction_records(s: &dyn MetaStore) {
     let t = s.create_topic(spec("conf-txn-rec", 2)).await.unwrap();
     assert_eq!(s.transaction("conf-rec").await.unwrap(), None);
+    let (f, g1) = (fence(s, "txn:conf-rec").await, fence(s, "group:g1").await);
     let mut r = txn("conf-rec", 7, &t, TxnState::Ongoing);
     r.groups = vec!["g1".into()];
-    r.version = s.save_transaction(&r).await.unwrap();
+    r.version = s.save_transaction(&r, &f).await.unwrap();
     assert_eq!(r.version, 1);
     assert_eq!(s.transaction("conf-rec").await.unwrap().as_ref(), Some(&r));
     // A stale version loses.
     let mut stale = r.clone();
     stale.version = 0;
     assert!(matches!(
-        s.save_transaction(&stale).await,
+        s.save_transaction(&stale, &f).await,
         Err(MetaError::Conflict(_))
     ));
     assert!(s
@@ -703,7 +812,7 @@ async fn transaction_records(s: &dyn MetaStore) {
         metadata: None,
         commit_timestamp: 5,
     };
-    s.stage_txn_offsets("conf-rec", "g1", &[offset(0, 10), offset(1, 20)])
+    s.stage_txn_offsets("conf-rec", "g1", &[offset(0, 10), offset(1, 20)], &g1)
         .await
         .unwrap();
     assert_eq!(
@@ -719,17 +828,17 @@ async fn transaction_records(s: &dyn MetaStore) {
     );
     // Abort drops them.
     r.state = TxnState::CompleteAbort;
-    r.version = s.complete_transaction(&r, false).await.unwrap();
+    r.version = s.complete_transaction(&r, false, &f).await.unwrap();
     assert!(s.pending_txn_offsets("g1").await.unwrap().is_empty());
     assert!(s.group_offsets("g1").await.unwrap().is_empty());
     // Commit applies them.
-    s.stage_txn_offsets("conf-rec", "g1", &[offset(0, 11)])
+    s.stage_txn_offsets("conf-rec", "g1", &[offset(0, 11)], &g1)
         .await
         .unwrap();
     r.state = TxnState::CompleteCommit;
     r.partitions.clear();
     r.groups.clear();
-    r.version = s.complete_transaction(&r, true).await.unwrap();
+    r.version = s.complete_transaction(&r, true, &f).await.unwrap();
     assert_eq!(s.group_offsets("g1").await.unwrap(), vec![offset(0, 11)]);
     assert!(s.pending_txn_offsets("g1").await.unwrap().is_empty());
     let stored = s.transaction("conf-rec").await.unwrap().unwrap();
@@ -993,14 +1102,18 @@ async fn group_offsets(s: &dyn MetaStore) {
         metadata: Some(format!("m{offset}")),
         commit_timestamp: 1,
     };
+    let (g, h) = (
+        fence(s, "group:conf-g").await,
+        fence(s, "group:conf-h").await,
+    );
     assert!(s.group_offsets("conf-g").await.unwrap().is_empty());
-    s.commit_group_offsets("conf-g", &[o("b", 1, 5), o("a", 0, 7), o("a", 1, 9)])
+    s.commit_group_offsets("conf-g", &[o("b", 1, 5), o("a", 0, 7), o("a", 1, 9)], &g)
         .await
         .unwrap();
-    s.commit_group_offsets("conf-g", &[o("a", 0, 8)])
+    s.commit_group_offsets("conf-g", &[o("a", 0, 8)], &g)
         .await
         .unwrap();
-    s.commit_group_offsets("conf-h", &[o("a", 0, 1)])
+    s.commit_group_offsets("conf-h", &[o("a", 0, 1)], &h)
         .await
         .unwrap();
     let got = s.group_offsets("conf-g").await.unwrap();
@@ -1009,15 +1122,17 @@ async fn group_offsets(s: &dyn MetaStore) {
         vec![o("a", 0, 8), o("a", 1, 9), o("b", 1, 5)],
         "later commits replace earlier ones"
     );
-    s.delete_group_offsets("conf-g", "a", &[1]).await.unwrap();
+    s.delete_group_offsets("conf-g", "a", &[1], &g)
+        .await
+        .unwrap();
     assert_eq!(
         s.group_offsets("conf-g").await.unwrap(),
         vec![o("a", 0, 8), o("b", 1, 5)]
     );
     let groups = s.offset_groups().await.unwrap();
     assert!(groups.contains(&"conf-g".to_string()) && groups.contains(&"conf-h".to_string()));
-    assert!(s.delete_group("conf-g").await.unwrap());
-    assert!(!s.delete_group("conf-g").await.unwrap());
+    assert!(s.delete_group("conf-g", &g).await.unwrap());
+    assert!(!s.delete_group("conf-g", &g).await.unwrap());
     assert!(s.group_offsets("conf-g").await.unwrap().is_empty());
     assert_eq!(
         s.group_offsets("conf-h").await.unwrap().len(),

@@ -14,7 +14,7 @@
 //! | `obj/{key}` | a committed object: size, the index keys it was given, GC mark |
 //! | `txn/{txn id}`, `txnpid/{pid}` | transaction records (version = etcd's key version) |
 //! | `txoff/{txn id}/{group}/…`, `goff/{group}/{topic}/{p}` | staged and committed offsets |
-//! | `jobs/{name}`, `agents/{node}` | job claims; live agents (under leases) |
+//! | `jobs/{name}`, `agents/{node}`, `coord/{role}` | job claims, live agents and coordination role claims (under the holders' leases) |
 //! | `quotas/{entity}` | one client-quota entity's values (entity as [`QuotaEntity::encode`]) |
 //! | `scram/{user}/{mechanism}` | one SCRAM credential: salt, stored and server key, iterations |
 //! | `acls/{type}/{pattern}/{name}/{principal}/{host}/{op}/{perm}` | one ACL binding (codes, escaped names) |
@@ -33,8 +33,8 @@
 //! Requests stay far below etcd's 1.5 MiB request limit.
 //!
 //! Lifecycle: [`EtcdStore::connect`] opens the client and starts three watches (live
-//! agents, partition commits, topic changes) that reconnect by themselves; the registry lease is kept
-//! alive by a task started in [`MetaStore::register_agent`].
+//! agents, partition commits, topic changes) that reconnect by themselves; the registry
+//! lease, the agent's standing and its role claims are `etcd_registry`'s.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -43,8 +43,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_etcd::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -52,8 +52,6 @@ use uuid::Uuid;
 use crate::producer_rules::ProducerRow;
 use crate::*;
 
-/// Seconds an agent's registry entry outlives its last keep-alive.
-pub(crate) const AGENT_LEASE_SECS: i64 = 10;
 /// Attempts at an optimistic write before giving up with a retriable error.
 pub(crate) const MAX_ATTEMPTS: usize = 64;
 /// Page size of prefix scans (keeps responses well under gRPC's message limit).
@@ -71,8 +69,8 @@ pub struct EtcdStore {
     /// Fed by the watch on partition state; subscribers are the agent's fetch wakeups.
     commits: broadcast::Sender<ChangedPartitions>,
     topics: watch::Receiver<u64>,
-    /// The lease and key of this process's registry entry, once registered.
-    registration: Arc<Mutex<Option<(i64, String)>>>,
+    /// This process's registry entry, once registered (see `etcd_registry`).
+    pub(crate) registration: Arc<Mutex<Option<crate::etcd_registry::Registration>>>,
 }
 
 pub(crate) fn backend(e: impl std::fmt::Display) -> MetaError {
@@ -237,12 +235,6 @@ pub(crate) struct ScramRec {
 }
 
 #[derive(Serialize, Deserialize)]
-pub(crate) struct JobRec {
-    pub holder: String,
-    pub until: i64,
-}
-
-#[derive(Serialize, Deserialize)]
 pub(crate) struct TxnRec {
     pub pid: i64,
     pub epoch: i16,
@@ -329,7 +321,7 @@ impl OffsetRec {
 }
 
 #[derive(Serialize, Deserialize)]
-struct AgentRec {
+pub(crate) struct AgentRec {
     node_id: i32,
     host: String,
     port: i32,
@@ -356,9 +348,17 @@ impl From<&AgentInfo> for AgentRec {
     }
 }
 
+/// A registry entry as the agent it names: its incarnation is the lease it is held under.
+fn agent_of(kv: &KeyValue) -> Result<AgentInfo, MetaError> {
+    let mut info: AgentInfo = from_json::<AgentRec>(kv)?.into();
+    info.incarnation = kv.lease();
+    Ok(info)
+}
+
 impl From<AgentRec> for AgentInfo {
     fn from(a: AgentRec) -> Self {
         AgentInfo {
+            incarnation: 0,
             node_id: a.node_id,
             host: a.host,
             port: a.port,
@@ -630,6 +630,32 @@ impl EtcdStore {
         Ok(resp.succeeded)
     }
 
+    /// Runs puts/deletes made for a coordination role, each chunk (see
+    /// [`Self::apply_chunked`]) on condition that `fence` is still the role's claim;
+    /// [`MetaError::Fenced`] when it is not (chunks before it stay applied, as a
+    /// chunked write's do on any failure).
+    pub(crate) async fn apply_fenced(
+        &self,
+        ops: Vec<TxnOp>,
+        fence: &Fence,
+    ) -> Result<(), MetaError> {
+        let per_txn = self.max_ops.max(1);
+        let mut ops = ops;
+        loop {
+            let rest = ops.split_off(ops.len().min(per_txn));
+            let txn = Txn::new()
+                .when([crate::etcd_registry::fence_compare(self, fence)])
+                .and_then(ops);
+            if !self.txn(txn).await? {
+                return Err(MetaError::Fenced(fence.role.clone()));
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+            ops = rest;
+        }
+    }
+
     /// Runs puts/deletes in transactions of at most `max_ops` operations each (for
     /// writes that need no atomicity across the chunks).
     pub(crate) async fn apply_chunked(&self, ops: Vec<TxnOp>) -> Result<(), MetaError> {
@@ -688,8 +714,7 @@ async fn watch_agents(store: EtcdStore, tx: watch::Sender<Vec<AgentInfo>>) {
             let revision = resp.revision();
             let mut agents: BTreeMap<String, AgentInfo> = BTreeMap::new();
             for kv in &resp.kvs {
-                let rec: AgentRec = from_json(kv)?;
-                agents.insert(key_str(kv), rec.into());
+                agents.insert(key_str(kv), agent_of(kv)?);
             }
             tx.send_replace(agents.values().cloned().collect());
             let mut stream = store
@@ -712,8 +737,7 @@ async fn watch_agents(store: EtcdStore, tx: watch::Sender<Vec<AgentInfo>>) {
                     let Some(kv) = ev.kv() else { continue };
                     match ev.event_type() {
                         shoal_etcd::EventType::Put => {
-                            let rec: AgentRec = from_json(kv)?;
-                            agents.insert(key_str(kv), rec.into());
+                            agents.insert(key_str(kv), agent_of(kv)?);
                         }
                         shoal_etcd::EventType::Delete => {
                             agents.remove(&key_str(kv));
@@ -829,50 +853,6 @@ async fn watch_changes(store: EtcdStore, what: &'static str, tx: watch::Sender<u
 }
 
 impl EtcdStore {
-    /// Registry: claims `agents/{id}` under a fresh lease (see [`MetaStore::register_agent`]).
-    pub(crate) async fn register(&self, info: &AgentInfo) -> Result<i32, MetaError> {
-        let lease = self.grant_lease().await?;
-        let id = self.claim_node_id(info, lease).await?;
-        *self.registration.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((lease, self.key(&format!("agents/{id:010}"))));
-        tokio::spawn(keep_registered(
-            self.clone(),
-            AgentInfo {
-                node_id: id,
-                ..info.clone()
-            },
-            lease,
-        ));
-        Ok(id)
-    }
-
-    async fn claim_node_id(&self, info: &AgentInfo, lease: i64) -> Result<i32, MetaError> {
-        let taken: Vec<i32> = self
-            .scan(&self.key("agents/"), None, 0)
-            .await?
-            .iter()
-            .filter_map(|kv| key_str(kv).rsplit('/').next()?.parse().ok())
-            .collect();
-        let candidates: Box<dyn Iterator<Item = i32> + Send> = if info.node_id >= 0 {
-            Box::new(std::iter::once(info.node_id))
-        } else {
-            Box::new((1..).filter(|i| !taken.contains(i)))
-        };
-        for id in candidates.take(1000) {
-            let info = AgentInfo {
-                node_id: id,
-                ..info.clone()
-            };
-            if self.claim_entry(&info, lease).await? {
-                return Ok(id);
-            }
-        }
-        Err(MetaError::Invalid(format!(
-            "node id {} is held by another live agent; give each agent its own --node-id or leave it out",
-            info.node_id
-        )))
-    }
-
     /// See [`MetaStore::compact_history`]. Each pass notes the current revision with the
     /// time; the history is compacted to the newest revision noted at least `keep_ms`
     /// ago, so a revision is discarded only once it is that old.
@@ -931,39 +911,8 @@ impl EtcdStore {
         }
     }
 
-    /// A fresh registry lease of [`AGENT_LEASE_SECS`].
-    async fn grant_lease(&self) -> Result<i64, MetaError> {
-        self.client
-            .lease_grant(AGENT_LEASE_SECS)
-            .await
-            .map_err(backend)
-    }
-
-    /// Writes `info`'s registry entry under `lease` if no live agent holds its id.
-    async fn claim_entry(&self, info: &AgentInfo, lease: i64) -> Result<bool, MetaError> {
-        let key = self.key(&format!("agents/{:010}", info.node_id));
-        self.txn(
-            Txn::new()
-                .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.as_str(),
-                    to_json(&AgentRec::from(info)),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]),
-        )
-        .await
-    }
-
-    pub(crate) async fn deregister(&self) -> Result<(), MetaError> {
-        let reg = self
-            .registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some((lease, _)) = reg {
-            self.client.lease_revoke(lease).await.map_err(backend)?;
-        }
-        Ok(())
+    pub(crate) fn agents_watch(&self) -> watch::Receiver<Vec<AgentInfo>> {
+        self.agents.clone()
     }
 
     pub(crate) fn live(&self) -> Vec<AgentInfo> {
@@ -977,70 +926,6 @@ impl EtcdStore {
     pub(crate) fn topic_watch(&self) -> watch::Receiver<u64> {
         self.topics.clone()
     }
-}
-
-/// Keeps this agent's lease alive; if it lapsed (etcd was unreachable for longer than
-/// the lease), registers again under a new lease with the same node id.
-async fn keep_registered(store: EtcdStore, info: AgentInfo, mut lease: i64) {
-    let every = Duration::from_secs((AGENT_LEASE_SECS / 3).max(1) as u64);
-    loop {
-        let current = store
-            .registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match current {
-            Some((l, _)) if l == lease => {}
-            _ => return, // deregistered
-        }
-        let alive = async {
-            // etcd answers a lease it no longer knows (it expired while etcd was out of
-            // reach, or was revoked) with a TTL of 0.
-            let ttl = store
-                .client
-                .lease_keep_alive(lease)
-                .await
-                .map_err(backend)?;
-            Ok::<bool, MetaError>(ttl > 0)
-        }
-        .await;
-        match alive {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(
-                    node_id = info.node_id,
-                    "registry lease expired; registering again"
-                );
-                match reregister(&store, &info).await {
-                    Ok(l) => lease = l,
-                    Err(e) => tracing::warn!(error = %e, "could not register again; retrying"),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "registry keep-alive failed; retrying"),
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// Claims this agent's node id again under a new lease, with the same compare-and-swap
-/// as the first registration: while the lease was lapsed another agent may have
-/// registered the id, and its entry must not be overwritten. This agent then stays
-/// out of the registry (so out of every Metadata answer) and tries again each round.
-async fn reregister(store: &EtcdStore, info: &AgentInfo) -> Result<i64, MetaError> {
-    let lease = store.grant_lease().await?;
-    let won = store.claim_entry(info, lease).await;
-    if !matches!(won, Ok(true)) {
-        let _ = store.client.lease_revoke(lease).await;
-        won?;
-        return Err(MetaError::Invalid(format!(
-            "node id {} is now held by another agent; this agent is left out of Metadata \
-             until the id is free (give each agent its own --node-id)",
-            info.node_id
-        )));
-    }
-    let key = store.key(&format!("agents/{:010}", info.node_id));
-    *store.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some((lease, key));
-    Ok(lease)
 }
 
 /// Deletes every key under `prefix`.

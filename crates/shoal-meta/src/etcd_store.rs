@@ -929,30 +929,8 @@ impl MetaStore for EtcdStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<bool, MetaError> {
-        let key = self.key(&format!("jobs/{}", esc(job)));
-        for _ in 0..3 {
-            let current = self.get_json::<JobRec>(&key).await?;
-            if let Some((rec, _)) = &current {
-                if rec.holder != holder && rec.until > now_ms {
-                    return Ok(false);
-                }
-            }
-            let rec = JobRec {
-                holder: holder.to_string(),
-                until: now_ms + ttl_ms,
-            };
-            if self
-                .txn(
-                    Txn::new()
-                        .when([unchanged(&key, current.as_ref().map(|(_, kv)| kv))])
-                        .and_then([TxnOp::put(key.as_str(), to_json(&rec), None)]),
-                )
-                .await?
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.claim_job_under_lease(job, holder, now_ms, ttl_ms)
+            .await
     }
 
     async fn allocate_producer_id(&self) -> Result<i64, MetaError> {
@@ -989,8 +967,8 @@ impl MetaStore for EtcdStore {
         self.all_transactions().await
     }
 
-    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError> {
-        self.store_transaction(txn, None).await
+    async fn save_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<u64, MetaError> {
+        self.store_transaction(txn, None, fence).await
     }
 
     async fn stage_txn_offsets(
@@ -998,16 +976,19 @@ impl MetaStore for EtcdStore {
         transactional_id: &str,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
-        self.stage_offsets(transactional_id, group, offsets).await
+        self.stage_offsets(transactional_id, group, offsets, fence)
+            .await
     }
 
     async fn complete_transaction(
         &self,
         txn: &Transaction,
         commit: bool,
+        fence: &Fence,
     ) -> Result<u64, MetaError> {
-        self.store_transaction(txn, Some(commit)).await
+        self.store_transaction(txn, Some(commit), fence).await
     }
 
     async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError> {
@@ -1018,6 +999,7 @@ impl MetaStore for EtcdStore {
         &self,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
         let ops = offsets
             .iter()
@@ -1029,7 +1011,7 @@ impl MetaStore for EtcdStore {
                 )
             })
             .collect();
-        self.apply_chunked(ops).await
+        self.apply_fenced(ops, fence).await
     }
 
     async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, MetaError> {
@@ -1051,24 +1033,23 @@ impl MetaStore for EtcdStore {
         group: &str,
         topic: &str,
         partitions: &[i32],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
         let ops = partitions
             .iter()
             .map(|p| TxnOp::delete(self.goff_key(group, topic, *p), None))
             .collect();
-        self.apply_chunked(ops).await
+        self.apply_fenced(ops, fence).await
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool, MetaError> {
-        let deleted = self
-            .client
-            .delete(
-                self.goff_prefix(group),
-                Some(shoal_etcd::DeleteOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(backend)?;
-        Ok(deleted > 0)
+    async fn delete_group(&self, group: &str, fence: &Fence) -> Result<bool, MetaError> {
+        let had = !self
+            .scan(&self.goff_prefix(group), None, 1)
+            .await?
+            .is_empty();
+        self.apply_fenced(vec![delete_prefix(&self.goff_prefix(group))], fence)
+            .await?;
+        Ok(had)
     }
 
     async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
@@ -1267,6 +1248,18 @@ impl MetaStore for EtcdStore {
 
     fn live_agents(&self) -> Vec<AgentInfo> {
         self.live()
+    }
+
+    fn standing(&self) -> Standing {
+        EtcdStore::standing(self)
+    }
+
+    async fn claim_role(&self, role: &str) -> Result<Option<Fence>, MetaError> {
+        EtcdStore::claim_role(self, role).await
+    }
+
+    async fn release_role(&self, fence: &Fence) -> Result<(), MetaError> {
+        EtcdStore::release_role(self, fence).await
     }
 
     async fn compact_history(&self, now_ms: i64, keep_ms: i64) -> Result<Option<i64>, MetaError> {

@@ -6,6 +6,7 @@ use shoal_etcd::{Compare, CompareOp, Txn, TxnOp};
 use uuid::Uuid;
 
 use crate::etcd::*;
+use crate::etcd_registry::fence_compare;
 use crate::*;
 
 impl EtcdStore {
@@ -136,6 +137,7 @@ impl EtcdStore {
         &self,
         t: &Transaction,
         settle: Option<bool>,
+        fence: &Fence,
     ) -> Result<u64, MetaError> {
         let key = self.txn_key(&t.transactional_id);
         let compare = Compare::version(key.as_str(), CompareOp::Equal, t.version as i64);
@@ -179,19 +181,33 @@ impl EtcdStore {
                         t.transactional_id
                     )));
                 }
-                self.apply_chunked(applied).await?;
+                self.apply_fenced(applied, fence).await?;
             } else {
                 ops.extend(applied);
             }
         }
-        if self.txn(Txn::new().when([compare]).and_then(ops)).await? {
-            Ok(t.version + 1)
-        } else {
-            Err(MetaError::Conflict(format!(
-                "transaction '{}'",
-                t.transactional_id
-            )))
+        let role = self.role_key(&fence.role);
+        let resp = self
+            .client
+            .txn(
+                Txn::new()
+                    .when([compare, fence_compare(self, fence)])
+                    .and_then(ops)
+                    .or_else([TxnOp::get(role.as_str(), None)]),
+            )
+            .await
+            .map_err(backend)?;
+        if resp.succeeded {
+            return Ok(t.version + 1);
         }
+        let claim = gets(&resp).into_iter().flatten().next();
+        if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
+            return Err(MetaError::Fenced(fence.role.clone()));
+        }
+        Err(MetaError::Conflict(format!(
+            "transaction '{}'",
+            t.transactional_id
+        )))
     }
 
     pub(crate) async fn stage_offsets(
@@ -199,6 +215,7 @@ impl EtcdStore {
         transactional_id: &str,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError> {
         let prefix = self.txoff_prefix(transactional_id, group);
         let ops = offsets
@@ -211,7 +228,7 @@ impl EtcdStore {
                 )
             })
             .collect();
-        self.apply_chunked(ops).await
+        self.apply_fenced(ops, fence).await
     }
 
     pub(crate) async fn pending_offsets(

@@ -13,6 +13,7 @@
 mod acl;
 pub mod conformance;
 mod etcd;
+mod etcd_registry;
 mod etcd_store;
 mod etcd_txn;
 mod producer_rules;
@@ -167,7 +168,9 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Claims the background job `job` for `holder` until `now_ms + ttl_ms`: succeeds if
     /// nobody holds it, `holder` already does (renewal), or the last claim expired (its
-    /// holder died). Two agents never hold one job at once.
+    /// holder died). Two agents never hold one job at once. Backends with a registry hold
+    /// the claim under the agent's lease instead, so it ends when the lease does, however
+    /// the agents' clocks disagree; a [`Standing::Lapsed`] agent gets no claim.
     async fn claim_job(
         &self,
         job: &str,
@@ -208,7 +211,7 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Saves a transaction record if the stored one still has `txn.version` (0: none may
     /// exist yet); returns the new version. [`MetaError::Conflict`] otherwise.
-    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError>;
+    async fn save_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<u64, MetaError>;
 
     /// Stages offsets a transaction will commit for a group when it commits.
     async fn stage_txn_offsets(
@@ -216,13 +219,18 @@ pub trait MetaStore: Send + Sync + 'static {
         transactional_id: &str,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError>;
 
     /// Saves `txn` like [`MetaStore::save_transaction`] and, in the same atomic step,
     /// moves the offsets the transaction staged into its groups' committed offsets
     /// (`commit`) or drops them.
-    async fn complete_transaction(&self, txn: &Transaction, commit: bool)
-        -> Result<u64, MetaError>;
+    async fn complete_transaction(
+        &self,
+        txn: &Transaction,
+        commit: bool,
+        fence: &Fence,
+    ) -> Result<u64, MetaError>;
 
     /// Partitions of a group with offsets staged by an unfinished transaction.
     async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError>;
@@ -233,6 +241,7 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         group: &str,
         offsets: &[GroupOffset],
+        fence: &Fence,
     ) -> Result<(), MetaError>;
 
     /// Every committed offset of a group, ordered by topic and partition.
@@ -244,10 +253,11 @@ pub trait MetaStore: Send + Sync + 'static {
         group: &str,
         topic: &str,
         partitions: &[i32],
+        fence: &Fence,
     ) -> Result<(), MetaError>;
 
     /// Removes every committed offset of a group; returns whether it had any.
-    async fn delete_group(&self, group: &str) -> Result<bool, MetaError>;
+    async fn delete_group(&self, group: &str, fence: &Fence) -> Result<bool, MetaError>;
 
     /// Groups that have committed offsets, ordered by name.
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError>;
@@ -309,6 +319,27 @@ pub trait MetaStore: Send + Sync + 'static {
     /// id. Empty when the backend has no registry: then the agent is alone.
     fn live_agents(&self) -> Vec<AgentInfo> {
         Vec::new()
+    }
+
+    /// This agent's standing in the registry right now (cheap: no network call).
+    fn standing(&self) -> Standing {
+        Standing::Alone
+    }
+
+    /// Claims the coordination role `role` (`group:{id}`, `txn:{id}`) for this agent,
+    /// under its registration: `Some` if this agent holds it now (newly or already),
+    /// `None` if another live agent does (it lets go when it sees the registry change,
+    /// or its lease ends) or this agent is not [`Standing::Live`]. The fence goes with
+    /// every write made for the role.
+    async fn claim_role(&self, role: &str) -> Result<Option<Fence>, MetaError> {
+        Ok(Some(Fence::sole(role)))
+    }
+
+    /// Gives up a role claimed with [`MetaStore::claim_role`] (a no-op if it is already
+    /// gone), so the agent that coordinates it now can claim it at once.
+    async fn release_role(&self, fence: &Fence) -> Result<(), MetaError> {
+        let _ = fence;
+        Ok(())
     }
 
     /// The partitions whose state (high watermark, last stable offset, log start) any

@@ -923,7 +923,7 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn save_transaction(&self, txn: &Transaction) -> Result<u64, MetaError> {
+    async fn save_transaction(&self, txn: &Transaction, _fence: &Fence) -> Result<u64, MetaError> {
         let txn = txn.clone();
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
@@ -939,6 +939,7 @@ impl MetaStore for SqliteStore {
         transactional_id: &str,
         group: &str,
         offsets: &[GroupOffset],
+        _fence: &Fence,
     ) -> Result<(), MetaError> {
         let (id, group, offsets) = (
             transactional_id.to_string(),
@@ -957,6 +958,7 @@ impl MetaStore for SqliteStore {
         &self,
         txn: &Transaction,
         commit: bool,
+        _fence: &Fence,
     ) -> Result<u64, MetaError> {
         let txn = txn.clone();
         self.with(move |c| {
@@ -979,6 +981,7 @@ impl MetaStore for SqliteStore {
         &self,
         group: &str,
         offsets: &[GroupOffset],
+        _fence: &Fence,
     ) -> Result<(), MetaError> {
         let (group, offsets) = (group.to_string(), offsets.to_vec());
         self.with(move |c| {
@@ -1040,6 +1043,7 @@ impl MetaStore for SqliteStore {
         group: &str,
         topic: &str,
         partitions: &[i32],
+        _fence: &Fence,
     ) -> Result<(), MetaError> {
         let (group, topic, partitions) =
             (group.to_string(), topic.to_string(), partitions.to_vec());
@@ -1057,7 +1061,7 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool, MetaError> {
+    async fn delete_group(&self, group: &str, _fence: &Fence) -> Result<bool, MetaError> {
         let group = group.to_string();
         self.with(move |c| {
             let n = c

@@ -20,6 +20,11 @@ pub enum MetaError {
     /// The backend failed (I/O, lost connection, corrupt file); may succeed if retried.
     #[error("metadata backend failed: {0}")]
     Backend(String),
+    /// A write made under a coordination role ([`Fence`]) this agent no longer holds: its
+    /// claim lapsed with its lease, or another agent holds the role now. Stop acting for
+    /// the role; retrying the same write can never succeed.
+    #[error("fenced: this agent no longer holds {0}")]
+    Fenced(String),
 }
 
 impl MetaError {
@@ -277,6 +282,45 @@ pub struct AgentInfo {
     /// The advertised address of each named listener (`--listeners`); `host`/`port` are
     /// the first one's. Empty for agents that predate named listeners.
     pub listeners: Vec<ListenerAddr>,
+    /// Which run of the agent holds this registry entry: the etcd lease it was written
+    /// under, unique for the cluster's life. A node id alone is not an identity: an agent
+    /// whose lease lapsed and a newcomer that took its id have the same node id but never
+    /// the same incarnation. 0 where there is no registry.
+    pub incarnation: i64,
+}
+
+/// Proof that this agent holds a coordination role (a consumer group, a transactional
+/// id): the role and the epoch of the claim (etcd: the claim key's create revision,
+/// which no later claim of the same role can have). Every write made for the role
+/// carries it and is refused with [`MetaError::Fenced`] once the claim is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub role: String,
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// The fence of a backend with no registry (one agent holds every role).
+    pub fn sole(role: &str) -> Fence {
+        Fence {
+            role: role.to_string(),
+            epoch: 0,
+        }
+    }
+}
+
+/// This agent's standing in the registry at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// No registry (SQLite): this agent is the whole cluster and holds every role.
+    Alone,
+    /// Registered under `incarnation`, and the lease cannot have expired yet: the last
+    /// keep-alive was answered recently enough, by this process's monotonic clock, to
+    /// leave a safety margin before etcd could drop the entry.
+    Live { node_id: i32, incarnation: i64 },
+    /// Not registered, or the lease may have lapsed (the store was out of reach, or the
+    /// process was paused): coordinate nothing until registered again.
+    Lapsed,
 }
 
 /// Where clients of one named listener reach an agent.

@@ -250,6 +250,7 @@ fn agent(node_id: i32, port: i32) -> AgentInfo {
         roles: vec!["produce".into(), "fetch".into(), "jobs".into()],
         peer_addr: None,
         listeners: Vec::new(),
+        incarnation: 0,
     }
 }
 
@@ -373,4 +374,160 @@ async fn lapsed_lease_never_takes_over_a_reused_id(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(a.live_agents().iter().any(|x| x.port == 9001));
+}
+
+/// The lease of `store`'s registry entry for `node_id`, read from etcd itself.
+async fn entry_lease(raw: &shoal_etcd::Client, prefix: &str, node_id: i32) -> i64 {
+    let key = format!("{prefix}/agents/{node_id:010}");
+    let got = raw.get(key.as_str(), None).await.unwrap();
+    got.kvs.first().map_or(0, |kv| kv.lease())
+}
+
+fn offset(o: i64) -> GroupOffset {
+    GroupOffset {
+        topic: "t".into(),
+        partition: 0,
+        offset: o,
+        leader_epoch: -1,
+        metadata: None,
+        commit_timestamp: 1,
+    }
+}
+
+/// Roles and jobs belong to one incarnation of one agent: another agent cannot claim
+/// them while it lives, gets them once its lease is gone, and the old holder's writes
+/// are then refused by etcd itself (before fencing, an agent whose lease had lapsed
+/// went on committing offsets with unconditional puts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_jobs_are_fenced_by_the_holders_lease() {
+    let etcd = Etcd::start();
+    let raw = etcd.raw_client();
+    let url = etcd.url("fence");
+    let a = EtcdStore::connect(&url).await.unwrap();
+    let b = EtcdStore::connect(&url).await.unwrap();
+    let id_a = a.register_agent(&agent(-1, 9001)).await.unwrap();
+    b.register_agent(&agent(-1, 9002)).await.unwrap();
+    let Standing::Live { incarnation, .. } = a.standing() else {
+        panic!("a registered agent is live: {:?}", a.standing());
+    };
+    assert_eq!(incarnation, entry_lease(&raw, "fence", id_a).await);
+    assert!(
+        a.live_agents()
+            .iter()
+            .any(|x| x.node_id == id_a && x.incarnation == incarnation),
+        "registration returns once the registry shows this incarnation"
+    );
+
+    let fa = a.claim_role("group:g").await.unwrap().expect("a free role");
+    assert_eq!(b.claim_role("group:g").await.unwrap(), None, "a holds it");
+    a.commit_group_offsets("g", &[offset(10)], &fa)
+        .await
+        .unwrap();
+    assert!(a.claim_job("gc", "node-a", 0, 1).await.unwrap());
+    assert!(
+        !b.claim_job("gc", "node-b", i64::MAX / 2, 1).await.unwrap(),
+        "however late b's clock says it is"
+    );
+
+    // a's lease lapses (as after an outage or a pause longer than the lease).
+    raw.lease_revoke(incarnation).await.unwrap();
+    let fb = b
+        .claim_role("group:g")
+        .await
+        .unwrap()
+        .expect("free once a's lease is gone");
+    assert!(fb.epoch > fa.epoch);
+    b.commit_group_offsets("g", &[offset(20)], &fb)
+        .await
+        .unwrap();
+    let stale = a.commit_group_offsets("g", &[offset(11)], &fa).await;
+    assert!(matches!(stale, Err(MetaError::Fenced(_))), "{stale:?}");
+    assert_eq!(
+        b.group_offsets("g").await.unwrap(),
+        vec![offset(20)],
+        "offsets never go back"
+    );
+    assert!(
+        b.claim_job("gc", "node-b", 0, 1).await.unwrap(),
+        "the job is free with a's lease"
+    );
+
+    // a notices, registers again as a new incarnation, and holds nothing it held before.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Standing::Live {
+            incarnation: now, ..
+        } = a.standing()
+        {
+            if now != incarnation {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a registers again: {:?}",
+            a.standing()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.claim_role("group:g").await.unwrap(), None);
+    assert!(!a.claim_job("gc", "node-a", 0, 1).await.unwrap());
+
+    // etcd stops answering (SIGSTOP): before etcd could expire the lease, the agent
+    // stops counting itself live; once etcd answers again, it is live again.
+    let pid = etcd.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} etcd");
+    };
+    signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.standing() != Standing::Lapsed {
+        if Instant::now() > deadline {
+            signal("-CONT");
+            panic!("an agent that cannot renew its lease must lapse");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        a.claim_role("group:h").await.unwrap(),
+        None,
+        "a lapsed agent claims nothing"
+    );
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(a.standing(), Standing::Live { .. }) {
+        assert!(Instant::now() < deadline, "live again after etcd returns");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An agent killed with -9 leaves its entry under a lease etcd keeps for the lease's
+/// TTL. Restarted at once with the same --node-id, it waits that out and takes its id
+/// back, instead of exiting (which an orchestrator turns into a crash loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_waits_out_its_old_lease() {
+    let etcd = Etcd::start();
+    let raw = etcd.raw_client();
+    // The killed run: an entry under a live lease nobody keeps alive any more.
+    let lease = raw.lease_grant(4).await.unwrap();
+    raw.put(
+        "restart/agents/0000000007",
+        r#"{"node_id":7,"host":"127.0.0.1","port":9001,"az":"","group":"default","roles":[],"peer_addr":null}"#,
+        Some(shoal_etcd::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    let again = EtcdStore::connect(&etcd.url("restart")).await.unwrap();
+    let id = again
+        .register_agent(&agent(7, 9001))
+        .await
+        .expect("the id is taken back once the old lease ends");
+    assert_eq!(id, 7);
+    let now = entry_lease(&raw, "restart", 7).await;
+    assert!(now != 0 && now != lease, "held under the new run's lease");
 }

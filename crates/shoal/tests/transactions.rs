@@ -319,7 +319,10 @@ fn an_end_left_half_done_by_a_crash_is_finished_after_the_restart() {
         let mut rec = store.transaction("t-half").await.unwrap().unwrap();
         assert_eq!(rec.state, TxnState::Ongoing);
         rec.state = TxnState::PrepareCommit;
-        store.save_transaction(&rec).await.unwrap();
+        store
+            .save_transaction(&rec, &shoal_meta::Fence::sole("txn:t-half"))
+            .await
+            .unwrap();
     });
 
     let mut agent = Agent::start_in(dir.path(), &[]);

@@ -7,7 +7,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::cluster::ClusterView;
+use crate::cluster::{roles, ClusterView};
 use crate::errors::meta_code;
 use crate::Shared;
 
@@ -30,11 +30,18 @@ pub async fn handle(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> DeleteGro
     DeleteGroupsResponse::default().with_results(results)
 }
 
+/// Deletes the group's committed offsets, as its coordinator (fenced).
+async fn delete_offsets(shared: &Shared, name: &str) -> Result<bool, shoal_meta::MetaError> {
+    let fence = roles::group_fence(shared, name).await?;
+    let deleted = shared.meta.delete_group(name, &fence).await;
+    roles::check(shared, &fence, deleted)
+}
+
 /// Deletes one group this agent coordinates; returns the error code.
 async fn delete_one(shared: &Shared, name: &str) -> i16 {
     match shared.groups.remove_if_empty(name) {
         Err(code) => code,
-        Ok(in_memory) => match shared.meta.delete_group(name).await {
+        Ok(in_memory) => match delete_offsets(shared, name).await {
             Ok(had_offsets) if in_memory || had_offsets => {
                 tracing::info!(group = %name, "deleted group");
                 0

@@ -75,26 +75,38 @@ pub fn handle(
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
     };
-    if !cluster::coordinates(shared, &args.group_id) {
-        return Reply::now(response(
+    let not_coordinator = move |member_id| {
+        response(
             JoinOutcome {
                 error: ResponseError::NotCoordinator.code(),
                 generation: -1,
-                member_id: args.member_id,
+                member_id,
                 ..Default::default()
             },
             version,
-        ));
+        )
+    };
+    if !cluster::coordinates(shared, &args.group_id) {
+        return Reply::now(not_coordinator(args.member_id));
     }
-    match shared.groups.join(args) {
-        Err(o) => Reply::now(response(*o, version)),
-        Ok(rx) => Reply::Later(Box::pin(async move {
-            let o = rx.await.unwrap_or_else(|_| JoinOutcome {
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        // Generations are made only by the holder of the group's role: two agents that
+        // both think they coordinate the group (one with a stale view) never run two
+        // rebalances that each hand out every partition.
+        if let Err(e) = cluster::roles::group_fence(&shared, &args.group_id).await {
+            tracing::debug!(group = %args.group_id, error = %e, "join refused: role not held");
+            let answer = not_coordinator(args.member_id);
+            return Some(Box::new(ResponseKind::JoinGroup(answer)));
+        }
+        let o = match shared.groups.join(args) {
+            Err(o) => *o,
+            Ok(rx) => rx.await.unwrap_or_else(|_| JoinOutcome {
                 error: ResponseError::RebalanceInProgress.code(),
                 generation: -1,
                 ..Default::default()
-            });
-            Some(Box::new(ResponseKind::JoinGroup(response(o, version))))
-        })),
-    }
+            }),
+        };
+        Some(Box::new(ResponseKind::JoinGroup(response(o, version))))
+    }))
 }

@@ -3,7 +3,9 @@
 //! Commits from members are checked against the group's generation; commits with
 //! generation -1 and no member id come from consumers outside any group (assign() plus
 //! a group id) and are accepted while the group has no members. Groups another agent
-//! coordinates get NOT_COORDINATOR on every partition.
+//! coordinates get NOT_COORDINATOR on every partition, and so does a commit the
+//! metadata store refuses because this agent no longer holds the group's role
+//! ([`cluster::roles`]): a coordinator cut off or paused past its lease cannot write.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -106,7 +108,15 @@ pub async fn handle(
         tracing::debug!(group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, topic = %o.topic, partition = o.partition, offset = o.offset, "offset commit");
     }
     if !to_store.is_empty() {
-        if let Err(e) = shared.meta.commit_group_offsets(&group, &to_store).await {
+        let committed = async {
+            let fence = cluster::roles::group_fence(shared, &group).await?;
+            let r = shared
+                .meta
+                .commit_group_offsets(&group, &to_store, &fence)
+                .await;
+            cluster::roles::check(shared, &fence, r)
+        };
+        if let Err(e) = committed.await {
             tracing::warn!(group = %group, error = %e, "offset commit failed");
             let code = group_meta_code(&e);
             for (ti, pi) in stored_at {

@@ -36,11 +36,15 @@ pub async fn handle(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> OffsetDel
         let code = if subscribed.contains(&name) {
             ResponseError::GroupSubscribedToTopic.code()
         } else {
-            match shared
-                .meta
-                .delete_group_offsets(&group, &name, &partitions)
-                .await
-            {
+            let deleted = async {
+                let fence = cluster::roles::group_fence(shared, &group).await?;
+                let r = shared
+                    .meta
+                    .delete_group_offsets(&group, &name, &partitions, &fence)
+                    .await;
+                cluster::roles::check(shared, &fence, r)
+            };
+            match deleted.await {
                 Ok(()) => 0,
                 Err(e) => meta_code(&e),
             }

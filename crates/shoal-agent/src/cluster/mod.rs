@@ -23,12 +23,19 @@
 //!   agents of the agent group, not filtered by zone or role, so every client of the
 //!   group finds the same coordinator whichever agent it asks.
 //!
+//! A coordinator must also be *this run* of the agent: with a registry, this agent
+//! coordinates only while its standing is live ([`Standing::Live`]: its lease is certain
+//! to be alive) and the registry shows its node id held by its own incarnation. An agent
+//! whose lease lapsed, or whose id another agent took meanwhile, coordinates nothing,
+//! whatever its last view says; and the store fences its writes anyway ([`roles`]).
+//!
 //! This module must not call the metadata store over the network: it runs on every
 //! request, and `live_agents` is a cached snapshot.
 
 pub mod placement;
+pub mod roles;
 
-use shoal_meta::AgentInfo;
+use shoal_meta::{AgentInfo, Standing};
 
 use crate::Shared;
 use placement::coordinator_for;
@@ -42,6 +49,8 @@ pub struct ClusterView {
     me: i32,
     /// Live agents of this agent's group, sorted by node id, never empty.
     group: Vec<AgentInfo>,
+    /// Whether this agent may coordinate anything at all (see the module doc).
+    acting: bool,
 }
 
 impl ClusterView {
@@ -58,12 +67,35 @@ impl ClusterView {
         ClusterView {
             me: me.node_id,
             group,
+            acting: true,
         }
+    }
+
+    /// The view from `me` with its standing in the registry: with a registry, `me`
+    /// acts only while live and listed under its own incarnation.
+    pub fn with_standing(me: &AgentInfo, live: Vec<AgentInfo>, standing: Standing) -> ClusterView {
+        let mut view = ClusterView::new(me, live);
+        view.acting = match standing {
+            Standing::Alone => true,
+            Standing::Lapsed => false,
+            Standing::Live {
+                node_id,
+                incarnation,
+            } => view
+                .group
+                .iter()
+                .any(|a| a.node_id == node_id && a.incarnation == incarnation),
+        };
+        view
     }
 
     /// The current view of a running agent.
     pub fn of(shared: &Shared) -> ClusterView {
-        ClusterView::new(&shared.me, shared.meta.live_agents())
+        ClusterView::with_standing(
+            &shared.me,
+            shared.meta.live_agents(),
+            shared.meta.standing(),
+        )
     }
 
     /// The live agents of this agent's group, by node id.
@@ -103,7 +135,7 @@ impl ClusterView {
 
     /// Whether this agent coordinates `key`.
     pub fn coordinates(&self, key: &str) -> bool {
-        self.coordinator(key).is_some_and(|a| a.node_id == self.me)
+        self.acting && self.coordinator(key).is_some_and(|a| a.node_id == self.me)
     }
 }
 
@@ -143,6 +175,7 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             peer_addr: None,
             listeners: Vec::new(),
+            incarnation: 0,
         }
     }
 
@@ -221,6 +254,52 @@ mod tests {
         let view = ClusterView::new(&me, vec![agent(1, "", "g", ALL)]);
         assert_eq!(ids(&view.for_client(None)), vec![1]);
         assert!(!view.coordinates("x"));
+    }
+
+    /// Two agents with one node id (a lapsed agent and the newcomer that took its id)
+    /// never both coordinate: only the incarnation the registry shows does, and a lapsed
+    /// or unlisted agent coordinates nothing, not "everything" as an agent alone does.
+    #[test]
+    fn only_the_listed_incarnation_coordinates() {
+        let me = agent(1, "", "g", ALL);
+        let mut listed = agent(1, "", "g", ALL);
+        listed.incarnation = 77;
+        let live = vec![listed, agent(2, "", "g", ALL)];
+        let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+        let mine = |standing| {
+            let view = ClusterView::with_standing(&me, live.clone(), standing);
+            keys.iter().filter(|k| view.coordinates(k)).count()
+        };
+        let holder = Standing::Live {
+            node_id: 1,
+            incarnation: 77,
+        };
+        let zombie = Standing::Live {
+            node_id: 1,
+            incarnation: 76,
+        };
+        assert!(
+            mine(holder) > 0,
+            "the listed incarnation coordinates its share"
+        );
+        assert_eq!(
+            mine(zombie),
+            0,
+            "an old incarnation of the same id coordinates nothing"
+        );
+        assert_eq!(
+            mine(Standing::Lapsed),
+            0,
+            "a lapsed agent coordinates nothing"
+        );
+        // Not yet in the registry: nothing, rather than everything.
+        let view = ClusterView::with_standing(&me, Vec::new(), holder);
+        assert!(!view.coordinates("k0"));
+        let alone = ClusterView::with_standing(&me, Vec::new(), Standing::Alone);
+        assert!(
+            alone.coordinates("k0"),
+            "an agent with no registry coordinates all"
+        );
     }
 
     #[test]

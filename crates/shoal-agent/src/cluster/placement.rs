@@ -184,6 +184,7 @@ mod tests {
             roles: vec!["produce".into(), "fetch".into(), "jobs".into()],
             peer_addr: Some(format!("agent-{node_id}:9093")),
             listeners: Vec::new(),
+            incarnation: 0,
         }
     }
 

@@ -386,6 +386,7 @@ mod tests {
             roles: vec![],
             peer_addr: Some(format!("h:{node_id}")),
             listeners: Vec::new(),
+            incarnation: 0,
         }
     }
 
