@@ -287,8 +287,19 @@ class MinIO(Service):
                          f"{out.stdout.decode(errors='replace')[:500]}")
         return out.stdout.decode(errors="replace")
 
-    def create_bucket(self):
-        self.s3("-X", "PUT", f"{self.endpoint}/{self.bucket}")
+    def create_bucket(self, timeout=60):
+        """Creates the bucket. A MinIO that answers its liveness probe may still answer 503
+        (it has not finished initialising, which takes seconds on a loaded machine): that
+        is retried until `timeout`; any other failure is not."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.s3("-X", "PUT", f"{self.endpoint}/{self.bucket}")
+                return
+            except Failed as e:
+                if "returned error: 503" not in str(e) or time.time() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def list_keys(self, prefix):
         """Keys under `prefix/` (first 1000; enough to show objects are there)."""

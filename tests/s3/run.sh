@@ -110,7 +110,15 @@ ok "MinIO live on $endpoint after $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN 
 s3() { curl -fsS --user "$key:$secret" --aws-sigv4 "aws:amz:$region:s3" "$@"; }
 
 step "bucket"
-if s3 -X PUT "$endpoint/$bucket" -o "$tmp/mb.out" 2>"$tmp/mb.err"; then
+# A live MinIO may still answer 503 while it initialises (seconds on a loaded machine):
+# retried for up to 60 s; any other failure is not.
+made=""
+for _ in $(seq 120); do
+  if s3 -X PUT "$endpoint/$bucket" -o "$tmp/mb.out" 2>"$tmp/mb.err"; then made=1; break; fi
+  grep -q "returned error: 503" "$tmp/mb.err" || break
+  sleep 0.5
+done
+if [[ -n "$made" ]]; then
   ok "created bucket $bucket with a SigV4-signed PUT"
 else
   cat "$tmp/mb.err" "$tmp/mb.out" >&2 2>/dev/null || true
