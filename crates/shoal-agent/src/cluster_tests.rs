@@ -1164,3 +1164,60 @@ async fn a_coordinator_that_lost_its_role_stops_writing() {
     stop.cancel();
     agent.wait().await.unwrap();
 }
+
+/// Transaction timeouts are read from the agent's clock, so a test (or an operator's
+/// clock step) moves them without waiting: an ongoing transaction is aborted, its
+/// producer fenced, once the clock passes its timeout. Before the clock was injected, this
+/// needed the timeout to pass in real time.
+#[tokio::test]
+async fn transaction_timeouts_follow_the_agents_clock() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, ProducerId};
+    let clock = Arc::new(clock::ManualClock::starting_now());
+    let registry = Registry::new(Vec::new());
+    let mut config = config("", Roles::ALL);
+    config.clock = clock.clone();
+    config.batch_timeout = Duration::from_millis(20); // markers are flushed
+    let (agent, stop, mut conn) = start(&registry, config).await;
+    create_topic(&registry, "tt", 1).await;
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("slow"))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r = call(&mut conn, "app", &init, 4).await;
+    assert_eq!(r.error_code, 0);
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str("slow")))
+        .with_v3_and_below_producer_id(r.producer_id)
+        .with_v3_and_below_producer_epoch(r.producer_epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(crate::api::topic_name("tt"))
+            .with_partitions(vec![0])]);
+    let added = call(&mut conn, "app", &add, 3).await;
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let state = || async { registry.inner.transaction("slow").await.unwrap().unwrap() };
+    assert_eq!(state().await.state, TxnState::Ongoing);
+    // Two scans (one a second) at the same clock reading: still open.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(state().await.state, TxnState::Ongoing, "not yet timed out");
+    clock.advance(Duration::from_secs(61));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while state().await.state != TxnState::CompleteAbort {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "aborted once the clock passed the timeout: {:?}",
+            state().await.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        state().await.epoch > r.producer_epoch,
+        "the producer was fenced"
+    );
+    stop.cancel();
+    agent.wait().await.unwrap();
+}

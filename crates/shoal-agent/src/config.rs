@@ -3,12 +3,18 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use shoal_meta::clock::{Clock, SystemClock};
 
 /// How one agent runs. Defaults suit the playground; `shoal agent` raises the flush
 /// timeout to trade latency for fewer, larger objects.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// The wall clock for timestamps and transaction timeouts ([`SystemClock`]; tests
+    /// drive a [`shoal_meta::clock::ManualClock`]).
+    pub clock: Arc<dyn Clock>,
     /// Where the Kafka listener binds.
     pub listen: SocketAddr,
     /// `host:port` clients are told to connect to; defaults to the bound address.
@@ -133,6 +139,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
+            clock: Arc::new(SystemClock),
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             advertise: None,
             node_id: -1,

@@ -24,7 +24,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::ResponseError;
 use shoal_meta::{
@@ -88,12 +87,7 @@ pub fn for_version(e: TxnError, version: i16, fenced_since: i16) -> TxnError {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use shoal_meta::clock::now_ms;
 
 /// Per-id ordering for the transactions this agent coordinates.
 #[derive(Default)]
@@ -151,7 +145,7 @@ pub async fn init_producer_id(
                 state: TxnState::Empty,
                 timeout_ms,
                 started_ms: -1,
-                updated_ms: now_ms(),
+                updated_ms: shared.config.clock.now_ms(),
                 partitions: vec![],
                 groups: vec![],
                 version: 0,
@@ -196,7 +190,7 @@ pub async fn init_producer_id(
         rec.state = TxnState::Empty;
         rec.timeout_ms = timeout_ms;
         rec.started_ms = -1;
-        rec.updated_ms = now_ms();
+        rec.updated_ms = shared.config.clock.now_ms();
         rec.partitions.clear();
         rec.groups.clear();
         match save(shared, &rec).await {
@@ -289,10 +283,10 @@ where
         }
         if rec.state != TxnState::Ongoing {
             rec.state = TxnState::Ongoing;
-            rec.started_ms = now_ms();
+            rec.started_ms = shared.config.clock.now_ms();
         }
         change(&mut rec);
-        rec.updated_ms = now_ms();
+        rec.updated_ms = shared.config.clock.now_ms();
         match save(shared, &rec).await {
             Ok(v) => {
                 rec.version = v;
@@ -430,7 +424,7 @@ async fn prepare_end(
     if fence && rec.epoch < i16::MAX - 1 {
         rec.epoch += 1;
     }
-    rec.updated_ms = now_ms();
+    rec.updated_ms = shared.config.clock.now_ms();
     rec.version = save(shared, &rec).await?;
     Ok(rec)
 }
@@ -451,7 +445,7 @@ async fn finish(shared: &Shared, mut rec: Transaction) -> Result<Transaction, Tx
     rec.partitions.clear();
     rec.groups.clear();
     rec.started_ms = -1;
-    rec.updated_ms = now_ms();
+    rec.updated_ms = shared.config.clock.now_ms();
     rec.version = complete(shared, &rec, commit).await?;
     tracing::debug!(transactional_id = %rec.transactional_id, commit, "transaction ended");
     Metrics::add(
@@ -469,7 +463,7 @@ async fn write_markers(shared: &Shared, rec: &Transaction, commit: bool) -> Resu
     if rec.partitions.is_empty() {
         return Ok(());
     }
-    let now = now_ms();
+    let now = shared.config.clock.now_ms();
     let parts = rec
         .partitions
         .iter()
@@ -525,7 +519,7 @@ impl TxnCoordinator {
     pub async fn expire_producers(shared: &Shared) {
         match shared
             .meta
-            .expire_producers(now_ms() - PRODUCER_EXPIRATION_MS)
+            .expire_producers(shared.config.clock.now_ms() - PRODUCER_EXPIRATION_MS)
             .await
         {
             Ok(0) => {}
@@ -546,7 +540,7 @@ impl TxnCoordinator {
                 return;
             }
         };
-        let now = now_ms();
+        let now = shared.config.clock.now_ms();
         let view = crate::cluster::ClusterView::of(shared);
         for rec in all {
             if !view.coordinates(&rec.transactional_id) {
@@ -568,7 +562,10 @@ impl TxnCoordinator {
                     return Ok(());
                 };
                 let rec = match rec.state {
-                    TxnState::Ongoing if now_ms() - rec.started_ms > i64::from(rec.timeout_ms) => {
+                    TxnState::Ongoing
+                        if shared.config.clock.now_ms() - rec.started_ms
+                            > i64::from(rec.timeout_ms) =>
+                    {
                         tracing::info!(transactional_id = %id, timeout_ms = rec.timeout_ms,
                             "aborting a transaction past its timeout");
                         Metrics::add(&shared.metrics.txn_timeouts, 1);

@@ -105,12 +105,7 @@ pub(crate) fn from_json<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, MetaErr
     })
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_ms;
 
 /// The compare that holds while `key` still is as read (`None`: still absent).
 pub(crate) fn unchanged(key: &str, kv: Option<&KeyValue>) -> Compare {

@@ -11,6 +11,7 @@
 //! and any agent can rebuild what another knew.
 
 mod acl;
+pub mod clock;
 pub mod conformance;
 mod etcd;
 mod etcd_registry;

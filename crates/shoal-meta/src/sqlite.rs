@@ -207,12 +207,7 @@ fn entry_from_row(r: &rusqlite::Row) -> rusqlite::Result<IndexEntry> {
 const ENTRY_COLUMNS: &str =
     "base_offset, end_offset, object_key, object_size, data_offset, data_len, min_ts, max_ts";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// Base64url without padding, as Kafka prints cluster ids.
 pub(crate) fn base64url(bytes: &[u8]) -> String {

@@ -8,7 +8,6 @@
 //! ([`cluster::roles`]): a coordinator cut off or paused past its lease cannot write.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -49,10 +48,7 @@ pub async fn handle(
     if let Some(code) = group_error {
         tracing::debug!(group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, code, "offset commit refused");
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = shoal_meta::clock::now_ms();
     // (topic index, partition index) → code, filled as we go.
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut to_store = Vec::new();

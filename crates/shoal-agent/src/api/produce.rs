@@ -8,7 +8,6 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{
@@ -77,12 +76,7 @@ fn error(partition: i32, code: i16, message: impl Into<String>) -> PartitionProd
         .with_error_message(Some(sb(message.into())))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use shoal_meta::clock::now_ms;
 
 /// The answer of an agent without the `produce` role: INVALID_REQUEST with an
 /// explanation for every partition, which clients do not retry (see "Cluster mode" in
