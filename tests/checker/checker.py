@@ -168,8 +168,7 @@ def check(args, faults, total):
         h.phase(f"{fault} {target}", fault, target)
         print(f"checker: {time.time() - t_start:5.0f}s {fault} on {target}", flush=True)
         try:
-            for note in nem.run(fault, target, args.hold):
-                h.note(note)
+            nem.run(fault, target, args.hold, h.note)
         except NotRun as exc:
             not_run.append(f"{fault}: {exc}")
             h.note(f"NOT RUN: {exc}")
@@ -210,7 +209,8 @@ def check(args, faults, total):
         for w in h.writes.values():
             if w["ack_t"] is not None:
                 per_phase[h.phase_of(w["ack_t"])][0] += 1
-            if w.get("err_t") is not None:
+            t = h.txns.get((w["producer"], w["txn"])) if w["kind"] == "txn" else None
+            if w.get("err_t") is not None and not (t and t["intent"] == "abort"):
                 per_phase[h.phase_of(w["err_t"])][1] += 1
     text, totals = table(h, anomalies, per_phase)
 
@@ -233,8 +233,8 @@ def check(args, faults, total):
              f"binary: {args.shoal}", "", text, ""]
     lines.append("phases:")
     for ph in h.phases:
-        lines.append(f"  {ph['name']}: {round(ph['start'] - h.t0)}s - "
-                     f"{'' if ph['end'] is None else round(ph['end'] - h.t0)}s")
+        end = ph["end"] if ph["end"] is not None else end_t
+        lines.append(f"  {ph['name']}: {round(ph['start'] - h.t0)}s - {round(end - h.t0)}s")
         lines += [f"    {x}" for x in ph["notes"]]
     lines.append("figures: " + ", ".join(f"{k} {v}" for k, v in sorted(info.items())))
     errs = sorted(h.errors.items(), key=lambda kv: -kv[1])[:12]

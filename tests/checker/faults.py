@@ -1,7 +1,7 @@
 """The faults (the nemesis), each aimed at one target: an agent, etcd or MinIO.
 
 Every fault runs in the main thread (it may restart processes: parent-death signals),
-injects, holds for `hold` seconds, heals, and returns notes for the report. The names:
+injects, holds for `hold` seconds, heals, and records each step with its time. The names:
 
   kill-agent  kill-etcd  kill-minio       SIGKILL, restart 3 s later (same port, same data)
   pause-agent pause-etcd pause-minio      SIGSTOP for `pause` seconds (default 15: longer than
@@ -35,6 +35,11 @@ FAKETIME_PATHS = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                   "/usr/local/lib/faketime/libfaketime.so.1"]
 
 
+class _Notes:
+    def __init__(self, note):
+        self.append = note
+
+
 class NotRun(Exception):
     """The fault could not be injected (a tool is missing)."""
 
@@ -60,9 +65,9 @@ class Nemesis:
             return "minio"
         return self.ctx.agents[i % len(self.ctx.agents)].name
 
-    def run(self, fault, target, hold):
-        """Injects `fault` on `target`, holds, heals. Returns a list of notes."""
-        notes = []
+    def run(self, fault, target, hold, note):
+        """Injects `fault` on `target`, holds, heals; `note(text)` records each step."""
+        notes = _Notes(note)
         ctx = self.ctx
         if fault.startswith("kill-"):
             svc = self._service(target)
@@ -108,7 +113,6 @@ class Nemesis:
             notes.append(f"{target} restarted without skew")
         else:
             raise NotRun(f"unknown fault {fault}")
-        return notes
 
     def _service(self, target):
         if target == "etcd":

@@ -106,8 +106,8 @@ class Proxy:
                 if not data:
                     break
                 dst.sendall(data)
-        except OSError:
-            pass
+        except (OSError, ValueError):
+            pass  # closed: by the other direction's thread (fd -1), reset() or the peer
         finally:
             with self.lock:
                 self.conns.discard(pair)
