@@ -117,7 +117,18 @@ def test_checks():
     h, rb = history()
     run = h.new_run("d", "g", "t", 0)
     h.polled("d", "g", "read_uncommitted", run, "t", 0, 1, "idem/p/9/")
-    assert "inconsistent" in kinds(h, rb)[0]
+    assert "inconsistent" in kinds(h, rb)[0]  # a value nobody wrote
+
+    h, rb = history()  # two written values at one offset
+    run = h.new_run("d", "g", "t", 0)
+    h.polled("d", "g", "read_uncommitted", run, "t", 0, 1, "idem/p/2/")
+    assert kinds(h, rb)[0] == ["inconsistent"], kinds(h, rb)
+
+    h, rb = history()  # the same offset twice in one assignment
+    run = h.new_run("d", "g", "t", 0)
+    h.polled("d", "g", "read_uncommitted", run, "t", 0, 3, "idem/p/3/")
+    h.polled("d", "g", "read_uncommitted", run, "t", 0, 3, "idem/p/3/")
+    assert kinds(h, rb)[0] == ["poll-order"], kinds(h, rb)
 
     h, rb = history()
     run = h.new_run("d", "g", "t", 0)
