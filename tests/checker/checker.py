@@ -203,6 +203,7 @@ def check(args, faults, total):
         readback[(topic, iso)] = got
         rb_problems += [f"{topic} {iso}: {p}" for p in problems]
 
+    h.dump(os.path.join(servers.workdir, "history.json"))  # first: kept if the checks fail
     anomalies, info = analyse(h, readback, end_t)
     per_phase = defaultdict(lambda: [0, 0])
     with h.lock:
@@ -258,7 +259,6 @@ def check(args, faults, total):
     if args.report:
         with open(args.report, "w") as f:
             f.write(report + "\n")
-    h.dump(os.path.join(servers.workdir, "history.json"))
     return 0 if ok else 1
 
 
@@ -282,7 +282,8 @@ def catch_up(h, members, timeout):
             last_ack = defaultdict(lambda: -1)
             for w in h.writes.values():
                 txn = h.txns.get((w["producer"], w["txn"])) if w["kind"] == "txn" else None
-                if w["ack"] is not None and (txn is None or txn["outcome"] == "committed"):
+                if w["ack"] is not None and w["ack"][1] is not None and \
+                        (txn is None or txn["outcome"] == "committed"):
                     k = (w["topic"], w["ack"][0])
                     last_ack[k] = max(last_ack[k], w["ack"][1])
             polled = defaultdict(lambda: -1)

@@ -91,7 +91,7 @@ def analyse(h, readback, end_t):
     # inconsistent: every value attributed to one offset, from every observer.
     at = defaultdict(dict)  # (topic, p, o) -> {value: first time}
     for v, w in writes.items():
-        if w["ack"] is not None:
+        if w["ack"] is not None and w["ack"][1] is not None:
             at[(w["topic"], *w["ack"])].setdefault(v, w["ack_t"])
     for (_c, _g, _iso, _run, topic, p, o, v, t) in polls:
         at[(topic, p, o)].setdefault(v, t)
@@ -169,10 +169,11 @@ def analyse(h, readback, end_t):
             if k not in top or off > top[k][0]:
                 top[k] = (off, c)
     for g, ss in seen.items():
-        top = {}
+        top, told = {}, set()
         for (topic, p, off, t) in ss:
             k = (topic, p)
-            if k in top and off < top[k]:
+            if k in top and off < top[k] and (k, off, top[k]) not in told:
+                told.add((k, off, top[k]))
                 bad("offset-backwards", t, f"group {g} {topic}/{p}: OffsetFetch gave {off} "
                                            f"after {top[k]}")
             top[k] = max(top.get(k, off), off)
@@ -180,6 +181,9 @@ def analyse(h, readback, end_t):
     # figures
     info["writes"] = len(writes)
     info["acked"] = sum(1 for w in writes.values() if w["ack"] is not None)
+    # librdkafka reports success without an offset for DUPLICATE_SEQUENCE_NUMBER answers
+    info["acked without offset"] = sum(1 for w in writes.values()
+                                       if w["ack"] is not None and w["ack"][1] is None)
     info["txns committed"] = sum(1 for t in txns.values() if t["outcome"] == "committed")
     info["txns aborted"] = sum(1 for t in txns.values() if t["outcome"] == "aborted")
     info["txns unknown"] = sum(1 for t in txns.values() if t["outcome"] in ("unknown", None))

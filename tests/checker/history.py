@@ -57,7 +57,8 @@ class History:
     def acked(self, value, p, o):
         with self.lock:
             w = self.writes[value]
-            w["ack"], w["ack_t"] = (p, o), time.monotonic()
+            # o is None when the client was told "delivered" without an offset
+            w["ack"], w["ack_t"] = (p, o if o is not None and o >= 0 else None), time.monotonic()
 
     def failed(self, value, error):
         with self.lock:

@@ -64,7 +64,8 @@ if [[ -z "$minio" ]]; then
   fi
 fi
 if [[ -z "$faults" || "$faults" == all || "$faults" == *skew* ]]; then
-  if ! ls /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  if ! compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null \
+     && [[ ! -e /usr/lib/faketime/libfaketime.so.1 ]]; then
     echo "installing libfaketime (Debian faketime)"
     # Not fatal here: checker.py reports skew-agent as not run, and the run fails.
     apt_install faketime || echo "checker: could not install faketime"

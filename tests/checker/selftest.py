@@ -106,6 +106,14 @@ def test_checks():
     found, all_ = kinds(h, rb)
     assert found == [], f"a clean history has anomalies: {all_}"
 
+    h, rb = history()  # delivered without an offset (a DUPLICATE_SEQUENCE_NUMBER answer)
+    h.sent("idem/p/5/", "idem", "p", "t")
+    h.acked("idem/p/5/", 0, None)
+    rb[("t", "read_uncommitted")][(0, 5)] = "idem/p/5/"
+    assert kinds(h, rb)[0] == [], kinds(h, rb)
+    del rb[("t", "read_uncommitted")][(0, 5)]
+    assert kinds(h, rb)[0] == ["lost"], kinds(h, rb)
+
     h, rb = history()
     del rb[("t", "read_uncommitted")][(0, 3)]
     assert "lost" in kinds(h, rb)[0]
