@@ -118,6 +118,10 @@ def test_checks():
     del rb[("t", "read_uncommitted")][(0, 3)]
     assert "lost" in kinds(h, rb)[0]
 
+    h, rb = history()  # a read-back that stopped early loses nothing
+    del rb[("t", "read_uncommitted")][(0, 4)]
+    assert kinds(h, rb)[0] == [], kinds(h, rb)
+
     h, rb = history()
     rb[("t", "read_uncommitted")][(0, 5)] = "idem/p/1/"
     assert "duplicate" in kinds(h, rb)[0]
