@@ -37,3 +37,5 @@ step "single agent on S3 (MinIO)"
 bash tests/s3/run.sh target/debug/shoal
 step "cluster mode: agents on etcd and MinIO (kills, store restarts, groups, zones, chunk cache; Java, librdkafka, kafka-python and franz-go suites against 3 agents)"
 bash tests/cluster/run.sh target/debug/shoal
+step "the Jepsen-style checker, short form: real clients against 3 agents through kill -9, SIGSTOP past the lease, an agent-etcd partition and clock skew (tests/checker/run.sh --minutes 30 --faults all for the long run)"
+bash tests/checker/run.sh target/debug/shoal

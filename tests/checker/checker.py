@@ -61,6 +61,9 @@ class CheckerAgent(cl.Agent):
                 "--listen", self.address, "--advertise", self.address,
                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
                 "--peer-listen", f"127.0.0.2:{self.peer_port}",
+                # Stable ids, as a StatefulSet gives: a killed agent restarted at once
+                # must wait out its old lease and take its id back, not exit.
+                "--node-id", str(int(self.name.removeprefix("agent")) + 1),
                 "--batch-timeout", c.batch_timeout]
 
     def env(self):

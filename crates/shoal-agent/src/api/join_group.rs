@@ -44,7 +44,7 @@ fn response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
     r
 }
 
-pub fn handle(
+pub async fn handle(
     shared: &Arc<Shared>,
     header_client_id: Option<&str>,
     peer: SocketAddr,
@@ -89,24 +89,23 @@ pub fn handle(
     if !cluster::coordinates(shared, &args.group_id) {
         return Reply::now(not_coordinator(args.member_id));
     }
-    let shared = shared.clone();
-    Reply::Later(Box::pin(async move {
-        // Generations are made only by the holder of the group's role: two agents that
-        // both think they coordinate the group (one with a stale view) never run two
-        // rebalances that each hand out every partition.
-        if let Err(e) = cluster::roles::group_fence(&shared, &args.group_id).await {
-            tracing::debug!(group = %args.group_id, error = %e, "join refused: role not held");
-            let answer = not_coordinator(args.member_id);
-            return Some(Box::new(ResponseKind::JoinGroup(answer)));
-        }
-        let o = match shared.groups.join(args) {
-            Err(o) => *o,
-            Ok(rx) => rx.await.unwrap_or_else(|_| JoinOutcome {
+    // Generations are made only by the holder of the group's role: two agents that both
+    // think they coordinate the group (one with a stale view) never run two rebalances
+    // that each hand out every partition. Claimed before the next request on this
+    // connection is read, so the join is registered in request order.
+    if let Err(e) = cluster::roles::group_fence(shared, &args.group_id).await {
+        tracing::debug!(group = %args.group_id, error = %e, "join refused: role not held");
+        return Reply::now(not_coordinator(args.member_id));
+    }
+    match shared.groups.join(args) {
+        Err(o) => Reply::now(response(*o, version)),
+        Ok(rx) => Reply::Later(Box::pin(async move {
+            let o = rx.await.unwrap_or_else(|_| JoinOutcome {
                 error: ResponseError::RebalanceInProgress.code(),
                 generation: -1,
                 ..Default::default()
-            }),
-        };
-        Some(Box::new(ResponseKind::JoinGroup(response(o, version))))
-    }))
+            });
+            Some(Box::new(ResponseKind::JoinGroup(response(o, version))))
+        })),
+    }
 }

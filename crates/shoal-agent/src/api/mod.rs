@@ -307,7 +307,7 @@ async fn dispatch(
                 shared, &who, &key, key_type, resp,
             ))
         }
-        RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, conn.peer, r, v),
+        RequestKind::JoinGroup(r) => join_group::handle(shared, client_id, conn.peer, r, v).await,
         RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
         RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::now(leave_group::handle(shared, r, v)),
