@@ -444,9 +444,10 @@ async fn flusher(
             tokio::spawn(
                 async move {
                     let len = object.len() as u64;
+                    let path = Path::from(key.as_str());
                     let (pending, r) = tokio::join!(
                         meta.add_pending_object(&key),
-                        store.put(&Path::from(key.as_str()), PutPayload::from(object))
+                        store.put(&path, PutPayload::from(object))
                     );
                     if let Err(e) = pending {
                         return Err(format!("record the object as pending: {e}"));
