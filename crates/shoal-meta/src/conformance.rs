@@ -458,7 +458,7 @@ const TXN_DATA: BatchKind = BatchKind::Data {
 
 async fn commit(s: &dyn MetaStore, key: &str, segs: &[SegmentAppend]) -> Vec<SegmentOutcome> {
     crate::conformance::flush(
-        &*s,
+        s,
         &ObjectRef {
             key: key.to_string(),
             size: 1_000,
@@ -979,7 +979,7 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
         size: 1000,
     };
     let out = crate::conformance::flush(
-        &*s,
+        s,
         &obj("c1"),
         &[segment(t.id, 0, 0, 10, 5), segment(t.id, 1, 100, 10, 2)],
     )
@@ -998,7 +998,7 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
             },
         ]
     );
-    let out = crate::conformance::flush(&*s, &obj("c2"), &[segment(t.id, 0, 0, 20, 3)])
+    let out = crate::conformance::flush(s, &obj("c2"), &[segment(t.id, 0, 0, 20, 3)])
         .await
         .unwrap();
     assert_eq!(
@@ -1021,7 +1021,7 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
 async fn commit_skips_unknown_partitions(s: &dyn MetaStore) {
     let t = s.create_topic(spec("conf-unknown", 1)).await.unwrap();
     let out = crate::conformance::flush(
-        &*s,
+        s,
         &ObjectRef {
             key: "u1".into(),
             size: 1,
@@ -1050,7 +1050,7 @@ async fn index_lookups(s: &dyn MetaStore) {
     // Three objects: offsets [0,10) ts 100.., [10,15) ts 50.., [15,35) ts 200..
     for (i, (ts, span)) in [(100, 10), (50, 5), (200, 20)].into_iter().enumerate() {
         crate::conformance::flush(
-            &*s,
+            s,
             &ObjectRef {
                 key: format!("i{i}"),
                 size: 1,
