@@ -225,6 +225,15 @@ impl MetaStore for Registry {
     async fn forget_object(&self, key: &str) -> Result<(), MetaError> {
         self.inner.forget_object(key).await
     }
+    async fn add_pending_object(&self, key: &str) -> Result<(), MetaError> {
+        self.inner.add_pending_object(key).await
+    }
+    async fn pending_objects(&self, limit: usize) -> Result<Vec<PendingObject>, MetaError> {
+        self.inner.pending_objects(limit).await
+    }
+    async fn fence_object(&self, key: &str, instance: Option<u64>) -> Result<bool, MetaError> {
+        self.inner.fence_object(key, instance).await
+    }
     async fn claim_job(
         &self,
         job: &str,

@@ -236,6 +236,9 @@ pub async fn compact_once(
             }
         })
         .collect();
+    // Pending before the PUT (compaction is off the produce path), so GC never takes
+    // the object for an orphan while the swap is on its way.
+    shared.meta.add_pending_object(&key).await?;
     store
         .put(&Path::from(key.as_str()), PutPayload::from(object.freeze()))
         .await?;

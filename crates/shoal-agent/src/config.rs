@@ -93,8 +93,12 @@ pub struct AgentConfig {
     pub retention_check_interval: Duration,
     /// How long an object no index entry references is kept before GC deletes it.
     pub gc_grace: Duration,
-    /// How old an object that was never committed must be before GC deletes it.
+    /// How long GC must have watched an object that was never committed (with its own
+    /// monotonic clock, across passes) before it fences and deletes it.
     pub orphan_grace: Duration,
+    /// The most a flush may take from the start of its PUT to its commit; past it the
+    /// flush's produce requests get REQUEST_TIMED_OUT and its commit is never attempted.
+    pub flush_timeout: Duration,
     /// How much of the metadata store's history of old versions (etcd revisions) is
     /// kept; older history is compacted with retention and GC. Zero: never compacted.
     pub metadata_history: Duration,
@@ -174,6 +178,7 @@ impl Default for AgentConfig {
             gc_grace: Duration::from_secs(10 * 60),
             metadata_history: Duration::from_secs(5 * 60),
             orphan_grace: Duration::from_secs(60 * 60),
+            flush_timeout: Duration::from_secs(30),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,
             hedge_after: Duration::from_millis(400),

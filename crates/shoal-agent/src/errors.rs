@@ -16,6 +16,8 @@ pub fn meta_code(e: &MetaError) -> i16 {
         MetaError::Backend(_) => ResponseError::KafkaStorageError.code(),
         // Another agent coordinates it now: the client looks it up again.
         MetaError::Fenced(_) => ResponseError::NotCoordinator.code(),
+        // Kafka's answer when a write may or may not have happened.
+        MetaError::Ambiguous(_) => ResponseError::RequestTimedOut.code(),
     }
 }
 
@@ -49,6 +51,10 @@ pub enum WriteError {
     ObjectStore(String),
     #[error("metadata commit failed: {0}")]
     Commit(String),
+    /// The write may have been committed or not (an unresolved ambiguous outcome, or the
+    /// flush ran out of time): Kafka's REQUEST_TIMED_OUT, which clients retry.
+    #[error("write of unknown outcome: {0}")]
+    TimedOut(String),
     #[error("partition does not exist")]
     UnknownPartition,
     #[error("agent is shutting down")]
@@ -78,6 +84,7 @@ impl WriteError {
             WriteError::ObjectStore(_) | WriteError::Commit(_) => {
                 ResponseError::KafkaStorageError.code()
             }
+            WriteError::TimedOut(_) => ResponseError::RequestTimedOut.code(),
             WriteError::UnknownPartition => ResponseError::UnknownTopicOrPartition.code(),
             WriteError::ShuttingDown => ResponseError::NotLeaderOrFollower.code(),
             WriteError::Refused(ProducerRefusal::OutOfOrderSequence) => {

@@ -8,9 +8,21 @@
 //! - **GC** (same interval): objects the index no longer references (retention, deleted
 //!   topics) are first marked, and deleted from the object store once marked for longer
 //!   than `gc_grace`, so fetches that looked the index up before the change finish their
-//!   reads. Objects under `data/` that were never committed (a flush whose commit failed
-//!   or whose agent died) are deleted once their key's timestamp is older than
-//!   `orphan_grace`, which is far longer than any flush takes from PUT to commit.
+//!   reads. Objects that were never committed (a flush whose commit failed or whose
+//!   agent died) are deleted once GC has watched them, on its own monotonic clock across
+//!   passes, for `orphan_grace`, far longer than any flush may take from PUT to commit
+//!   (`flush_timeout`). No writer's clock is involved (object keys carry the writer's
+//!   time, but it is not used). Before deleting one, GC fences it in the metadata store
+//!   ([`MetaStore::fence_object`]): its pending record (or, if the writer never wrote
+//!   one, an empty slot) becomes a tombstone in one atomic step that fails if the object
+//!   was committed; a commit that comes later finds the tombstone and fails. So an
+//!   object is either committed or deleted, never both. Tombstones are dropped once
+//!   watched for another `orphan_grace`.
+//! - **Time-based retention** goes by an entry's newest timestamp, as Kafka's does by a
+//!   segment's. A record stamped in the future holds back the entries after it, so
+//!   produce refuses timestamps more than `message.timestamp.after.max.ms` ahead of the
+//!   broker (default one hour, as in Kafka 4): a producer with a wrong clock can delay
+//!   retention by that much at most, never freeze it.
 //!
 //! - **Metadata history** (same interval, unless `metadata_history` is zero): the
 //!   metadata store's history of old versions is compacted to what is older than
@@ -23,8 +35,11 @@
 //! three intervals and another agent takes over. Compaction itself is in
 //! [`crate::compaction`].
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use object_store::path::Path;
@@ -121,26 +136,41 @@ pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
     Ok(moved)
 }
 
-/// The creation time in an object's key (`data/` or `compacted/`, then
-/// `<13-digit ms>-<uuid>.shoal`).
-pub fn key_time_ms(key: &str) -> Option<i64> {
-    let name = key
-        .strip_prefix("data/")
-        .or_else(|| key.strip_prefix("compacted/"))?;
-    let (ms, rest) = name.split_once('-')?;
-    if ms.len() != 13 || !rest.ends_with(".shoal") {
-        return None;
+/// What GC has seen of objects that were never committed, across passes, on its own
+/// monotonic clock: when it first saw each (key, pending instance), and which listed
+/// objects turned out committed (not asked about again).
+#[derive(Default)]
+pub struct OrphanWatch {
+    first_seen: HashMap<(String, Option<u64>), Instant>,
+    committed: HashSet<String>,
+}
+
+impl OrphanWatch {
+    /// Notes `key` (pending instance `instance`) as seen now, into `next`; whether it was
+    /// first seen at least `grace` ago.
+    fn due(
+        &self,
+        next: &mut HashMap<(String, Option<u64>), Instant>,
+        key: &str,
+        instance: Option<u64>,
+        now: Instant,
+        grace: Duration,
+    ) -> bool {
+        let id = (key.to_string(), instance);
+        let first = self.first_seen.get(&id).copied().unwrap_or(now);
+        next.insert(id, first);
+        now.duration_since(first) >= grace
     }
-    ms.parse().ok()
 }
 
 /// One GC pass: deletes unreferenced objects past the grace period and orphans past
-/// theirs. Returns how many objects were deleted.
+/// theirs (see the module docs). Returns how many objects were deleted.
 pub async fn gc_pass(
     shared: &Shared,
     store: &Arc<dyn ObjectStore>,
     gc_grace: Duration,
     orphan_grace: Duration,
+    watch: &mut OrphanWatch,
 ) -> anyhow::Result<u64> {
     let now = now_ms();
     let mut deleted = 0;
@@ -151,29 +181,56 @@ pub async fn gc_pass(
     for key in due {
         delete(store, &key).await?;
         shared.meta.forget_object(&key).await?;
+        watch.committed.remove(&key);
         deleted += 1;
     }
-    let orphan_before = now - orphan_grace.as_millis() as i64;
+    let seen_at = Instant::now();
+    let mut next = HashMap::new();
+    let mut pending_keys = HashSet::new();
+    let mut acted = 0;
+    for p in shared.meta.pending_objects(GC_BATCH).await? {
+        pending_keys.insert(p.key.clone());
+        if !watch.due(&mut next, &p.key, Some(p.instance), seen_at, orphan_grace)
+            || acted >= GC_BATCH
+        {
+            continue;
+        }
+        acted += 1;
+        if p.fenced {
+            // Deleted when fenced; the tombstone has outlived any late writer.
+            delete(store, &p.key).await?;
+            shared.meta.forget_object(&p.key).await?;
+        } else if shared.meta.fence_object(&p.key, Some(p.instance)).await? {
+            tracing::info!(key = %p.key, "deleting an object whose commit never happened");
+            delete(store, &p.key).await?;
+            deleted += 1;
+        }
+    }
     let mut listing = store
         .list(Some(&Path::from("data")))
         .chain(store.list(Some(&Path::from("compacted"))));
-    let mut checked = 0;
     while let Some(meta) = listing.next().await {
         let key = meta?.location.to_string();
-        let Some(at) = key_time_ms(&key) else {
-            continue;
-        };
-        if at >= orphan_before || shared.meta.object_known(&key).await? {
+        if pending_keys.contains(&key) || watch.committed.contains(&key) {
             continue;
         }
-        tracing::info!(key = %key, "deleting an object whose commit never happened");
-        delete(store, &key).await?;
-        deleted += 1;
-        checked += 1;
-        if checked >= GC_BATCH {
-            break;
+        if !watch.due(&mut next, &key, None, seen_at, orphan_grace) || acted >= GC_BATCH {
+            continue;
+        }
+        acted += 1;
+        if shared.meta.object_known(&key).await? {
+            next.remove(&(key.clone(), None));
+            watch.committed.insert(key);
+            continue;
+        }
+        // No pending record either (the writer died before writing it): fence the slot.
+        if shared.meta.fence_object(&key, None).await? {
+            tracing::info!(key = %key, "deleting an object whose commit never happened");
+            delete(store, &key).await?;
+            deleted += 1;
         }
     }
+    watch.first_seen = next;
     Ok(deleted)
 }
 
@@ -238,6 +295,7 @@ pub async fn run(
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let cfg = &shared.config;
+    let mut watch = OrphanWatch::default();
     let mut every = tokio::time::interval(cfg.retention_check_interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -251,7 +309,7 @@ pub async fn run(
         if let Err(e) = retention_pass(&shared).await {
             tracing::warn!(error = %e, "retention pass failed; retrying next interval");
         }
-        match gc_pass(&shared, &store, cfg.gc_grace, cfg.orphan_grace).await {
+        match gc_pass(&shared, &store, cfg.gc_grace, cfg.orphan_grace, &mut watch).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(objects = n, "GC deleted objects");
@@ -317,17 +375,5 @@ mod tests {
         assert_eq!(retention_start(&e, 4_500, 3_000, 1_000), Some(10));
         assert_eq!(retention_start(&e, 0, 1_000_000, 200), Some(10));
         assert_eq!(retention_start(&[], 1, 0, 0), None);
-    }
-
-    #[test]
-    fn flush_object_keys_carry_their_time() {
-        assert_eq!(
-            key_time_ms("data/1795434568102-5cf2b40470124437a34f3a8c044cd463.shoal"),
-            Some(1_795_434_568_102)
-        );
-        assert_eq!(key_time_ms("data/17954-x.shoal"), None);
-        assert_eq!(key_time_ms("other/1795434568102-x.shoal"), None);
-        assert_eq!(key_time_ms("compacted/0000000001000-x.shoal"), Some(1000));
-        assert_eq!(key_time_ms("data/1795434568102-x.tmp"), None);
     }
 }

@@ -199,7 +199,8 @@ pub const TOPIC_CONFIGS: &[(&str, &str, ConfigType)] = &[
     ("message.downconversion.enable", "true", ConfigType::Boolean),
     (
         "message.timestamp.after.max.ms",
-        "9223372036854775807",
+        // Kafka 4's default: a record stamped far in the future cannot freeze retention.
+        "3600000",
         ConfigType::Long,
     ),
     (

@@ -12,7 +12,9 @@
 //! (applied on commit, dropped on abort). EndTxn answers after all of it. If the agent
 //! dies in between, the record stays in a Prepare state and the next operation on the
 //! id, or the scan ([`TxnCoordinator::tick`]), writes the markers again and completes it.
-//! Markers written twice are harmless: the second closes nothing.
+//! Markers written twice are harmless: a marker is accepted only while the record is in
+//! the matching Prepare state (checked inside the flush commit), and a second one then
+//! closes nothing; a late one, after the transaction completed, is refused.
 //!
 //! Transactions older than their timeout are aborted by the scan with the epoch bumped,
 //! which fences the producer that left them open (Kafka's behaviour).
@@ -507,6 +509,12 @@ async fn write_markers(shared: &Shared, rec: &Transaction, commit: bool) -> Resu
             Err(WriteError::Refused(ProducerRefusal::InvalidProducerEpoch)) => {
                 tracing::warn!(transactional_id = %rec.transactional_id, topic = %p.topic, partition = p.partition,
                     "a newer producer epoch already wrote to the partition; marker skipped");
+            }
+            // The record left this Prepare state meanwhile: another coordinator ended the
+            // transaction (a handoff). Its markers are written; this one would end nothing.
+            Err(WriteError::Refused(ProducerRefusal::InvalidTxnState)) => {
+                tracing::info!(transactional_id = %rec.transactional_id, topic = %p.topic, partition = p.partition,
+                    "the transaction was already ended elsewhere; marker skipped");
             }
             Err(e) => return Err(retriable(e)),
         }

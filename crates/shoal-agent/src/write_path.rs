@@ -26,6 +26,15 @@
 //! Nothing is acknowledged before both the PUT and the commit succeeded. A failed PUT or
 //! commit fails that flush's waiters with a retriable error; the object of a failed
 //! commit is left for GC.
+//!
+//! Alongside the PUT (concurrently, so it adds no round trip) the object gets a pending
+//! record in the metadata store ([`MetaStore::add_pending_object`]); the commit consumes
+//! it atomically and fails if GC fenced it meanwhile, so a commit never references an
+//! object GC may delete. PUT and commit are bounded by `flush_timeout` from the moment
+//! the PUT starts: past it the waiters get REQUEST_TIMED_OUT and the commit is never
+//! attempted, so no PUT commits after its producers were told it failed. A commit whose
+//! outcome stayed unknown after the store's read-back also answers REQUEST_TIMED_OUT
+//! (the producer retries; idempotence makes the retry a duplicate, not a second copy).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use object_store::{path::Path, ObjectStore, ObjectStoreExt, PutPayload};
-use shoal_meta::{MetaStore, ObjectRef, ProducerBatch, SegmentAppend, SegmentOutcome};
+use shoal_meta::{MetaError, MetaStore, ObjectRef, ProducerBatch, SegmentAppend, SegmentOutcome};
 use shoal_object::{format::BatchSlot, ChunkCache, ObjectBuilder};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -110,7 +119,10 @@ struct FlushJob {
     placement: Vec<(usize, u64)>,
     waiters: Vec<Waiter>,
     object: Bytes,
+    /// The PUT and the pending record, concurrently.
     put: tokio::task::JoinHandle<Result<(), String>>,
+    /// Past this the flush is not committed any more.
+    deadline: tokio::time::Instant,
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
@@ -162,7 +174,16 @@ impl WritePath {
             stopping: AtomicBool::new(false),
         });
         let (jobs_tx, jobs_rx) = mpsc::channel::<FlushJob>(4);
-        let flusher = flusher(inner.clone(), store, metrics.clone(), jobs_tx, drain, stop);
+        let flusher = flusher(
+            inner.clone(),
+            store,
+            meta.clone(),
+            config.flush_timeout,
+            metrics.clone(),
+            jobs_tx,
+            drain,
+            stop,
+        );
         let committer = committer(jobs_rx, meta, metrics, cache, committed);
         let run = async move {
             let (a, b) = tokio::join!(flusher, committer);
@@ -331,6 +352,14 @@ fn answer(
                 log_start_offset,
             }) => (*base_offset, *log_start_offset),
             Some(SegmentOutcome::Refused(why)) => return Err(WriteError::Refused(*why)),
+            Some(SegmentOutcome::NotCommitted { unknown: true }) => {
+                return Err(WriteError::TimedOut(
+                    "part of the flush commit has an unknown outcome".into(),
+                ))
+            }
+            Some(SegmentOutcome::NotCommitted { unknown: false }) => {
+                return Err(WriteError::Commit("part of the flush commit failed".into()))
+            }
             Some(SegmentOutcome::UnknownPartition) | None => {
                 return Err(WriteError::UnknownPartition)
             }
@@ -345,9 +374,12 @@ fn answer(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn flusher(
     inner: Arc<Inner>,
     store: Arc<dyn ObjectStore>,
+    meta: Arc<dyn MetaStore>,
+    flush_timeout: Duration,
     metrics: Arc<Metrics>,
     jobs: mpsc::Sender<FlushJob>,
     drain: CancellationToken,
@@ -399,16 +431,27 @@ async fn flusher(
         let (object, infos) = taken.builder.finish();
         let key = object_key();
         let (segments, placement) = commit_segments(&infos, &taken.batches);
+        let deadline = tokio::time::Instant::now() + flush_timeout;
         let put = {
             let span = tracing::debug_span!("put", key = %key);
-            let (store, metrics, key, object) =
-                (store.clone(), metrics.clone(), key.clone(), object.clone());
+            let (store, meta, metrics, key, object) = (
+                store.clone(),
+                meta.clone(),
+                metrics.clone(),
+                key.clone(),
+                object.clone(),
+            );
             tokio::spawn(
                 async move {
                     let len = object.len() as u64;
-                    let r = store
-                        .put(&Path::from(key.as_str()), PutPayload::from(object))
-                        .await;
+                    let path = Path::from(key.as_str());
+                    let (pending, r) = tokio::join!(
+                        meta.add_pending_object(&key),
+                        store.put(&path, PutPayload::from(object))
+                    );
+                    if let Err(e) = pending {
+                        return Err(format!("record the object as pending: {e}"));
+                    }
                     Metrics::add(&metrics.object_puts, 1);
                     match r {
                         Ok(_) => {
@@ -432,6 +475,7 @@ async fn flusher(
             waiters: taken.waiters,
             object,
             put,
+            deadline,
             _permits: taken.permits,
         };
         if let Err(mpsc::error::SendError(job)) = jobs.send(job).await {
@@ -471,13 +515,30 @@ async fn commit_one(
             let _ = w.tx.send(Err(e.clone()));
         }
     };
-    match job.put.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    let mut put = job.put;
+    match tokio::time::timeout_at(job.deadline, &mut put).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
             tracing::warn!(key = %job.key, error = %e, "object store PUT failed; produce requests get a retriable error");
             return fail(job.waiters, WriteError::ObjectStore(e));
         }
-        Err(e) => return fail(job.waiters, WriteError::ObjectStore(e.to_string())),
+        Ok(Err(e)) => return fail(job.waiters, WriteError::ObjectStore(e.to_string())),
+        Err(_) => {
+            // The PUT may still land: the object stays pending and GC fences it later.
+            put.abort();
+            tracing::warn!(key = %job.key, "flush PUT ran past the flush timeout; not committed");
+            return fail(
+                job.waiters,
+                WriteError::TimedOut("the flush ran past its deadline".into()),
+            );
+        }
+    }
+    if tokio::time::Instant::now() >= job.deadline {
+        tracing::warn!(key = %job.key, "flush ran past the flush timeout before its commit; not committed");
+        return fail(
+            job.waiters,
+            WriteError::TimedOut("the flush ran past its deadline".into()),
+        );
     }
     let object = ObjectRef {
         key: job.key.clone(),
@@ -488,7 +549,11 @@ async fn commit_one(
         Err(e) => {
             Metrics::add(&metrics.commit_errors, 1);
             tracing::warn!(key = %job.key, error = %e, "metadata commit failed; produce requests get a retriable error");
-            return fail(job.waiters, WriteError::Commit(e.to_string()));
+            let e = match e {
+                MetaError::Ambiguous(why) => WriteError::TimedOut(why),
+                e => WriteError::Commit(e.to_string()),
+            };
+            return fail(job.waiters, e);
         }
     };
     Metrics::add(&metrics.flushes, 1);

@@ -17,6 +17,21 @@ struct Harness {
 
 async fn harness(store: Arc<dyn ObjectStore>, timeout_ms: u64) -> Harness {
     let meta: Arc<dyn MetaStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    harness_with(
+        store,
+        meta,
+        timeout_ms,
+        AgentConfig::default().flush_timeout,
+    )
+    .await
+}
+
+async fn harness_with(
+    store: Arc<dyn ObjectStore>,
+    meta: Arc<dyn MetaStore>,
+    timeout_ms: u64,
+    flush_timeout: Duration,
+) -> Harness {
     let topic = meta
         .create_topic(TopicSpec {
             name: "t".into(),
@@ -29,6 +44,7 @@ async fn harness(store: Arc<dyn ObjectStore>, timeout_ms: u64) -> Harness {
     let config = AgentConfig {
         batch_timeout: Duration::from_millis(timeout_ms),
         batch_max_bytes: 64 * 1024,
+        flush_timeout,
         ..AgentConfig::default()
     };
     let stop = CancellationToken::new();
@@ -440,4 +456,75 @@ async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
     assert_eq!(read.records.len(), 3 * one.len());
     let first = shoal_wire::batch::BatchHeader::parse(&read.records).unwrap();
     assert_eq!(first.base_offset, 20, "base offsets are patched");
+}
+
+/// A commit the store applied but reported lost: the producer is told REQUEST_TIMED_OUT
+/// (it may have succeeded), not a storage error, and its retry is a duplicate that gets
+/// the original offset, so the records are written once.
+#[tokio::test]
+async fn an_ambiguous_commit_answers_request_timed_out_and_its_retry_is_a_duplicate() {
+    let sqlite: Arc<dyn MetaStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let flaky = Arc::new(shoal_meta::testkit::AppliedButFailed::new(sqlite));
+    let h = harness_with(
+        Arc::new(InMemory::new()),
+        flaky.clone(),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    flaky.fail_commits(1);
+    let rx = h
+        .writer
+        .append(vec![idempotent(h.topic, 0, 3, 0)], 0)
+        .await
+        .unwrap();
+    let err = rx.into_iter().next().unwrap().await.unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        kafka_protocol::ResponseError::RequestTimedOut.code(),
+        "{err}"
+    );
+    let rx = h
+        .writer
+        .append(vec![idempotent(h.topic, 0, 3, 0)], 0)
+        .await
+        .unwrap();
+    let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
+    assert_eq!(ack.base_offset, 0, "the retry is the original batch");
+    let o = h.meta.partition_offsets(h.topic, 0).await.unwrap();
+    assert_eq!(o.high_watermark, 3, "written once");
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+/// A PUT still running at the flush deadline: the producer is told REQUEST_TIMED_OUT
+/// and the flush is never committed, however late the PUT lands.
+#[tokio::test(start_paused = true)]
+async fn a_put_past_the_flush_timeout_never_commits() {
+    let slow = object_store::throttle::ThrottledStore::new(
+        InMemory::new(),
+        object_store::throttle::ThrottleConfig {
+            wait_put_per_call: Duration::from_secs(60),
+            ..Default::default()
+        },
+    );
+    let store: Arc<dyn ObjectStore> = Arc::new(slow);
+    let meta: Arc<dyn MetaStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = harness_with(store, meta, 2, Duration::from_secs(5)).await;
+    let rx = h
+        .writer
+        .append(vec![part(h.topic, 0, &[2])], 0)
+        .await
+        .unwrap();
+    let err = rx.into_iter().next().unwrap().await.unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        kafka_protocol::ResponseError::RequestTimedOut.code(),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let o = h.meta.partition_offsets(h.topic, 0).await.unwrap();
+    assert_eq!(o.high_watermark, 0, "never committed");
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
 }

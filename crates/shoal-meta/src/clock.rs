@@ -83,6 +83,9 @@ mod tests {
         assert_eq!(c.now_ms(), 3_000);
         c.set(500);
         assert_eq!(c.now_ms(), 500);
-        assert!(SystemClock.now_ms() > 1_600_000_000_000, "the system clock is past 2020");
+        assert!(
+            SystemClock.now_ms() > 1_600_000_000_000,
+            "the system clock is past 2020"
+        );
     }
 }

@@ -31,6 +31,16 @@ pub fn segment(
     }
 }
 
+/// Commits a flush as the write path does: the object's pending record first.
+pub async fn flush(
+    s: &dyn MetaStore,
+    object: &ObjectRef,
+    segments: &[SegmentAppend],
+) -> Result<Vec<SegmentOutcome>, MetaError> {
+    s.add_pending_object(&object.key).await?;
+    s.commit_flush(object, segments).await
+}
+
 fn spec(name: &str, partitions: i32) -> TopicSpec {
     TopicSpec {
         name: name.to_string(),
@@ -59,6 +69,8 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     transaction_records(&*store).await;
     log_start_and_unreferenced_objects(&*store).await;
     compaction_swaps_entries_atomically(&*store).await;
+    late_markers_end_nothing(&*store).await;
+    pending_objects_fence_commits(&*store).await;
     client_quotas(&*store).await;
     scram_credentials(&*store).await;
     acls(&*store).await;
@@ -479,7 +491,7 @@ async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {
     assert!(!s.object_known("gc-never").await.unwrap());
     assert_eq!(s.object_size("gc-a").await.unwrap(), Some(1_000));
     assert_eq!(s.object_size("gc-never").await.unwrap(), None);
-    let nothing = s.unreferenced_objects(100, 200, 10).await.unwrap();
+    let nothing = s.unreferenced_objects(100, 200, 100).await.unwrap();
     assert!(!nothing.iter().any(|k| k.starts_with("gc-")), "{nothing:?}");
 
     // Mid-entry: the entry stays, the log start moves.
@@ -499,12 +511,12 @@ async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {
     assert_eq!(s.advance_log_start(t.id, 0, 99).await.unwrap(), 20);
 
     // gc-a is still referenced by partition 1; gc-b by nothing once p0 is past it.
-    let marked = s.unreferenced_objects(1_000, 1_000, 10).await.unwrap();
+    let marked = s.unreferenced_objects(1_000, 1_000, 100).await.unwrap();
     assert!(
         !marked.iter().any(|k| k.starts_with("gc-")),
         "marked now, not before: {marked:?}"
     );
-    let due = s.unreferenced_objects(2_000, 1_500, 10).await.unwrap();
+    let due = s.unreferenced_objects(2_000, 1_500, 100).await.unwrap();
     assert!(due.contains(&"gc-b".to_string()), "{due:?}");
     assert!(!due.contains(&"gc-a".to_string()));
     s.forget_object("gc-b").await.unwrap();
@@ -512,8 +524,8 @@ async fn log_start_and_unreferenced_objects(s: &dyn MetaStore) {
     assert_eq!(s.object_size("gc-b").await.unwrap(), None, "forgotten");
     // Deleting the topic leaves gc-a unreferenced too.
     s.delete_topic("conf-retention").await.unwrap();
-    s.unreferenced_objects(3_000, 0, 10).await.unwrap();
-    let due = s.unreferenced_objects(4_000, 3_500, 10).await.unwrap();
+    s.unreferenced_objects(3_000, 0, 100).await.unwrap();
+    let due = s.unreferenced_objects(4_000, 3_500, 100).await.unwrap();
     assert!(due.contains(&"gc-a".to_string()), "{due:?}");
     assert!(matches!(
         s.advance_log_start(t.id, 0, 1).await,
@@ -549,7 +561,8 @@ const TXN_DATA: BatchKind = BatchKind::Data {
 };
 
 async fn commit(s: &dyn MetaStore, key: &str, segs: &[SegmentAppend]) -> Vec<SegmentOutcome> {
-    s.commit_flush(
+    crate::conformance::flush(
+        s,
         &ObjectRef {
             key: key.to_string(),
             size: 1_000,
@@ -704,9 +717,9 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
     );
     let mut ta = txn("conf-txn-a", a, &t, TxnState::Ongoing);
     ta.version = 1;
-    s.save_transaction(&ta, &fa).await.unwrap();
-    let tb = txn("conf-txn-b", b, &t, TxnState::Ongoing);
-    s.save_transaction(&tb, &fb).await.unwrap();
+    ta.version = s.save_transaction(&ta, &fa).await.unwrap();
+    let mut tb = txn("conf-txn-b", b, &t, TxnState::Ongoing);
+    tb.version = s.save_transaction(&tb, &fb).await.unwrap();
 
     // a: offsets 0..3 (open), plain 3..5, b: 5..7 (open).
     let out = commit(
@@ -723,6 +736,21 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
     let o = s.partition_offsets(t.id, 0).await.unwrap();
     assert_eq!((o.high_watermark, o.last_stable), (7, 0));
 
+    // Markers end only a transaction being ended: the record in the matching Prepare state.
+    assert_eq!(
+        commit(s, "txn-3a", &[marker(a, false)]).await,
+        vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)],
+        "a marker for an ongoing transaction"
+    );
+    ta.state = TxnState::PrepareAbort;
+    ta.version = s.save_transaction(&ta, &fa).await.unwrap();
+    tb.state = TxnState::PrepareCommit;
+    tb.version = s.save_transaction(&tb, &fb).await.unwrap();
+    assert_eq!(
+        commit(s, "txn-3b", &[marker(a, true)]).await,
+        vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)],
+        "a commit marker for a transaction being aborted"
+    );
     // a aborts (marker at 7): LSO moves to b's first offset; the abort is recorded.
     assert_eq!(
         commit(s, "txn-3", &[marker(a, false)]).await,
@@ -755,6 +783,15 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
         s.aborted_transactions(t.id, 0, 7, 8).await.unwrap().len(),
         1
     );
+    // A late copy of b's marker (b's transaction completed) closes nothing.
+    tb.state = TxnState::CompleteCommit;
+    tb.version = s.save_transaction(&tb, &fb).await.unwrap();
+    assert_eq!(
+        commit(s, "txn-4b", &[marker(b, true)]).await,
+        vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)]
+    );
+    ta.state = TxnState::Ongoing;
+    ta.version = s.save_transaction(&ta, &fa).await.unwrap();
     // Sequences go on across transactions within an epoch.
     let out = commit(
         s,
@@ -779,6 +816,134 @@ async fn transactions_and_markers(s: &dyn MetaStore) {
     assert_eq!(s.partition_offsets(t.id, 0).await.unwrap().last_stable, 10);
     s.delete_topic("conf-txn").await.unwrap();
     s.delete_topic("conf-txn-other").await.unwrap();
+}
+
+/// GC and a slow writer race for an object: whichever of the commit and GC's fence
+/// comes first wins, so a commit never references an object GC deletes.
+async fn pending_objects_fence_commits(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-pending", 1)).await.unwrap();
+    let obj = |k: &str| ObjectRef {
+        key: k.to_string(),
+        size: 1_000,
+    };
+    let seg = || segment(t.id, 0, 0, 1, 2);
+    let pending = |key: &'static str| async move {
+        s.pending_objects(1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.key == key)
+    };
+    // A commit consumes the pending record; without one there is no commit.
+    s.add_pending_object("pend-a").await.unwrap();
+    assert!(matches!(
+        s.add_pending_object("pend-a").await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(pending("pend-a").await.map(|p| p.fenced), Some(false));
+    assert_eq!(
+        s.commit_flush(&obj("pend-a"), &[seg()]).await.unwrap(),
+        vec![committed(0)]
+    );
+    assert_eq!(pending("pend-a").await, None, "the commit consumed it");
+    assert!(
+        s.commit_flush(&obj("pend-a"), &[seg()]).await.is_err(),
+        "committed twice"
+    );
+    assert!(
+        s.commit_flush(&obj("pend-none"), &[seg()]).await.is_err(),
+        "a commit without a pending record"
+    );
+    assert!(!s.fence_object("pend-a", None).await.unwrap(), "committed");
+
+    // GC fences a pending object (the writer paused between PUT and commit).
+    s.add_pending_object("pend-b").await.unwrap();
+    let p = pending("pend-b").await.expect("listed");
+    assert!(!s.fence_object("pend-b", None).await.unwrap());
+    assert!(!s
+        .fence_object("pend-b", Some(p.instance + 1_000_000))
+        .await
+        .unwrap());
+    assert!(s.fence_object("pend-b", Some(p.instance)).await.unwrap());
+    assert!(s.fence_object("pend-b", Some(p.instance)).await.unwrap());
+    assert_eq!(pending("pend-b").await.map(|p| p.fenced), Some(true));
+    assert!(matches!(
+        s.commit_flush(&obj("pend-b"), &[seg()]).await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert!(!s.object_known("pend-b").await.unwrap());
+    assert!(matches!(
+        s.add_pending_object("pend-b").await,
+        Err(MetaError::Conflict(_))
+    ));
+    let compacted = [PartitionEntry {
+        topic_id: t.id,
+        partition: 0,
+        entry: s.index_from(t.id, 0, 0, 1).await.unwrap().remove(0),
+    }];
+    assert!(
+        s.replace_entries(&compacted, &obj("pend-b"), &compacted)
+            .await
+            .is_err(),
+        "compaction into a fenced object"
+    );
+    // An object with no record at all (the writer's pending write is late) is fenced too.
+    assert!(s.fence_object("pend-c", None).await.unwrap());
+    assert!(s.add_pending_object("pend-c").await.is_err());
+    assert_eq!(
+        s.partition_offsets(t.id, 0).await.unwrap().high_watermark,
+        2,
+        "only pend-a was committed"
+    );
+    // Forgetting drops the tombstones.
+    s.forget_object("pend-b").await.unwrap();
+    s.forget_object("pend-c").await.unwrap();
+    assert_eq!(pending("pend-b").await, None);
+    assert_eq!(pending("pend-c").await, None);
+    s.delete_topic("conf-pending").await.unwrap();
+}
+
+/// Two coordinators finishing the same PrepareCommit (a handoff): the second one's marker
+/// arrives after the transaction completed and the producer began its next transaction
+/// with the same producer id and epoch. It must not end that transaction.
+async fn late_markers_end_nothing(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-late-marker", 1)).await.unwrap();
+    let pid = s.allocate_producer_id().await.unwrap();
+    let seg = |off, span, seq, kind| producer_segment(t.id, off, span, pid, 0, seq, kind);
+    let marker = || seg(0, 1, -1, BatchKind::Marker { commit: true });
+    let f = fence(s, "txn:conf-late-marker").await;
+    let mut r = txn("conf-late-marker", pid, &t, TxnState::Ongoing);
+    r.version = s.save_transaction(&r, &f).await.unwrap();
+    assert_eq!(
+        commit(s, "late-0", &[seg(0, 2, 0, TXN_DATA)]).await,
+        vec![committed(0)]
+    );
+    r.state = TxnState::PrepareCommit;
+    r.version = s.save_transaction(&r, &f).await.unwrap();
+    assert_eq!(commit(s, "late-1", &[marker()]).await, vec![committed(2)]);
+    r.state = TxnState::CompleteCommit;
+    r.version = s.save_transaction(&r, &f).await.unwrap();
+    // The next transaction, same producer id and epoch, opens at offset 3.
+    r.state = TxnState::Ongoing;
+    r.version = s.save_transaction(&r, &f).await.unwrap();
+    assert_eq!(
+        commit(s, "late-2", &[seg(0, 2, 2, TXN_DATA)]).await,
+        vec![committed(3)]
+    );
+    assert_eq!(s.partition_offsets(t.id, 0).await.unwrap().last_stable, 3);
+    // The other coordinator's copy of the first transaction's marker.
+    assert_eq!(
+        commit(s, "late-3", &[marker()]).await,
+        vec![SegmentOutcome::Refused(ProducerRefusal::InvalidTxnState)],
+        "a late marker must be refused"
+    );
+    let o = s.partition_offsets(t.id, 0).await.unwrap();
+    assert_eq!(
+        (o.high_watermark, o.last_stable),
+        (5, 3),
+        "a late marker must not end the next transaction"
+    );
+    s.delete_topic("conf-late-marker").await.unwrap();
 }
 
 async fn transaction_records(s: &dyn MetaStore) {
@@ -923,13 +1088,13 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
         key: k.to_string(),
         size: 1000,
     };
-    let out = s
-        .commit_flush(
-            &obj("c1"),
-            &[segment(t.id, 0, 0, 10, 5), segment(t.id, 1, 100, 10, 2)],
-        )
-        .await
-        .unwrap();
+    let out = crate::conformance::flush(
+        s,
+        &obj("c1"),
+        &[segment(t.id, 0, 0, 10, 5), segment(t.id, 1, 100, 10, 2)],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         out,
         vec![
@@ -943,8 +1108,7 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
             },
         ]
     );
-    let out = s
-        .commit_flush(&obj("c2"), &[segment(t.id, 0, 0, 20, 3)])
+    let out = crate::conformance::flush(s, &obj("c2"), &[segment(t.id, 0, 0, 20, 3)])
         .await
         .unwrap();
     assert_eq!(
@@ -966,20 +1130,20 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
 
 async fn commit_skips_unknown_partitions(s: &dyn MetaStore) {
     let t = s.create_topic(spec("conf-unknown", 1)).await.unwrap();
-    let out = s
-        .commit_flush(
-            &ObjectRef {
-                key: "u1".into(),
-                size: 1,
-            },
-            &[
-                segment(t.id, 7, 0, 0, 1),
-                segment(Uuid::new_v4(), 0, 0, 0, 1),
-                segment(t.id, 0, 0, 0, 4),
-            ],
-        )
-        .await
-        .unwrap();
+    let out = crate::conformance::flush(
+        s,
+        &ObjectRef {
+            key: "u1".into(),
+            size: 1,
+        },
+        &[
+            segment(t.id, 7, 0, 0, 1),
+            segment(Uuid::new_v4(), 0, 0, 0, 1),
+            segment(t.id, 0, 0, 0, 4),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(out[0], SegmentOutcome::UnknownPartition);
     assert_eq!(out[1], SegmentOutcome::UnknownPartition);
     assert_eq!(
@@ -995,7 +1159,8 @@ async fn index_lookups(s: &dyn MetaStore) {
     let t = s.create_topic(spec("conf-index", 1)).await.unwrap();
     // Three objects: offsets [0,10) ts 100.., [10,15) ts 50.., [15,35) ts 200..
     for (i, (ts, span)) in [(100, 10), (50, 5), (200, 20)].into_iter().enumerate() {
-        s.commit_flush(
+        crate::conformance::flush(
+            s,
             &ObjectRef {
                 key: format!("i{i}"),
                 size: 1,
@@ -1051,7 +1216,8 @@ async fn concurrent_commits_never_overlap(s: Arc<dyn MetaStore>) {
                     segment(t.id, 0, 0, 0, (w + 1) as u64),
                     segment(t.id, 1, 0, 0, 1),
                 ];
-                s.commit_flush(
+                crate::conformance::flush(
+                    &*s,
                     &ObjectRef {
                         key: format!("w{w}-{i}"),
                         size: 1,

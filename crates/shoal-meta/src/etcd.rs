@@ -208,6 +208,10 @@ pub(crate) struct ObjRec {
     pub refs: Vec<String>,
     /// When GC first saw the object unreferenced.
     pub unref_ms: Option<i64>,
+    /// How many transactions of its flush commit are applied: each one sets it, so a
+    /// write of unknown outcome is resolved by reading it back.
+    #[serde(default)]
+    pub chunks: u32,
 }
 
 /// Revisions seen by history compaction passes: `(revision, when)`, oldest first.

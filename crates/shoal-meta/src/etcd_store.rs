@@ -9,7 +9,7 @@ use shoal_etcd::{Compare, CompareOp, Txn, TxnOp};
 use uuid::Uuid;
 
 use crate::etcd::*;
-use crate::producer_rules::{apply, decide, needs_txn_check, Decision, ProducerRow};
+use crate::producer_rules::{apply, decide, needs_txn_check, txn_state_for, Decision, ProducerRow};
 use crate::*;
 
 /// What one chunk of a flush commit changes, computed from what it read.
@@ -76,9 +76,11 @@ impl EtcdStore {
         object: &ObjectRef,
         segments: &[SegmentAppend],
         idx: &[usize],
+        chunk_no: u32,
         outcomes: &mut [Option<SegmentOutcome>],
     ) -> Result<(), MetaError> {
         let obj_key = self.obj_key(&object.key);
+        let pending_key = self.pending_key(&object.key);
         for attempt in 0..MAX_ATTEMPTS {
             // Read everything the chunk depends on.
             let mut parts: Vec<(Uuid, i32)> = Vec::new();
@@ -103,14 +105,31 @@ impl EtcdStore {
             keys.extend(parts.iter().map(|&(t, p)| self.part_key(t, p)));
             keys.extend(prods.iter().map(|&(t, p, pid)| self.prod_key(t, p, pid)));
             keys.extend(txn_pids.iter().map(|&pid| self.txnpid_key(pid)));
-            let read = self.get_many(&keys).await?;
+            keys.push(pending_key.clone());
+            let mut read = self.get_many(&keys).await?;
+            let pending_kv = read.pop().flatten();
             let obj_kv = read[0].clone();
-            if attempt == 0 && obj_kv.is_some() && outcomes.iter().all(Option::is_none) {
-                return Err(MetaError::Backend(format!(
-                    "object {} is already committed (an earlier attempt may have succeeded)",
+            // The first chunk consumes the object's pending record (GC's fence makes it a
+            // tombstone); later ones need the record the earlier ones left, unmarked.
+            let prior = obj_kv.as_ref().map(from_json::<ObjRec>).transpose()?;
+            if chunk_no == 0 {
+                let live = match &pending_kv {
+                    Some(kv) => !from_json::<PendingRec>(kv)?.fenced,
+                    None => false,
+                };
+                if !live || prior.is_some() {
+                    return Err(no_pending(&object.key));
+                }
+            } else if prior
+                .as_ref()
+                .is_none_or(|r| r.chunks != chunk_no || r.unref_ms.is_some())
+            {
+                return Err(MetaError::Conflict(format!(
+                    "object {} changed between the transactions of its flush commit",
                     object.key
                 )));
             }
+            let _ = attempt;
             let mut part_state: HashMap<
                 (Uuid, i32),
                 (Option<PartRec>, Option<shoal_etcd::KeyValue>),
@@ -173,7 +192,7 @@ impl EtcdStore {
                         txns.get(&b.producer_id).is_some_and(|(t, _)| {
                             t.pid == b.producer_id
                                 && t.epoch == b.epoch
-                                && t.state == TxnState::Ongoing.as_str()
+                                && txn_state_for(b).is_some_and(|st| t.state == st.as_str())
                                 && t.partitions
                                     .iter()
                                     .any(|(_, id, p)| *id == s.topic_id && *p == s.partition)
@@ -278,14 +297,18 @@ impl EtcdStore {
                     plan.compares.push(unchanged(&k, Some(kv)));
                 }
             }
-            let mut obj = match &obj_kv {
-                Some(kv) => from_json::<ObjRec>(kv)?,
-                None => ObjRec {
-                    size: object.size,
-                    refs: Vec::new(),
-                    unref_ms: None,
-                },
-            };
+            if chunk_no == 0 {
+                plan.compares
+                    .push(unchanged(&pending_key, pending_kv.as_ref()));
+                plan.puts.push(TxnOp::delete(pending_key.as_str(), None));
+            }
+            let mut obj = prior.clone().unwrap_or(ObjRec {
+                size: object.size,
+                refs: Vec::new(),
+                unref_ms: None,
+                chunks: 0,
+            });
+            obj.chunks = chunk_no + 1;
             for (t, p, e, _) in &entries {
                 let r = EtcdStore::idx_ref(*t, *p, e.base_offset);
                 plan.puts.push(TxnOp::put(
@@ -314,10 +337,31 @@ impl EtcdStore {
             }
             plan.puts
                 .push(TxnOp::put(obj_key.as_str(), to_json(&obj), None));
-            if self
+            let applied = match self
                 .txn(Txn::new().when(plan.compares).and_then(plan.puts))
-                .await?
+                .await
             {
+                Ok(applied) => applied,
+                // Sent, but no answer: it may have been applied. Read back.
+                Err(e) => {
+                    let fence = if chunk_no == 0 {
+                        (pending_key.as_str(), pending_kv.as_ref())
+                    } else {
+                        (obj_key.as_str(), obj_kv.as_ref())
+                    };
+                    match self.read_back(&obj_key, fence, chunk_no).await {
+                        Ok(Some(applied)) => applied,
+                        Ok(None) => continue,
+                        Err(again) => {
+                            return Err(MetaError::Ambiguous(format!(
+                                "flush commit of {} ({e}); reading it back failed too ({again})",
+                                object.key
+                            )))
+                        }
+                    }
+                }
+            };
+            if applied {
                 for (i, o) in chunk_outcomes {
                     outcomes[i] = Some(o);
                 }
@@ -332,6 +376,46 @@ impl EtcdStore {
             "flush commit of {} kept conflicting with other agents' commits; giving up after {MAX_ATTEMPTS} attempts",
             object.key
         )))
+    }
+
+    fn pending_key(&self, key: &str) -> String {
+        self.key(&format!("pending/{key}"))
+    }
+
+    /// Resolves a flush-commit transaction of unknown outcome. `fence` is a key that
+    /// transaction compared unchanged, as it was read: bumping it (a put of the same
+    /// value, if it is still unchanged) makes sure the lost transaction can never apply
+    /// later. `None`: it did not apply and now never will (the caller may retry). Else
+    /// something else changed the key, and the object record says whether the lost
+    /// transaction applied.
+    async fn read_back(
+        &self,
+        obj_key: &str,
+        fence: (&str, Option<&shoal_etcd::KeyValue>),
+        chunk_no: u32,
+    ) -> Result<Option<bool>, MetaError> {
+        let (key, kv) = fence;
+        let bump = match kv {
+            Some(kv) => TxnOp::put(key, kv.value().to_vec(), None),
+            // A key that did not exist: the fence is a put that the lost transaction's
+            // `version == 0` compare then fails on, removed again at once below.
+            None => TxnOp::put(key, b"{}".to_vec(), None),
+        };
+        let fenced = self
+            .txn(Txn::new().when([unchanged(key, kv)]).and_then([bump]))
+            .await?;
+        if fenced && kv.is_none() {
+            self.txn(Txn::new().and_then([TxnOp::delete(key, None)]))
+                .await?;
+        }
+        if fenced {
+            return Ok(None);
+        }
+        let done = self
+            .get_json::<ObjRec>(obj_key)
+            .await?
+            .is_some_and(|(r, _)| r.chunks > chunk_no);
+        Ok(Some(done))
     }
 
     /// Whether the index entry `r` (a ref of object `key`) still points into it.
@@ -385,6 +469,25 @@ impl EtcdStore {
     }
 }
 
+/// An object's pending record (`pending/{key}`): written before or while its PUT runs,
+/// consumed by its commit, turned into a tombstone by GC's fence.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingRec {
+    #[serde(default)]
+    fenced: bool,
+}
+
+fn no_pending(key: &str) -> MetaError {
+    MetaError::Conflict(format!(
+        "pending record of object {key} (GC fenced the object, or it was committed already)"
+    ))
+}
+
+fn tracing_warn(key: &str, chunk: usize, e: &MetaError) {
+    tracing::warn!(object = key, chunk, error = %e,
+        "a later transaction of a flush commit failed; its partitions are answered as not committed");
+}
+
 /// Splits a flush's segments into chunks that each fit one etcd transaction, keeping
 /// all segments of a partition together, in first-appearance order.
 fn plan_chunks(segments: &[SegmentAppend], max_ops: usize) -> Vec<Vec<usize>> {
@@ -405,7 +508,8 @@ fn plan_chunks(segments: &[SegmentAppend], max_ops: usize) -> Vec<Vec<usize>> {
                 .filter(|&&i| segments[i].producer.is_some())
                 .count()
     };
-    let budget = max_ops.saturating_sub(2).max(1);
+    // Plus the object record and, in the first chunk, its pending record.
+    let budget = max_ops.saturating_sub(4).max(1);
     let mut chunks: Vec<Vec<usize>> = Vec::new();
     let mut used = 0;
     for (_, v) in by_part {
@@ -573,14 +677,41 @@ impl MetaStore for EtcdStore {
                 size: object.size,
                 refs: Vec::new(),
                 unref_ms: None,
+                chunks: 1,
             };
-            self.txn(Txn::new().and_then([TxnOp::put(key, to_json(&rec), None)]))
-                .await?;
+            let pending = self.pending_key(&object.key);
+            let Some((p, kv)) = self.get_json::<PendingRec>(&pending).await? else {
+                return Err(no_pending(&object.key));
+            };
+            if p.fenced
+                || !self
+                    .txn(Txn::new().when([unchanged(&pending, Some(&kv))]).and_then([
+                        TxnOp::put(key, to_json(&rec), None),
+                        TxnOp::delete(pending.as_str(), None),
+                    ]))
+                    .await?
+            {
+                return Err(no_pending(&object.key));
+            }
             return Ok(Vec::new());
         }
-        for chunk in plan_chunks(segments, self.max_ops) {
-            self.commit_chunk(object, segments, &chunk, &mut outcomes)
-                .await?;
+        for (n, chunk) in plan_chunks(segments, self.max_ops).iter().enumerate() {
+            if let Err(e) = self
+                .commit_chunk(object, segments, chunk, n as u32, &mut outcomes)
+                .await
+            {
+                // Nothing is committed when the first fails; the earlier chunks are when a
+                // later one does, and their segments are answered as such.
+                if n == 0 {
+                    return Err(e);
+                }
+                tracing_warn(&object.key, n, &e);
+                let unknown = matches!(e, MetaError::Ambiguous(_));
+                return Ok(outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or(SegmentOutcome::NotCommitted { unknown }))
+                    .collect());
+            }
         }
         Ok(outcomes
             .into_iter()
@@ -832,7 +963,7 @@ impl MetaStore for EtcdStore {
         object: &ObjectRef,
         new: &[PartitionEntry],
     ) -> Result<(), MetaError> {
-        if old.len() + new.len() + 1 > self.max_ops {
+        if old.len() + new.len() + 2 > self.max_ops {
             return Err(MetaError::Invalid(format!(
                 "a swap of {} entries does not fit one etcd transaction (max-txn-ops {})",
                 old.len() + new.len(),
@@ -846,10 +977,21 @@ impl MetaStore for EtcdStore {
             .collect();
         let mut keys: Vec<String> = old_refs.iter().map(|r| self.idx_key_of_ref(r)).collect();
         keys.push(obj_key.clone());
-        let read = self.get_many(&keys).await?;
-        let mut compares = vec![Compare::version(obj_key.as_str(), CompareOp::Equal, 0)];
+        let pending_key = self.pending_key(&object.key);
+        keys.push(pending_key.clone());
+        let mut read = self.get_many(&keys).await?;
+        let pending_kv = read.pop().flatten();
+        let mut compares = vec![
+            Compare::version(obj_key.as_str(), CompareOp::Equal, 0),
+            unchanged(&pending_key, pending_kv.as_ref()),
+        ];
         if read[old.len()].is_some() {
             return Err(MetaError::Conflict(format!("object {}", object.key)));
+        }
+        if let Some(kv) = &pending_kv {
+            if from_json::<PendingRec>(kv)?.fenced {
+                return Err(no_pending(&object.key));
+            }
         }
         for (o, kv) in old.iter().zip(&read) {
             let same = match kv {
@@ -896,8 +1038,12 @@ impl MetaStore for EtcdStore {
             size: object.size,
             refs: new_refs,
             unref_ms: None,
+            chunks: 1,
         };
         ops.push(TxnOp::put(obj_key.as_str(), to_json(&rec), None));
+        if pending_kv.is_some() {
+            ops.push(TxnOp::delete(pending_key.as_str(), None));
+        }
         if self.txn(Txn::new().when(compares).and_then(ops)).await? {
             Ok(())
         } else {
@@ -917,9 +1063,78 @@ impl MetaStore for EtcdStore {
     }
 
     async fn forget_object(&self, key: &str) -> Result<(), MetaError> {
-        self.txn(Txn::new().and_then([TxnOp::delete(self.obj_key(key), None)]))
-            .await
-            .map(|_| ())
+        self.txn(Txn::new().and_then([
+            TxnOp::delete(self.obj_key(key), None),
+            TxnOp::delete(self.pending_key(key), None),
+        ]))
+        .await
+        .map(|_| ())
+    }
+
+    async fn add_pending_object(&self, key: &str) -> Result<(), MetaError> {
+        let k = self.pending_key(key);
+        let rec = PendingRec { fenced: false };
+        if self
+            .txn(Txn::new().when([unchanged(&k, None)]).and_then([TxnOp::put(
+                k.as_str(),
+                to_json(&rec),
+                None,
+            )]))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(MetaError::Conflict(format!(
+                "pending record of object {key} (it has one already, or GC fenced it)"
+            )))
+        }
+    }
+
+    async fn pending_objects(&self, limit: usize) -> Result<Vec<PendingObject>, MetaError> {
+        let prefix = self.key("pending/");
+        let mut out = Vec::new();
+        for kv in self.scan(&prefix, None, 0).await? {
+            let rec: PendingRec = from_json(&kv)?;
+            out.push(PendingObject {
+                key: key_str(&kv)[prefix.len()..].to_string(),
+                instance: kv.create_revision() as u64,
+                fenced: rec.fenced,
+            });
+        }
+        out.sort_by_key(|p| p.instance);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn fence_object(&self, key: &str, instance: Option<u64>) -> Result<bool, MetaError> {
+        let (obj_key, k) = (self.obj_key(key), self.pending_key(key));
+        for _ in 0..MAX_ATTEMPTS {
+            let read = self.get_many(&[obj_key.clone(), k.clone()]).await?;
+            if read[0].is_some() {
+                return Ok(false);
+            }
+            let current = read[1].as_ref();
+            match (current, instance) {
+                (Some(kv), _) if from_json::<PendingRec>(kv)?.fenced => return Ok(true),
+                (Some(kv), Some(want)) if kv.create_revision() as u64 == want => {}
+                (None, None) => {}
+                _ => return Ok(false),
+            }
+            let rec = PendingRec { fenced: true };
+            if self
+                .txn(
+                    Txn::new()
+                        .when([unchanged(&obj_key, None), unchanged(&k, current)])
+                        .and_then([TxnOp::put(k.as_str(), to_json(&rec), None)]),
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(MetaError::Conflict(format!(
+            "pending record of object {key}"
+        )))
     }
 
     async fn claim_job(
@@ -1296,7 +1511,7 @@ mod tests {
         assert_eq!(seen, (0..200).collect::<Vec<_>>());
         for c in &chunks {
             let parts: HashSet<i32> = c.iter().map(|&i| segs[i].partition).collect();
-            assert!(2 * parts.len() + c.len() <= 126, "{}", c.len());
+            assert!(2 * parts.len() + c.len() <= 124, "{}", c.len());
             for other in &chunks {
                 if !std::ptr::eq(c, other) {
                     assert!(other.iter().all(|&i| !parts.contains(&segs[i].partition)));

@@ -20,6 +20,7 @@ mod etcd_txn;
 mod producer_rules;
 mod sqlite;
 mod sqlite_producers;
+pub mod testkit;
 mod types;
 
 pub use acl::*;
@@ -69,12 +70,40 @@ pub trait MetaStore: Send + Sync + 'static {
     /// lists the partition. The first transactional batch opens the producer's
     /// transaction on the partition (holding back the last stable offset); a marker
     /// closes it and, for an abort, records an [`AbortedTxn`]. Refused and duplicate
-    /// segments get no offsets and no index entry.
+    /// segments get no offsets and no index entry. A marker must end a transaction being
+    /// ended: its producer id's record, with its epoch, in PrepareCommit (commit marker)
+    /// or PrepareAbort (abort marker) and listing the partition; else it is refused with
+    /// [`ProducerRefusal::InvalidTxnState`], so a late or duplicate marker ends nothing.
+    ///
+    /// The object must have a pending record ([`MetaStore::add_pending_object`]) that GC
+    /// has not fenced; the commit consumes it atomically, else it fails with
+    /// [`MetaError::Conflict`] and commits nothing. So a commit never references an
+    /// object GC may delete.
+    ///
+    /// A backend that needs several transactions for one flush answers the segments of a
+    /// failed later transaction [`SegmentOutcome::NotCommitted`] and the earlier ones as
+    /// committed. A write whose outcome is unknown is read back before answering;
+    /// [`MetaError::Ambiguous`] when even that fails.
     async fn commit_flush(
         &self,
         object: &ObjectRef,
         segments: &[SegmentAppend],
     ) -> Result<Vec<SegmentOutcome>, MetaError>;
+
+    /// Records that the object `key` is being written (before or while its PUT runs), so
+    /// GC leaves it alone until it is committed or fenced. Fails with
+    /// [`MetaError::Conflict`] if the key has a record already (pending, or fenced by GC).
+    async fn add_pending_object(&self, key: &str) -> Result<(), MetaError>;
+
+    /// Pending records and GC's tombstones, oldest first, at most `limit`.
+    async fn pending_objects(&self, limit: usize) -> Result<Vec<PendingObject>, MetaError>;
+
+    /// GC's fence, one atomic step: if the object `key` is not committed, and its pending
+    /// record is the one numbered `instance` (or, for `None`, it has none), the record
+    /// becomes a tombstone, so no commit or [`MetaStore::add_pending_object`] can use the
+    /// key any more, and this returns true: GC may delete the object. False otherwise.
+    /// A key fenced already answers true. [`MetaStore::forget_object`] drops the tombstone.
+    async fn fence_object(&self, key: &str, instance: Option<u64>) -> Result<bool, MetaError>;
 
     /// Log start offset and high watermark of a partition.
     async fn partition_offsets(
@@ -141,7 +170,8 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Compaction's swap, all or nothing: removes the `old` entries (each must still
     /// exist exactly as given, else [`MetaError::Conflict`] and nothing changes), adds
-    /// the `new` ones and records `object` (which they point into) as committed.
+    /// the `new` ones and records `object` (which they point into) as committed,
+    /// consuming its pending record if it has one; a conflict if GC fenced it.
     async fn replace_entries(
         &self,
         old: &[PartitionEntry],
@@ -164,7 +194,7 @@ pub trait MetaStore: Send + Sync + 'static {
             .map(|e| e.entry.object_size))
     }
 
-    /// Forgets an object GC deleted.
+    /// Forgets an object GC deleted, and its pending record or tombstone.
     async fn forget_object(&self, key: &str) -> Result<(), MetaError>;
 
     /// Claims the background job `job` for `holder` until `now_ms + ttl_ms`: succeeds if

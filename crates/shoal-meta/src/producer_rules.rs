@@ -50,16 +50,30 @@ pub(crate) enum Decision {
     Refuse(ProducerRefusal),
 }
 
-/// Whether a transactional data batch needs the transaction check: `decide` returns
-/// `Append` for it only if `in_txn` (an ongoing transaction of this producer id and epoch
-/// lists the partition) holds. The caller evaluates `in_txn` lazily, only when asked.
+/// Whether a batch needs the transaction check: `decide` returns `Append` for it only if
+/// `in_txn` holds, that is the producer id's transaction record, with this epoch, lists
+/// the partition and is in [`txn_state_for`] the batch. Transactional data needs an
+/// ongoing transaction; a marker needs the transaction it ends to be still in the
+/// matching Prepare state, so a late or duplicate marker (written by a coordinator that
+/// lost a handoff race, after the transaction completed and the producer began the next
+/// one with the same id and epoch) is refused instead of ending the next transaction.
+/// The caller evaluates `in_txn` lazily, only when asked.
 pub(crate) fn needs_txn_check(b: &ProducerBatch) -> bool {
-    matches!(
-        b.kind,
+    txn_state_for(b).is_some()
+}
+
+/// The transaction state a batch needs its producer's transaction record in, if any.
+pub(crate) fn txn_state_for(b: &ProducerBatch) -> Option<TxnState> {
+    match b.kind {
         BatchKind::Data {
-            transactional: true
-        }
-    )
+            transactional: true,
+        } => Some(TxnState::Ongoing),
+        BatchKind::Data {
+            transactional: false,
+        } => None,
+        BatchKind::Marker { commit: true } => Some(TxnState::PrepareCommit),
+        BatchKind::Marker { commit: false } => Some(TxnState::PrepareAbort),
+    }
 }
 
 /// Runs Kafka's producer checks for `b` against what the partition remembers of its
@@ -72,7 +86,11 @@ pub(crate) fn decide(row: Option<&ProducerRow>, b: &ProducerBatch, in_txn: bool)
         }
     }
     let BatchKind::Data { transactional } = b.kind else {
-        return Decision::Append;
+        return if in_txn {
+            Decision::Append
+        } else {
+            Decision::Refuse(ProducerRefusal::InvalidTxnState)
+        };
     };
     if let Some(row) = row {
         if b.epoch == row.epoch {

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY, size INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_by_object ON idx (object_key);
+CREATE TABLE IF NOT EXISTS pending_objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, fenced INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS job_claims (
     job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -73,6 +76,26 @@ CREATE TABLE IF NOT EXISTS acls (
 
 /// Added after the first release: when GC first saw an object unreferenced.
 const OBJECTS_UNREFERENCED: &str = "ALTER TABLE objects ADD COLUMN unreferenced_ms INTEGER";
+
+/// Consumes the pending record of object `key` inside a commit: it must exist and not be
+/// fenced when `required` (a flush), and must not be fenced in any case (compaction).
+fn consume_pending(tx: &Connection, key: &str, required: bool) -> Result<(), MetaError> {
+    let fenced: Option<i64> = tx
+        .prepare_cached("SELECT fenced FROM pending_objects WHERE key = ?1")
+        .and_then(|mut st| st.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    match fenced {
+        Some(0) => {
+            tx.execute("DELETE FROM pending_objects WHERE key = ?1", params![key])
+                .map_err(backend)?;
+            Ok(())
+        }
+        None if !required => Ok(()),
+        _ => Err(MetaError::Conflict(format!(
+            "pending record of object {key} (GC fenced the object, or it was committed already)"
+        ))),
+    }
+}
 
 /// A [`MetaStore`] in one SQLite file.
 #[derive(Clone)]
@@ -379,6 +402,7 @@ impl MetaStore for SqliteStore {
         let segments = segments.to_vec();
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
+            consume_pending(&tx, &object.key, true)?;
             tx.execute(
                 "INSERT INTO objects (key, size) VALUES (?1, ?2)",
                 params![object.key, object.size as i64],
@@ -759,6 +783,7 @@ impl MetaStore for SqliteStore {
                     )));
                 }
             }
+            consume_pending(&tx, &object.key, false)?;
             tx.execute(
                 "INSERT INTO objects (key, size) VALUES (?1, ?2)",
                 params![object.key, object.size as i64],
@@ -815,8 +840,81 @@ impl MetaStore for SqliteStore {
         let key = key.to_string();
         self.with(move |c| {
             c.execute("DELETE FROM objects WHERE key = ?1", params![key])
+                .and_then(|_| c.execute("DELETE FROM pending_objects WHERE key = ?1", params![key]))
                 .map(|_| ())
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn add_pending_object(&self, key: &str) -> Result<(), MetaError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO pending_objects (key, fenced) VALUES (?1, 0)",
+                    params![key],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(MetaError::Conflict(format!(
+                    "pending record of object {key} (it has one already, or GC fenced it)"
+                )))
+            }
+        })
+        .await
+    }
+
+    async fn pending_objects(&self, limit: usize) -> Result<Vec<PendingObject>, MetaError> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT id, key, fenced FROM pending_objects ORDER BY id LIMIT ?1")
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![limit.min(i64::MAX as usize) as i64], |r| {
+                    Ok(PendingObject {
+                        instance: r.get::<_, i64>(0)? as u64,
+                        key: r.get(1)?,
+                        fenced: r.get::<_, i64>(2)? != 0,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn fence_object(&self, key: &str, instance: Option<u64>) -> Result<bool, MetaError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let committed = tx
+                .prepare_cached("SELECT 1 FROM objects WHERE key = ?1")
+                .and_then(|mut st| st.exists(params![key]))
+                .map_err(backend)?;
+            if committed {
+                return Ok(false);
+            }
+            let row: Option<(i64, i64)> = tx
+                .prepare_cached("SELECT id, fenced FROM pending_objects WHERE key = ?1")
+                .and_then(|mut st| {
+                    st.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(backend)?;
+            let fence = match (row, instance) {
+                (Some((_, fenced)), _) if fenced != 0 => return Ok(true),
+                (Some((id, _)), Some(want)) if id as u64 == want => {
+                    "UPDATE pending_objects SET fenced = 1 WHERE key = ?1"
+                }
+                (None, None) => "INSERT INTO pending_objects (key, fenced) VALUES (?1, 1)",
+                _ => return Ok(false),
+            };
+            tx.execute(fence, params![key]).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
         })
         .await
     }
@@ -1371,15 +1469,15 @@ mod tests {
                             configs: BTreeMap::new(),
                         })
                         .await?;
-                    store
-                        .commit_flush(
-                            &ObjectRef {
-                                key: format!("o-{n}-{i}"),
-                                size: 10,
-                            },
-                            &[crate::conformance::segment(topic.id, 0, 0, 10, 3)],
-                        )
-                        .await
+                    crate::conformance::flush(
+                        &*store,
+                        &ObjectRef {
+                            key: format!("o-{n}-{i}"),
+                            size: 10,
+                        },
+                        &[crate::conformance::segment(topic.id, 0, 0, 10, 3)],
+                    )
+                    .await
                 }));
             }
         }
@@ -1405,7 +1503,8 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            s.commit_flush(
+            crate::conformance::flush(
+                &s,
                 &ObjectRef {
                     key: "o1".into(),
                     size: 10,

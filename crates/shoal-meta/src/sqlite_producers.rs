@@ -109,22 +109,28 @@ pub(crate) fn check(
     Ok(decide(row.as_ref(), b, in_txn))
 }
 
-/// Whether an ongoing transaction of this producer id and epoch lists the partition.
+/// Whether the transaction of this producer id and epoch lists the partition and is in the
+/// state the batch needs (`txn_state_for`).
 fn in_ongoing_transaction(
     tx: &Connection,
     id: &[u8],
     partition: i32,
     b: &ProducerBatch,
 ) -> Result<bool, MetaError> {
+    let Some(state) = txn_state_for(b).map(TxnState::as_str) else {
+        return Ok(false);
+    };
     let found: Option<i64> = tx
         .prepare_cached(
             "SELECT 1 FROM transactions t JOIN txn_partitions p \
              ON p.transactional_id = t.transactional_id \
-             WHERE t.producer_id = ?1 AND t.epoch = ?2 AND t.state = 'Ongoing' \
+             WHERE t.producer_id = ?1 AND t.epoch = ?2 AND t.state = ?5 \
              AND p.topic_id = ?3 AND p.partition = ?4",
         )
         .map_err(backend)?
-        .query_row(params![b.producer_id, b.epoch, id, partition], |r| r.get(0))
+        .query_row(params![b.producer_id, b.epoch, id, partition, state], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(backend)?;
     Ok(found.is_some())

@@ -25,12 +25,16 @@ pub enum MetaError {
     /// the role; retrying the same write can never succeed.
     #[error("fenced: this agent no longer holds {0}")]
     Fenced(String),
+    /// A write whose outcome is unknown: it may or may not have been applied (a timeout
+    /// after the request was sent, and the read-back that would tell failed too).
+    #[error("metadata write of unknown outcome (it may have been applied): {0}")]
+    Ambiguous(String),
 }
 
 impl MetaError {
     /// Whether retrying the same call later may succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, MetaError::Backend(_))
+        matches!(self, MetaError::Backend(_) | MetaError::Ambiguous(_))
     }
 }
 
@@ -128,6 +132,21 @@ pub enum SegmentOutcome {
     },
     /// The producer checks refused the batch.
     Refused(ProducerRefusal),
+    /// Not committed: the flush commit needed several backend transactions and an
+    /// earlier one failed. `unknown` when that failure's outcome could not be resolved
+    /// (the segment may have been committed after all), else definitely not committed.
+    NotCommitted { unknown: bool },
+}
+
+/// An object's record while it is being written and not yet committed
+/// ([`crate::MetaStore::add_pending_object`]), or its tombstone once GC fenced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingObject {
+    pub key: String,
+    /// Tells this record apart from an earlier or later one of the same key.
+    pub instance: u64,
+    /// GC fenced the object ([`crate::MetaStore::fence_object`]): no commit may use it.
+    pub fenced: bool,
 }
 
 /// Offsets of one partition.

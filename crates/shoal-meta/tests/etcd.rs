@@ -94,16 +94,16 @@ async fn etcd_backend() {
     let segs: Vec<SegmentAppend> = (0..80)
         .map(|i| segment(t.id, i % 40, i as u64 * 100, 5, 2))
         .collect();
-    let out = small
-        .commit_flush(
-            &ObjectRef {
-                key: "wide-1".into(),
-                size: 8000,
-            },
-            &segs,
-        )
-        .await
-        .unwrap();
+    let out = shoal_meta::conformance::flush(
+        &small,
+        &ObjectRef {
+            key: "wide-1".into(),
+            size: 8000,
+        },
+        &segs,
+    )
+    .await
+    .unwrap();
     for (i, o) in out.iter().enumerate() {
         let base = if i < 40 { 0 } else { 2 };
         assert_eq!(
@@ -192,10 +192,10 @@ async fn concurrent_agents_never_share_an_offset(etcd: &Etcd) {
             for n in 0..25 {
                 let key = format!("a{agent}-{n}");
                 let segs = [segment(t.id, 0, 0, 1, 3), segment(t.id, 1, 100, 1, 2)];
-                let out = store
-                    .commit_flush(&ObjectRef { key, size: 300 }, &segs)
-                    .await
-                    .unwrap();
+                let out =
+                    shoal_meta::conformance::flush(&store, &ObjectRef { key, size: 300 }, &segs)
+                        .await
+                        .unwrap();
                 got.push(out);
             }
             got
@@ -309,7 +309,8 @@ async fn registry_and_commit_notifications(etcd: &Etcd) {
         .await
         .expect("woken by another client's topic creation")
         .unwrap();
-    a.commit_flush(
+    shoal_meta::conformance::flush(
+        &a,
         &ObjectRef {
             key: "n1".into(),
             size: 10,

@@ -294,9 +294,15 @@ struct Common {
     /// in-flight reads finish).
     #[arg(long, env = "SHOAL_GC_GRACE", default_value = "10m", value_parser = units::parse_duration)]
     gc_grace: Duration,
-    /// How old an object whose flush never committed must be before GC deletes it.
+    /// How long GC must have watched an object whose flush never committed (on its own
+    /// clock, across passes) before it fences it in the metadata store and deletes it.
     #[arg(long, env = "SHOAL_ORPHAN_GRACE", default_value = "1h", value_parser = units::parse_duration)]
     orphan_grace: Duration,
+    /// The most a flush may take from its PUT to its commit; past it its produce requests
+    /// get REQUEST_TIMED_OUT and the commit is never attempted. Keep it well below
+    /// --orphan-grace.
+    #[arg(long, env = "SHOAL_FLUSH_TIMEOUT", default_value = "30s", value_parser = units::parse_duration)]
+    flush_timeout: Duration,
     /// etcd: how much history of old versions to keep; older revisions are compacted
     /// with each retention check (0s: leave it to etcd's own --auto-compaction-*).
     #[arg(long, env = "SHOAL_METADATA_HISTORY", default_value = "5m", value_parser = units::parse_duration)]
@@ -455,6 +461,7 @@ impl Common {
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,
             orphan_grace: self.orphan_grace,
+            flush_timeout: self.flush_timeout,
             metadata_history: self.metadata_history,
             compaction_interval: self.compaction_interval,
             compaction_target_bytes: self.compaction_target_bytes,

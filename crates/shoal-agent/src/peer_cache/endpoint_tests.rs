@@ -54,7 +54,8 @@ async fn agent(cluster_secret: Option<ClusterSecret>) -> Running {
         })
         .await
         .unwrap();
-    meta.commit_flush(
+    shoal_meta::conformance::flush(
+        &*meta,
         &ObjectRef {
             key: KEY.into(),
             size: SIZE,
