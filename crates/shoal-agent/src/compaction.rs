@@ -18,6 +18,12 @@
 //! offset is lost or duplicated, because offsets live in the index, which changes only
 //! in the one atomic step. Objects of half the target or more are left as they are, so
 //! the object count stays near total bytes / (target / 2).
+//!
+//! Every input batch's CRC is checked before it is copied, as are its entries' byte
+//! ranges and offsets. An input failing a check is quarantined ([`crate::quarantine`]),
+//! left out of this pass (its entries keep pointing at it) and of later ones, and the
+//! pass goes on with the rest: one corrupt object never stops compaction, nor is it
+//! copied into a new object.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +37,7 @@ use shoal_wire::batch;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
+use crate::quarantine::Corruption;
 use crate::Shared;
 
 /// Flush objects considered per pass at most.
@@ -87,6 +94,44 @@ pub fn choose(flushed: &[ObjectRef], small: &[ObjectRef], target: u64) -> Vec<Ob
     }
 }
 
+/// Whether `body` (a whole object) holds the segment `e` says: its byte range inside
+/// the object, whole batches filling it, each passing its CRC, spanning exactly the
+/// entry's offsets. The error says what is wrong.
+pub fn check_entry(body: &[u8], e: &IndexEntry) -> Result<(), String> {
+    let range = e.data_offset as usize..(e.data_offset + e.data_len) as usize;
+    let Some(data) = body.get(range) else {
+        return Err(format!(
+            "the object has {} bytes; its index entry needs {}..{}",
+            body.len(),
+            e.data_offset,
+            e.data_offset + e.data_len
+        ));
+    };
+    let mut at = 0usize;
+    let mut next = e.base_offset;
+    for b in batch::walk(data) {
+        if b.range.start != at {
+            break;
+        }
+        let bytes = &data[b.range.clone()];
+        if crc32c::crc32c(bytes.get(21..).unwrap_or_default()) != b.header.crc {
+            return Err(format!("batch at offset {next} fails its CRC"));
+        }
+        next += b.header.offset_span();
+        at = b.range.end;
+    }
+    if at != data.len() {
+        return Err(format!("no whole batch at byte {at} of its segment"));
+    }
+    if next != e.end_offset {
+        return Err(format!(
+            "segment batches end at offset {next}, its index entry at {}",
+            e.end_offset
+        ));
+    }
+    Ok(())
+}
+
 /// One compaction pass. Returns what it merged (nothing when fewer than two objects wait).
 pub async fn compact_once(
     shared: &Shared,
@@ -97,8 +142,10 @@ pub async fn compact_once(
         .meta
         .referenced_objects("compacted/", CANDIDATES)
         .await?;
-    small.retain(|o| o.size < target / 2);
-    let flushed = shared.meta.referenced_objects("data/", CANDIDATES).await?;
+    let quarantine = shared.reader.quarantine();
+    small.retain(|o| o.size < target / 2 && !quarantine.contains(&o.key));
+    let mut flushed = shared.meta.referenced_objects("data/", CANDIDATES).await?;
+    flushed.retain(|o| !quarantine.contains(&o.key));
     let chosen = choose(&flushed, &small, target);
     if chosen.is_empty() {
         return Ok(Compacted::default());
@@ -121,7 +168,7 @@ pub async fn compact_once(
         return Ok(Compacted::default());
     }
     // Each object is read whole, once, straight from the store (not through the fetch
-    // cache, whose chunks serve consumers).
+    // cache, whose chunks serve consumers), and checked before anything is copied.
     let mut bodies: BTreeMap<String, bytes::Bytes> = BTreeMap::new();
     for o in &chosen {
         if !old.iter().any(|e| e.entry.object_key == o.key) {
@@ -133,8 +180,35 @@ pub async fn compact_once(
             .bytes()
             .await?;
         Metrics::add(&shared.metrics.compaction_gets, 1);
+        let bad = old
+            .iter()
+            .filter(|e| e.entry.object_key == o.key)
+            .find_map(|e| check_entry(&body, &e.entry).err().map(|what| (e, what)));
+        if let Some((e, what)) = bad {
+            let topic = match shared.topics.by_id(e.topic_id).await {
+                Ok(Some(t)) => t.name.clone(),
+                _ => e.topic_id.to_string(),
+            };
+            quarantine.report(Corruption {
+                object_key: o.key.clone(),
+                topic,
+                topic_id: e.topic_id,
+                partition: e.partition,
+                base_offset: e.entry.base_offset,
+                end_offset: e.entry.end_offset,
+                what,
+                found_by: "compaction",
+            });
+            continue;
+        }
         bodies.insert(o.key.clone(), body);
     }
+    // Corrupt inputs stay as they are; the rest are merged if two or more are left.
+    old.retain(|e| bodies.contains_key(&e.entry.object_key));
+    if bodies.len() < 2 {
+        return Ok(Compacted::default());
+    }
+    let merged = bodies.len();
     // Partition by partition, in offset order.
     let mut by_partition: BTreeMap<(Uuid, i32), Vec<&PartitionEntry>> = BTreeMap::new();
     for e in &old {
@@ -152,27 +226,9 @@ pub async fn compact_once(
         for pe in entries.iter() {
             let e = &pe.entry;
             let body = &bodies[&e.object_key];
+            // Checked by check_entry when the body was read.
             let range = e.data_offset as usize..(e.data_offset + e.data_len) as usize;
-            let Some(data) = body.get(range.clone()) else {
-                anyhow::bail!(
-                    "object {} ({} bytes) is shorter than its index entry says",
-                    e.object_key,
-                    body.len()
-                );
-            };
-            bytes_in += data.len() as u64;
-            let next = e.base_offset
-                + batch::walk(data)
-                    .map(|b| b.header.offset_span())
-                    .sum::<i64>();
-            if next != e.end_offset {
-                anyhow::bail!(
-                    "object {} does not hold the offsets {}..{} its index entry says",
-                    e.object_key,
-                    e.base_offset,
-                    e.end_offset
-                );
-            }
+            bytes_in += e.data_len;
             let span = (e.end_offset - e.base_offset) as u64;
             builder.add(
                 topic_id,

@@ -253,6 +253,10 @@ pub async fn run_compaction(
         shared.config.compaction_target_bytes,
     );
     loop {
+        // Every jobs agent keeps its own quarantine; objects nothing references leave it.
+        if let Err(e) = shared.reader.quarantine().prune(&*shared.meta).await {
+            tracing::debug!(error = %e, "quarantine prune failed; retrying next interval");
+        }
         if !claim(&shared, "compaction", interval).await {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),

@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod memory;
 pub mod metrics;
 pub mod peer_cache;
+pub mod quarantine;
 pub mod quotas;
 pub mod read_path;
 pub mod security;

@@ -34,6 +34,13 @@ pub struct Metrics {
     pub compaction_gets: AtomicU64,
     pub compaction_puts: AtomicU64,
     pub fetched_bytes: AtomicU64,
+    /// Objects put in quarantine ([`crate::quarantine`]), by who found them corrupt; the
+    /// objects quarantined now (a gauge); reads that failed on a cached or peer copy and
+    /// succeeded on a fresh read from the object store.
+    pub corrupt_objects_fetch: AtomicU64,
+    pub corrupt_objects_compaction: AtomicU64,
+    pub quarantined_objects: AtomicU64,
+    pub corrupt_copies_healed: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     /// Chunks a peer (their owner) supplied, and chunks read from the store because the
@@ -181,6 +188,22 @@ impl Metrics {
             &[("", g(&self.fetched_bytes))],
         );
         counter(
+            "shoal_corrupt_objects_total",
+            "Objects found corrupt on a fresh read and quarantined, by who found them.",
+            &[
+                ("{found_by=\"fetch\"}", g(&self.corrupt_objects_fetch)),
+                (
+                    "{found_by=\"compaction\"}",
+                    g(&self.corrupt_objects_compaction),
+                ),
+            ],
+        );
+        counter(
+            "shoal_corrupt_copies_healed_total",
+            "Reads that failed on a cached or peer copy of a chunk and succeeded on a fresh read from the object store.",
+            &[("", g(&self.corrupt_copies_healed))],
+        );
+        counter(
             "shoal_chunk_cache_requests_total",
             "Chunk cache lookups by result.",
             &[
@@ -298,6 +321,10 @@ impl Metrics {
             "Connections closed for malformed or unsupported requests.",
             &[("", g(&self.protocol_errors))],
         );
+        out.push_str(&format!(
+            "# HELP shoal_quarantined_objects Objects this agent holds in quarantine as corrupt now.\n# TYPE shoal_quarantined_objects gauge\nshoal_quarantined_objects {}\n",
+            g(&self.quarantined_objects)
+        ));
         out.push_str(&format!(
             "# HELP shoal_connections_open Connections open now.\n# TYPE shoal_connections_open gauge\nshoal_connections_open {}\n",
             g(&self.connections_open)

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::commits::Commits;
 use crate::metrics::Metrics;
+use crate::quarantine::{Corruption, Quarantine};
 use crate::AgentConfig;
 
 /// Why a read failed.
@@ -68,6 +69,22 @@ pub struct ReadPath {
     hedge_after: std::time::Duration,
     /// Signs requests to chunk owners (and checks their answers), when the cluster has one.
     peer_secret: Option<crate::peer_cache::auth::ClusterSecret>,
+    /// Objects found corrupt: never read from a peer, left out of compaction.
+    quarantine: Arc<Quarantine>,
+}
+
+/// Why a partition read stopped early.
+enum Stop {
+    Corrupt(Corruption),
+    Failed(ReadError),
+}
+
+/// What one attempt at a partition read got: whole batches up to `read_to`, and why it
+/// stopped before `max_bytes` or the end, if it did.
+struct Attempt {
+    out: BytesMut,
+    read_to: i64,
+    stop: Option<Stop>,
 }
 
 /// Records read for one partition.
@@ -89,13 +106,19 @@ impl ReadPath {
             meta,
             store,
             cache: Arc::new(ChunkCache::new(config.cache_bytes, config.chunk_bytes)),
-            metrics,
             committed: Arc::new(Commits::default()),
             loading: Mutex::new(HashMap::new()),
             me: std::sync::OnceLock::new(),
             hedge_after: config.hedge_after,
             peer_secret: config.cluster_secret.clone(),
+            quarantine: Arc::new(Quarantine::new(metrics.clone())),
+            metrics,
         }
+    }
+
+    /// The objects this agent found corrupt.
+    pub fn quarantine(&self) -> Arc<Quarantine> {
+        self.quarantine.clone()
     }
 
     /// Tells the read path which agent it runs in, once registered, so it can ask chunk
@@ -138,49 +161,150 @@ impl ReadPath {
     /// is wanted), never a whole index entry: an entry of a compacted run may hold up to
     /// the compaction target of batches, and the answer stays within `max_bytes` plus
     /// at most one batch.
+    ///
+    /// A segment that fails its checks is read once more straight from the object store
+    /// (its cached chunks evicted, no peer asked): the bad bytes may have been a cached or
+    /// peer copy. Still corrupt, the object is quarantined and its chunks evicted again,
+    /// so the next read GETs it afresh; the batches before the corrupt one are returned,
+    /// and a read that starts at it fails with [`ReadError::Corrupt`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_partition(
         &self,
         topic_id: Uuid,
+        topic_name: &str,
         partition: i32,
         offset: i64,
         high_watermark: i64,
         max_bytes: usize,
         at_least_one: bool,
     ) -> Result<PartitionRead, ReadError> {
-        let mut out = BytesMut::new();
+        let read = |ask_peer| {
+            self.read_batches(
+                topic_id,
+                topic_name,
+                partition,
+                offset,
+                high_watermark,
+                max_bytes,
+                at_least_one,
+                ask_peer,
+            )
+        };
+        let mut attempt = read(true).await;
+        if let Some(Stop::Corrupt(c)) = &attempt.stop {
+            if !self.quarantine.contains(&c.object_key) {
+                let key = c.object_key.clone();
+                self.cache.evict_object(&key);
+                attempt = read(false).await;
+                if attempt.stop.is_none() {
+                    Metrics::add(&self.metrics.corrupt_copies_healed, 1);
+                    tracing::warn!(%key, topic = topic_name, partition, "a cached or peer copy of an object was corrupt; a fresh read was not");
+                }
+            }
+        }
+        match attempt.stop {
+            None => {}
+            Some(Stop::Failed(e)) => return Err(e),
+            Some(Stop::Corrupt(c)) => {
+                self.cache.evict_object(&c.object_key);
+                let err = ReadError::Corrupt {
+                    key: c.object_key.clone(),
+                    what: c.what.clone(),
+                };
+                self.quarantine.report(c);
+                if attempt.out.is_empty() {
+                    return Err(err);
+                }
+            }
+        }
+        Metrics::add(&self.metrics.fetched_bytes, attempt.out.len() as u64);
+        Ok(PartitionRead {
+            records: attempt.out.freeze(),
+            next_offset: attempt.read_to,
+        })
+    }
+
+    /// One attempt of [`ReadPath::read_partition`]; with `ask_peer` false, chunks missing
+    /// here are read from the object store even where a peer owns them.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_batches(
+        &self,
+        topic_id: Uuid,
+        topic_name: &str,
+        partition: i32,
+        offset: i64,
+        high_watermark: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        ask_peer: bool,
+    ) -> Attempt {
+        let mut a = Attempt {
+            out: BytesMut::new(),
+            read_to: offset,
+            stop: None,
+        };
         let mut from = offset;
-        let mut read_to = offset;
         'entries: while from < high_watermark {
-            let entries = self.meta.index_from(topic_id, partition, from, 16).await?;
+            let entries = match self.meta.index_from(topic_id, partition, from, 16).await {
+                Ok(e) => e,
+                Err(e) => {
+                    a.stop = Some(Stop::Failed(e.into()));
+                    break;
+                }
+            };
             if entries.is_empty() {
                 break;
             }
             for e in &entries {
-                let corrupt = |what: String| ReadError::Corrupt {
-                    key: e.object_key.clone(),
-                    what,
+                let corrupt = |what: String| {
+                    Stop::Corrupt(Corruption {
+                        object_key: e.object_key.clone(),
+                        topic: topic_name.to_string(),
+                        topic_id,
+                        partition,
+                        base_offset: e.base_offset,
+                        end_offset: e.end_offset,
+                        what,
+                        found_by: "fetch",
+                    })
+                };
+                // A range-level failure: a corrupt chunk is this entry's corruption.
+                let failed = |err: ReadError| match err {
+                    ReadError::Corrupt { what, .. } => corrupt(what),
+                    other => Stop::Failed(other),
                 };
                 let end = e.data_offset + e.data_len;
                 let mut at = e.data_offset;
                 let mut next = e.base_offset;
                 while at < end {
-                    let head = self
-                        .read_range(
+                    let head = match self
+                        .read_range_via(
                             &e.object_key,
                             e.object_size,
                             at,
                             (at + batch::HEADER_LEN as u64).min(end),
+                            ask_peer,
                         )
-                        .await?;
+                        .await
+                    {
+                        Ok(h) => h,
+                        Err(err) => {
+                            a.stop = Some(failed(err));
+                            break 'entries;
+                        }
+                    };
                     let header = batch::BatchHeader::parse(&head)
                         .ok()
                         .filter(|h| {
                             h.batch_length >= (batch::HEADER_LEN - batch::LOG_OVERHEAD) as i32
                         })
-                        .filter(|h| at + h.total_len() as u64 <= end)
-                        .ok_or_else(|| {
-                            corrupt(format!("no whole batch at byte {at} of its segment"))
-                        })?;
+                        .filter(|h| at + h.total_len() as u64 <= end);
+                    let Some(header) = header else {
+                        a.stop = Some(corrupt(format!(
+                            "no whole batch at byte {at} of its segment"
+                        )));
+                        break 'entries;
+                    };
                     let base = next;
                     let total = header.total_len() as u64;
                     next += header.offset_span();
@@ -191,38 +315,45 @@ impl ReadPath {
                     if base >= high_watermark {
                         break 'entries;
                     }
-                    if (!out.is_empty() || !at_least_one) && out.len() + total as usize > max_bytes
+                    if (!a.out.is_empty() || !at_least_one)
+                        && a.out.len() + total as usize > max_bytes
                     {
                         break 'entries;
                     }
-                    let bytes = self
-                        .read_range(&e.object_key, e.object_size, at, at + total)
-                        .await?;
+                    let bytes = match self
+                        .read_range_via(&e.object_key, e.object_size, at, at + total, ask_peer)
+                        .await
+                    {
+                        Ok(b) => b,
+                        Err(err) => {
+                            a.stop = Some(failed(err));
+                            break 'entries;
+                        }
+                    };
                     at += total;
                     if crc32c::crc32c(bytes.get(21..).unwrap_or_default()) != header.crc {
-                        tracing::error!(key = %e.object_key, base_offset = base, "batch CRC mismatch in stored object");
-                        return Err(corrupt(format!("batch at offset {base} fails its CRC")));
+                        a.stop = Some(corrupt(format!("batch at offset {base} fails its CRC")));
+                        break 'entries;
                     }
-                    let start = out.len();
-                    out.extend_from_slice(&bytes);
-                    batch::set_base_offset(&mut out[start..], base);
-                    read_to = next;
-                    if out.len() >= max_bytes {
+                    let start = a.out.len();
+                    a.out.extend_from_slice(&bytes);
+                    batch::set_base_offset(&mut a.out[start..], base);
+                    a.read_to = next;
+                    if a.out.len() >= max_bytes {
                         break 'entries;
                     }
                 }
                 if next != e.end_offset {
-                    tracing::error!(key = %e.object_key, expected = e.end_offset, found = next, "segment batches do not add up to the index entry");
-                    return Err(corrupt("segment does not match its index entry".into()));
+                    a.stop = Some(corrupt(format!(
+                        "segment batches end at offset {next}, its index entry at {}",
+                        e.end_offset
+                    )));
+                    break 'entries;
                 }
                 from = e.end_offset;
             }
         }
-        Metrics::add(&self.metrics.fetched_bytes, out.len() as u64);
-        Ok(PartitionRead {
-            records: out.freeze(),
-            next_offset: read_to,
-        })
+        a
     }
 
     /// The bytes of one index entry's segment.
@@ -243,6 +374,18 @@ impl ReadPath {
         size: u64,
         start: u64,
         end: u64,
+    ) -> Result<Bytes, ReadError> {
+        self.read_range_via(key, size, start, end, true).await
+    }
+
+    /// [`ReadPath::read_range`], asking chunk owners for missing chunks only if `ask_peer`.
+    async fn read_range_via(
+        &self,
+        key: &str,
+        size: u64,
+        start: u64,
+        end: u64,
+        ask_peer: bool,
     ) -> Result<Bytes, ReadError> {
         if end > size || start > end {
             return Err(ReadError::Corrupt {
@@ -269,19 +412,15 @@ impl ReadPath {
             Ok(chunk.slice(lo..hi))
         };
         if first == last {
-            let chunk = self.chunk(key, size, first).await?;
+            let chunk = self.load_chunk(key, size, first, ask_peer).await?;
             return piece(&chunk, first);
         }
         let mut out = BytesMut::with_capacity((end - start) as usize);
         for idx in first..=last {
-            let chunk = self.chunk(key, size, idx).await?;
+            let chunk = self.load_chunk(key, size, idx, ask_peer).await?;
             out.extend_from_slice(&piece(&chunk, idx)?);
         }
         Ok(out.freeze())
-    }
-
-    async fn chunk(&self, key: &str, size: u64, idx: u64) -> Result<Bytes, ReadError> {
-        self.load_chunk(key, size, idx, true).await
     }
 
     /// A chunk from this agent's cache or the object store, never from a peer: what the
@@ -316,7 +455,8 @@ impl ReadPath {
             return Ok(b);
         }
         Metrics::add(&self.metrics.cache_misses, 1);
-        let owner = if ask_peer {
+        // A quarantined object's chunks come from the store: a peer may hold a bad copy.
+        let owner = if ask_peer && !self.quarantine.contains(key) {
             self.owner_addr(key, idx)
         } else {
             None

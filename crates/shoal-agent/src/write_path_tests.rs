@@ -436,7 +436,7 @@ async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
     let reader =
         crate::read_path::ReadPath::new(&config, h.meta.clone(), h.store.clone(), metrics.clone());
     let read = reader
-        .read_partition(h.topic, 0, 0, 40, 1500, true)
+        .read_partition(h.topic, "t", 0, 0, 40, 1500, true)
         .await
         .unwrap();
     assert_eq!(read.next_offset, 1, "one batch fits in 1500 bytes");
@@ -449,7 +449,7 @@ async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
 
     // From the middle, with room for three batches and a bit: three whole batches.
     let read = reader
-        .read_partition(h.topic, 0, 20, 40, 3 * one.len() + 100, true)
+        .read_partition(h.topic, "t", 0, 20, 40, 3 * one.len() + 100, true)
         .await
         .unwrap();
     assert_eq!(read.next_offset, 23);
@@ -527,4 +527,122 @@ async fn a_put_past_the_flush_timeout_never_commits() {
     assert_eq!(o.high_watermark, 0, "never committed");
     h.stop.cancel();
     h.run.await.unwrap().unwrap();
+}
+
+/// Three one-record batches of partition 0 in one object, behind a faulty store; a read
+/// path on it with 4 KiB chunks. Returns the read path, the faulty store, the index entry
+/// and the byte (absolute in the object) inside the third batch's records.
+async fn corrupt_setup() -> (
+    crate::read_path::ReadPath,
+    Arc<shoal_object::testkit::FaultyStore>,
+    Arc<Metrics>,
+    shoal_meta::IndexEntry,
+    u64,
+    Uuid,
+) {
+    let faulty = Arc::new(shoal_object::testkit::FaultyStore::new(Arc::new(
+        InMemory::new(),
+    )));
+    let h = harness(faulty.clone(), 60_000).await;
+    let one = crate::test_util::batch(&[7u8; 100]);
+    let batches = (0..3)
+        .map(|_| BatchToWrite {
+            bytes: one.clone(),
+            offset_span: 1,
+            min_timestamp: 1,
+            max_timestamp: 1,
+            producer: None,
+        })
+        .collect();
+    let append = PartitionAppend {
+        topic_id: h.topic,
+        partition: 0,
+        batches,
+        log_append_time: -1,
+    };
+    let acks = h.writer.append(vec![append], 0).await.unwrap();
+    h.stop.cancel();
+    for rx in acks {
+        rx.await.unwrap().unwrap();
+    }
+    h.run.await.unwrap().unwrap();
+    let entry = h
+        .meta
+        .index_from(h.topic, 0, 0, 16)
+        .await
+        .unwrap()
+        .remove(0);
+    let config = AgentConfig {
+        chunk_bytes: 4096,
+        ..AgentConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let reader =
+        crate::read_path::ReadPath::new(&config, h.meta.clone(), faulty.clone(), metrics.clone());
+    let third = entry.data_offset + 2 * one.len() as u64 + 64;
+    (reader, faulty, metrics, entry, third, h.topic)
+}
+
+/// The corrupt-object window: a batch failing its CRC is quarantined and answered as
+/// corrupt, the batches before it are still served, and its bad chunk does not stay
+/// cached, so once the object is repaired the next read returns it.
+#[tokio::test]
+async fn a_corrupt_batch_is_quarantined_and_a_repaired_object_reads_afresh() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (reader, faulty, metrics, entry, third, topic) = corrupt_setup().await;
+    faulty.corrupt_byte(&entry.object_key, third, None);
+    // From 0: the two good batches, stopping before the bad one.
+    let read = reader
+        .read_partition(topic, "t", 0, 0, 3, 1 << 20, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 2);
+    // At the bad batch: corrupt, and quarantined once however often it is read.
+    for _ in 0..2 {
+        let err = reader
+            .read_partition(topic, "t", 0, 2, 3, 1 << 20, true)
+            .await
+            .err()
+            .expect("the bad batch fails");
+        assert!(
+            matches!(err, crate::read_path::ReadError::Corrupt { .. }),
+            "{err}"
+        );
+    }
+    let q = reader.quarantine();
+    assert!(q.contains(&entry.object_key));
+    let c = &q.list()[0];
+    assert_eq!((c.partition, c.base_offset, c.end_offset), (0, 0, 3));
+    assert!(c.what.contains("offset 2"), "{}", c.what);
+    assert_eq!(metrics.corrupt_objects_fetch.load(Relaxed), 1);
+    assert_eq!(metrics.quarantined_objects.load(Relaxed), 1);
+    assert_eq!(
+        reader.cache().size(),
+        0,
+        "no chunk of a corrupt object stays cached"
+    );
+    // Repaired (put back from a backup): the next read GETs it and gets every batch.
+    faulty.repair(&entry.object_key);
+    let read = reader
+        .read_partition(topic, "t", 0, 2, 3, 1 << 20, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 3);
+}
+
+/// A bad copy (here: one GET returning a flipped byte, as a bad cached or peer chunk
+/// would) is healed by the fresh read, not quarantined.
+#[tokio::test]
+async fn a_corrupt_copy_heals_on_a_fresh_read() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (reader, faulty, metrics, entry, third, topic) = corrupt_setup().await;
+    faulty.corrupt_byte(&entry.object_key, third, Some(1));
+    let read = reader
+        .read_partition(topic, "t", 0, 0, 3, 1 << 20, true)
+        .await
+        .unwrap();
+    assert_eq!(read.next_offset, 3, "every batch, from the second read");
+    assert!(reader.quarantine().is_empty());
+    assert_eq!(metrics.corrupt_copies_healed.load(Relaxed), 1);
+    assert_eq!(metrics.corrupt_objects_fetch.load(Relaxed), 0);
 }

@@ -9,9 +9,13 @@
 //! patches each batch's `baseOffset` on the way out. The object's own index exists so
 //! that compaction, GC and operators can understand an object without the metadata
 //! store.
+//!
+//! With the `testkit` feature, the `testkit` module has a faulty object store for tests.
 
 pub mod cache;
 pub mod format;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use cache::ChunkCache;
 pub use format::{ObjectBuilder, ObjectError, ObjectIndex, SegmentInfo};

@@ -1,6 +1,8 @@
 //! Admin commands that talk to a running agent over the Kafka protocol, like Kafka's
 //! own CLI tools: `shoal groups list` and `shoal groups describe GROUP` (committed
-//! offsets, end offsets and lag per partition, and which member owns each partition).
+//! offsets, end offsets and lag per partition, and which member owns each partition),
+//! and `shoal partitions skip-corrupt` (finds the first corrupt batches of a partition
+//! and moves its log start past them with DeleteRecords).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -9,11 +11,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    BrokerId, DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest,
-    OffsetFetchRequest, RequestHeader, ResponseHeader, TopicName,
+    BrokerId, DeleteRecordsRequest, DescribeGroupsRequest, FetchRequest, GroupId,
+    ListGroupsRequest, ListOffsetsRequest, OffsetFetchRequest, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -240,6 +247,200 @@ pub fn describe_group(bootstrap: &str, group: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kafka's CORRUPT_MESSAGE error code.
+const CORRUPT_MESSAGE: i16 = 2;
+/// Bytes asked per fetch while scanning for the corrupt batch.
+const SCAN_BYTES: i32 = 1 << 20;
+
+/// What a fetch at one offset found.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Batches, and the offset after the last one.
+    Records {
+        next: i64,
+    },
+    /// Nothing to read there (at or past the high watermark).
+    Empty,
+    Corrupt,
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// (log start offset, high watermark) of a partition, from ListOffsets.
+fn log_bounds(c: &mut Conn, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+    let mut at = |timestamp: i64| -> anyhow::Result<i64> {
+        let r = c.call(
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(timestamp)])]),
+            5,
+        )?;
+        let p = r
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("ListOffsets answered no partition")?;
+        if p.error_code != 0 {
+            bail!(
+                "ListOffsets of {topic}/{partition} failed with error code {}",
+                p.error_code
+            );
+        }
+        Ok(p.offset)
+    };
+    Ok((at(-2)?, at(-1)?))
+}
+
+/// One fetch of `topic`/`partition` at `offset` (read_uncommitted, no waiting).
+fn probe(c: &mut Conn, topic: &str, partition: i32, offset: i64) -> anyhow::Result<Probe> {
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(SCAN_BYTES)
+        .with_isolation_level(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(offset)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(SCAN_BYTES)])]);
+    let r = c.call(&req, 12)?;
+    if r.error_code != 0 {
+        bail!("Fetch failed with error code {}", r.error_code);
+    }
+    let p = r
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("Fetch answered no partition")?;
+    match p.error_code {
+        0 => {}
+        CORRUPT_MESSAGE => return Ok(Probe::Corrupt),
+        code => {
+            bail!("Fetch of {topic}/{partition} at offset {offset} failed with error code {code}")
+        }
+    }
+    let records = p.records.clone().unwrap_or_default();
+    let next = shoal_wire::batch::walk(&records)
+        .last()
+        .map(|b| b.header.base_offset + b.header.offset_span());
+    Ok(match next {
+        Some(next) => Probe::Records { next },
+        None => Probe::Empty,
+    })
+}
+
+/// The corrupt offsets `[first, end)` found from `from` on (before `high_watermark`):
+/// `first` is where a scan of whole batches gets CORRUPT_MESSAGE, `end` the lowest
+/// offset above it that reads again (found by doubling steps, then bisection; the read
+/// path fails every offset from a corrupt batch to the end of its unreadable run).
+/// `None` when every batch reads.
+fn find_corrupt(
+    mut probe: impl FnMut(i64) -> anyhow::Result<Probe>,
+    from: i64,
+    high_watermark: i64,
+) -> anyhow::Result<Option<(i64, i64)>> {
+    let mut at = from;
+    let first = loop {
+        if at >= high_watermark {
+            return Ok(None);
+        }
+        match probe(at)? {
+            Probe::Corrupt => break at,
+            Probe::Records { next } if next > at => at = next,
+            Probe::Records { .. } | Probe::Empty => {
+                bail!("a fetch at offset {at}, below the high watermark {high_watermark}, returned no records")
+            }
+        }
+    };
+    // `bad` reads corrupt, `good` does not (the high watermark always reads: empty).
+    let (mut bad, mut step) = (first, 1i64);
+    let mut good = loop {
+        let next = first.saturating_add(step).min(high_watermark);
+        if next >= high_watermark || probe(next)? != Probe::Corrupt {
+            break next;
+        }
+        bad = next;
+        step = step.saturating_mul(2);
+    };
+    while good - bad > 1 {
+        let mid = bad + (good - bad) / 2;
+        if probe(mid)? == Probe::Corrupt {
+            bad = mid;
+        } else {
+            good = mid;
+        }
+    }
+    Ok(Some((first, good)))
+}
+
+/// `shoal partitions skip-corrupt`: finds the first corrupt offsets of a partition at or
+/// after `from` (default: the log start) and, unless `dry_run`, moves the log start past
+/// them with DeleteRecords. The records skipped are lost to every consumer.
+pub fn skip_corrupt(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    from: Option<i64>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let mut c = Conn::open(bootstrap)?;
+    let (log_start, high_watermark) = log_bounds(&mut c, topic, partition)?;
+    let from = from.unwrap_or(log_start).max(log_start);
+    let found = find_corrupt(|o| probe(&mut c, topic, partition, o), from, high_watermark)?;
+    let Some((first, end)) = found else {
+        println!(
+            "{topic}/{partition}: no corrupt batch between offsets {from} and {high_watermark}; nothing skipped"
+        );
+        return Ok(());
+    };
+    if dry_run {
+        println!(
+            "{topic}/{partition}: offsets {first}..{end} ({} offsets) are corrupt; --dry-run: nothing skipped",
+            end - first
+        );
+        return Ok(());
+    }
+    let r = c.call(
+        &DeleteRecordsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(end)])]),
+        2,
+    )?;
+    let p = r
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("DeleteRecords answered no partition")?;
+    if p.error_code != 0 {
+        bail!(
+            "DeleteRecords of {topic}/{partition} to offset {end} failed with error code {}",
+            p.error_code
+        );
+    }
+    println!(
+        "{topic}/{partition}: skipped corrupt offsets {first}..{end} ({} offsets; records below {first} were also removed); the log start is now {}",
+        end - first,
+        p.low_watermark
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +456,36 @@ mod tests {
             vec![("t".to_string(), vec![1, 3])]
         );
         assert!(parse_assignment(&[0, 0, 0, 0, 0, 5]).is_none());
+    }
+
+    /// A log of one-offset batches where `bad` offsets read corrupt.
+    fn log(bad: std::ops::Range<i64>) -> impl FnMut(i64) -> anyhow::Result<Probe> {
+        move |o| {
+            Ok(if bad.contains(&o) {
+                Probe::Corrupt
+            } else if o >= 100 {
+                Probe::Empty
+            } else {
+                // Two batches per fetch, stopping before a bad run as the agent does.
+                let next = (o + 2).min(if o < bad.start { bad.start } else { 100 });
+                Probe::Records { next }
+            })
+        }
+    }
+
+    #[test]
+    fn finds_exactly_the_corrupt_run() {
+        for (start, end) in [(0, 1), (7, 8), (7, 40), (50, 100), (99, 100), (1, 64)] {
+            assert_eq!(
+                find_corrupt(log(start..end), 0, 100).unwrap(),
+                Some((start, end)),
+                "run {start}..{end}"
+            );
+        }
+        // From past the run, or with none: nothing.
+        assert_eq!(find_corrupt(log(7..8), 8, 100).unwrap(), None);
+        assert_eq!(find_corrupt(log(0..0), 0, 100).unwrap(), None);
+        // A fetch below the high watermark that returns nothing is an error, not a loop.
+        assert!(find_corrupt(|_| Ok(Probe::Empty), 0, 100).is_err());
     }
 }

@@ -55,6 +55,9 @@ enum Command {
     Agent(AgentCmd),
     /// Inspect consumer groups of a running Shoal (or any Kafka) cluster.
     Groups(GroupsCmd),
+    /// Repair partitions of a running Shoal: `partitions skip-corrupt --topic T
+    /// --partition P` moves the log start past the first corrupt batches.
+    Partitions(PartitionsCmd),
     /// Manage users' SCRAM credentials in the metadata store, offline (no agent needed):
     /// `users add NAME`, `users list`, `users delete NAME`.
     Users(users::UsersCmd),
@@ -82,6 +85,42 @@ enum GroupsAction {
     Describe {
         /// The group id.
         group: String,
+    },
+}
+
+#[derive(Args)]
+struct PartitionsCmd {
+    /// Address of any agent.
+    #[arg(
+        long,
+        env = "SHOAL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    bootstrap: String,
+    #[command(subcommand)]
+    action: PartitionsAction,
+}
+
+#[derive(Subcommand)]
+enum PartitionsAction {
+    /// Finds the first corrupt batches of a partition (where Fetch answers
+    /// CORRUPT_MESSAGE) and moves the log start past them with DeleteRecords, so
+    /// consumers stuck there go on. Every record below the new log start is gone for
+    /// good, the good ones before the corrupt run included; use --from to skip only from
+    /// where consumers stand, and --dry-run to see the range first.
+    SkipCorrupt {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// Offset to scan from (default: the log start). Only batches at or after it are
+        /// read.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Print the corrupt range without skipping it.
+        #[arg(long, default_value_t = false)]
+        dry_run: bool,
     },
 }
 
@@ -493,6 +532,16 @@ fn main() -> anyhow::Result<()> {
             GroupsAction::Describe { group } => admin::describe_group(&g.bootstrap, group),
         };
     }
+    if let Command::Partitions(p) = &cli.command {
+        return match &p.action {
+            PartitionsAction::SkipCorrupt {
+                topic,
+                partition,
+                from,
+                dry_run,
+            } => admin::skip_corrupt(&p.bootstrap, topic, *partition, *from, *dry_run),
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
@@ -551,7 +600,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             (config, meta, store, banner)
         }
-        Command::Groups(_) => unreachable!("handled before the runtime starts"),
+        Command::Groups(_) | Command::Partitions(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Agent(a) => {
             let meta = stores::metadata(&a.metadata, &a.etcd).await?;
             let store = stores::object_store(&a.object_store)?;

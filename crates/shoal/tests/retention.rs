@@ -110,14 +110,23 @@ fn retention_by_time_moves_the_log_start_and_gc_deletes_the_objects() {
 #[test]
 fn retention_bytes_delete_records_topic_deletion_and_orphans() {
     let dir = tempfile::tempdir().unwrap();
-    // A flush object whose commit never happened, written long ago.
+    // A flush object whose commit never happened (its key's timestamp, long ago, is not
+    // what GC goes by).
     let orphan_dir = dir.path().join("objects").join("data");
     std::fs::create_dir_all(&orphan_dir).unwrap();
     let orphan = "0000000001000-00000000000000000000000000000000.shoal";
     std::fs::write(orphan_dir.join(orphan), b"never committed").unwrap();
     let agent = Agent::start_in(
         dir.path(),
-        &["--retention-check-interval", "200ms", "--gc-grace", "300ms"],
+        &[
+            "--retention-check-interval",
+            "200ms",
+            "--gc-grace",
+            "300ms",
+            // GC times an uncommitted object on its own clock, from when it first saw it.
+            "--orphan-grace",
+            "1s",
+        ],
     );
     let mut c = agent.connect();
     wait_for("GC to delete the orphan", || {

@@ -8,6 +8,10 @@
 //! and carry the aborted transactions overlapping what they return, so clients can drop
 //! aborted records (control batches travel with the data, as in Kafka). Fetch sessions (KIP-227) are not kept: the answer's
 //! session id is 0, which tells clients to keep sending full requests.
+//!
+//! A partition whose next batch is in a corrupt object ([`crate::quarantine`]) answers
+//! CORRUPT_MESSAGE, as Kafka does for a batch failing its CRC; the other partitions of
+//! the request are answered as usual.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +27,7 @@ use super::Reply;
 use crate::errors::meta_code;
 use crate::memory::Reservation;
 use crate::metrics::Metrics;
+use crate::read_path::ReadError;
 use crate::Shared;
 
 /// Upper bound on a long-poll.
@@ -197,6 +202,7 @@ async fn fetch(
                     // The first partition with data always gets at least one batch (KIP-74).
                     .read_partition(
                         topic.id,
+                        &topic.name,
                         p.partition,
                         p.fetch_offset,
                         visible_end,
@@ -240,6 +246,14 @@ async fn fetch(
                     Ok(read) => {
                         total += read.records.len();
                         parts.push(pd.with_records(Some(read.records)));
+                    }
+                    Err(e @ ReadError::Corrupt { .. }) => {
+                        // Logged and counted once by the quarantine. Not retriable: the
+                        // Java consumer raises it to the application; the log start must
+                        // move past it (`shoal partitions skip-corrupt`).
+                        any_error = true;
+                        tracing::debug!(topic = %topic.name, partition = p.partition, offset = p.fetch_offset, error = %e, "fetch of a corrupt object");
+                        parts.push(pd.with_error_code(ResponseError::CorruptMessage.code()));
                     }
                     Err(e) => {
                         any_error = true;
