@@ -165,6 +165,7 @@ fn a_corrupt_object_is_quarantined_reported_skipped_and_compacted_around() {
         )
         .unwrap();
     assert_eq!(found, 1, "counted once: {text}");
+    agent.wait_for_log("corrupt object quarantined");
     let log = agent.log();
     assert!(
         log.lines()
@@ -177,7 +178,7 @@ fn a_corrupt_object_is_quarantined_reported_skipped_and_compacted_around() {
     wait_for("compaction of every object but the corrupt one", 30, || {
         flush_objects(dir.path()) == vec![bad_key.clone()]
     });
-    assert!(agent.log().contains("compaction merged objects"));
+    agent.wait_for_log("compaction merged objects");
     let p = c.fetch("c", 0, 5, 0, 1 << 20);
     assert_eq!(
         p.error_code, CORRUPT_MESSAGE,
