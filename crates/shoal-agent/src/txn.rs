@@ -500,7 +500,11 @@ async fn write_markers(shared: &Shared, rec: &Transaction, commit: bool) -> Resu
             ),
         )
     };
-    let receivers = shared.writer.append(parts, 0).await.map_err(retriable)?;
+    let receivers = shared
+        .writer
+        .append(parts, 0, None)
+        .await
+        .map_err(retriable)?;
     for (rx, p) in receivers.into_iter().zip(&rec.partitions) {
         match rx.await.unwrap_or(Err(WriteError::ShuttingDown)) {
             Ok(_) => {}

@@ -31,8 +31,10 @@
 //! record in the metadata store ([`MetaStore::add_pending_object`]); the commit consumes
 //! it atomically and fails if GC fenced it meanwhile, so a commit never references an
 //! object GC may delete. PUT and commit are bounded by `flush_timeout` from the moment
-//! the PUT starts: past it the waiters get REQUEST_TIMED_OUT and the commit is never
-//! attempted, so no PUT commits after its producers were told it failed. A commit whose
+//! the PUT starts, and by the earliest deadline of the produce requests in the flush
+//! ([`request_deadline`], from each request's `timeout_ms`): past it the waiters get
+//! REQUEST_TIMED_OUT and the commit is never attempted, so no PUT commits after its
+//! producers were told it failed or gave up on it. A commit whose
 //! outcome stayed unknown after the store's read-back also answers REQUEST_TIMED_OUT
 //! (the producer retries; idempotence makes the retry a duplicate, not a second copy).
 
@@ -106,6 +108,8 @@ struct Pending {
     batches: Vec<PendingBatch>,
     waiters: Vec<Waiter>,
     first_at: Option<Instant>,
+    /// The earliest deadline of the requests buffered here (see [`request_deadline`]).
+    deadline: Option<tokio::time::Instant>,
     permits: Vec<OwnedSemaphorePermit>,
     /// An append is waiting because this buffer is too full to take it: flush now.
     full: bool,
@@ -196,10 +200,35 @@ impl WritePath {
     /// receiver per partition, in order. Waits for memory budget first: the batches'
     /// bytes, or `pinned` if more (the request frame the batches are slices of stays in
     /// memory as long as they do, until the flush is laid out).
+    ///
+    /// `deadline` (from [`request_deadline`]) bounds the request: waiting for budget or
+    /// room past it answers REQUEST_TIMED_OUT with nothing buffered, and a flush holding
+    /// the request is not committed once it has passed.
     pub async fn append(
         &self,
         parts: Vec<PartitionAppend>,
         pinned: usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<AckReceiver>, WriteError> {
+        match deadline {
+            None => self.append_now(parts, pinned, None).await,
+            Some(d) => tokio::time::timeout_at(d, self.append_now(parts, pinned, deadline))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WriteError::TimedOut(
+                        "the produce request's timeout passed while it waited for room \
+                         in the write buffer (flushes are falling behind)"
+                            .into(),
+                    ))
+                }),
+        }
+    }
+
+    async fn append_now(
+        &self,
+        parts: Vec<PartitionAppend>,
+        pinned: usize,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<AckReceiver>, WriteError> {
         let bytes: usize = parts
             .iter()
@@ -270,11 +299,33 @@ impl WritePath {
                 receivers.push(rx);
             }
             p.first_at.get_or_insert_with(Instant::now);
+            if let Some(d) = deadline {
+                p.deadline = Some(p.deadline.map_or(d, |e| e.min(d)));
+            }
             p.permits.push(permit);
         }
         self.inner.kick.notify_one();
         Ok(receivers)
     }
+}
+
+const DEADLINE: &str =
+    "the flush ran past its deadline (--flush-timeout, or a produce request's timeout_ms)";
+
+/// The deadline for a produce request that arrived now with the client's `timeout_ms`
+/// (librdkafka and the Java client send their `request.timeout.ms`), or `None` for no
+/// bound (`timeout_ms` ≤ 0). A flush holding the request is not committed past it, so
+/// a batch is never committed after its client gave up on the request and may have sent
+/// it again under a new producer epoch. It falls short of the client's own timeout by a
+/// quarter (at most 5 s), which covers the commit call still running at the deadline and
+/// the answer's way back; the clock starts when the agent reads the request.
+pub fn request_deadline(timeout_ms: i32) -> Option<tokio::time::Instant> {
+    if timeout_ms <= 0 {
+        return None;
+    }
+    let timeout = Duration::from_millis(timeout_ms as u64);
+    let margin = (timeout / 4).min(Duration::from_secs(5));
+    Some(tokio::time::Instant::now() + (timeout - margin))
 }
 
 fn object_key() -> String {
@@ -431,7 +482,10 @@ async fn flusher(
         let (object, infos) = taken.builder.finish();
         let key = object_key();
         let (segments, placement) = commit_segments(&infos, &taken.batches);
-        let deadline = tokio::time::Instant::now() + flush_timeout;
+        let mut deadline = tokio::time::Instant::now() + flush_timeout;
+        if let Some(d) = taken.deadline {
+            deadline = deadline.min(d);
+        }
         let put = {
             let span = tracing::debug_span!("put", key = %key);
             let (store, meta, metrics, key, object) = (
@@ -527,18 +581,12 @@ async fn commit_one(
             // The PUT may still land: the object stays pending and GC fences it later.
             put.abort();
             tracing::warn!(key = %job.key, "flush PUT ran past the flush timeout; not committed");
-            return fail(
-                job.waiters,
-                WriteError::TimedOut("the flush ran past its deadline".into()),
-            );
+            return fail(job.waiters, WriteError::TimedOut(DEADLINE.into()));
         }
     }
     if tokio::time::Instant::now() >= job.deadline {
         tracing::warn!(key = %job.key, "flush ran past the flush timeout before its commit; not committed");
-        return fail(
-            job.waiters,
-            WriteError::TimedOut("the flush ran past its deadline".into()),
-        );
+        return fail(job.waiters, WriteError::TimedOut(DEADLINE.into()));
     }
     let object = ObjectRef {
         key: job.key.clone(),

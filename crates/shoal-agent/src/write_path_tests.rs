@@ -68,6 +68,31 @@ async fn harness_with(
     }
 }
 
+/// A harness (2 ms batches, in-memory objects) whose metadata store injects faults.
+async fn faulty_meta_harness(
+    flush_timeout: Duration,
+) -> (Harness, Arc<shoal_meta::testkit::FaultyMeta>) {
+    let sqlite: Arc<dyn MetaStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let faulty = Arc::new(shoal_meta::testkit::FaultyMeta::new(sqlite));
+    let h = harness_with(Arc::new(InMemory::new()), faulty.clone(), 2, flush_timeout).await;
+    (h, faulty)
+}
+
+/// Appends one partition's batches as one request (buffered at once) and returns the
+/// future of its answer.
+fn first_outcome(
+    h: &Harness,
+    part: PartitionAppend,
+    deadline: Option<tokio::time::Instant>,
+) -> impl std::future::Future<Output = Result<AppendAck, WriteError>> {
+    let writer = h.writer.clone();
+    let rx = tokio::spawn(async move { writer.append(vec![part], 0, deadline).await });
+    async move {
+        let rx = rx.await.unwrap()?;
+        rx.into_iter().next().unwrap().await.unwrap()
+    }
+}
+
 fn part(topic: Uuid, partition: i32, spans: &[u64]) -> PartitionAppend {
     PartitionAppend {
         topic_id: topic,
@@ -161,7 +186,7 @@ async fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
     let send = |p: PartitionAppend| {
         let w = h.writer.clone();
         async move {
-            let rx = w.append(vec![p], 0).await.unwrap();
+            let rx = w.append(vec![p], 0, None).await.unwrap();
             rx.into_iter().next().unwrap().await.unwrap()
         }
     };
@@ -212,7 +237,7 @@ async fn acks_come_after_the_commit_with_contiguous_offsets() {
     for spans in [&[3u64, 2][..], &[1], &[5, 5, 5]] {
         let rx = h
             .writer
-            .append(vec![part(h.topic, 1, spans)], 0)
+            .append(vec![part(h.topic, 1, spans)], 0, None)
             .await
             .unwrap();
         let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
@@ -252,6 +277,7 @@ async fn concurrent_appends_never_share_offsets_and_keep_per_task_order() {
                             part(topic, (task % 3 + 1) as i32, &[1]),
                         ],
                         0,
+                        None,
                     )
                     .await
                     .unwrap();
@@ -313,7 +339,11 @@ async fn unknown_partition_fails_alone() {
     let h = harness(Arc::new(InMemory::new()), 2).await;
     let rxs = h
         .writer
-        .append(vec![part(h.topic, 9, &[1]), part(h.topic, 2, &[2])], 0)
+        .append(
+            vec![part(h.topic, 9, &[1]), part(h.topic, 2, &[2])],
+            0,
+            None,
+        )
         .await
         .unwrap();
     let mut it = rxs.into_iter();
@@ -338,7 +368,7 @@ async fn failed_put_is_not_acknowledged_or_committed() {
     let h = harness(Arc::new(fs), 2).await;
     let rx = h
         .writer
-        .append(vec![part(h.topic, 0, &[4])], 0)
+        .append(vec![part(h.topic, 0, &[4])], 0, None)
         .await
         .unwrap();
     let r = rx.into_iter().next().unwrap().await.unwrap();
@@ -361,7 +391,7 @@ async fn stopping_flushes_what_is_buffered() {
     let h = harness(Arc::new(InMemory::new()), 3_600_000).await;
     let rx = h
         .writer
-        .append(vec![part(h.topic, 3, &[2])], 0)
+        .append(vec![part(h.topic, 3, &[2])], 0, None)
         .await
         .unwrap();
     h.stop.cancel();
@@ -369,7 +399,7 @@ async fn stopping_flushes_what_is_buffered() {
     assert_eq!(ack.base_offset, 0);
     h.run.await.unwrap().unwrap();
     assert!(matches!(
-        h.writer.append(vec![part(h.topic, 3, &[1])], 0).await,
+        h.writer.append(vec![part(h.topic, 3, &[1])], 0, None).await,
         Err(WriteError::ShuttingDown)
     ));
 }
@@ -383,7 +413,12 @@ async fn objects_hold_at_most_batch_max_bytes() {
     let request = |p: i32| part(h.topic, p, &[1; 400]);
     let mut acks = Vec::new();
     for i in 0..5 {
-        acks.extend(h.writer.append(vec![request(i % 4)], 0).await.unwrap());
+        acks.extend(
+            h.writer
+                .append(vec![request(i % 4)], 0, None)
+                .await
+                .unwrap(),
+        );
     }
     h.stop.cancel(); // flushes the last request
     for rx in acks {
@@ -419,7 +454,7 @@ async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
         batches,
         log_append_time: -1,
     };
-    let acks = h.writer.append(vec![append], 0).await.unwrap();
+    let acks = h.writer.append(vec![append], 0, None).await.unwrap();
     h.stop.cancel();
     for rx in acks {
         rx.await.unwrap().unwrap();
@@ -463,19 +498,11 @@ async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
 /// the original offset, so the records are written once.
 #[tokio::test]
 async fn an_ambiguous_commit_answers_request_timed_out_and_its_retry_is_a_duplicate() {
-    let sqlite: Arc<dyn MetaStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let flaky = Arc::new(shoal_meta::testkit::AppliedButFailed::new(sqlite));
-    let h = harness_with(
-        Arc::new(InMemory::new()),
-        flaky.clone(),
-        2,
-        Duration::from_secs(30),
-    )
-    .await;
+    let (h, flaky) = faulty_meta_harness(Duration::from_secs(30)).await;
     flaky.fail_commits(1);
     let rx = h
         .writer
-        .append(vec![idempotent(h.topic, 0, 3, 0)], 0)
+        .append(vec![idempotent(h.topic, 0, 3, 0)], 0, None)
         .await
         .unwrap();
     let err = rx.into_iter().next().unwrap().await.unwrap().unwrap_err();
@@ -486,7 +513,7 @@ async fn an_ambiguous_commit_answers_request_timed_out_and_its_retry_is_a_duplic
     );
     let rx = h
         .writer
-        .append(vec![idempotent(h.topic, 0, 3, 0)], 0)
+        .append(vec![idempotent(h.topic, 0, 3, 0)], 0, None)
         .await
         .unwrap();
     let ack = rx.into_iter().next().unwrap().await.unwrap().unwrap();
@@ -513,7 +540,7 @@ async fn a_put_past_the_flush_timeout_never_commits() {
     let h = harness_with(store, meta, 2, Duration::from_secs(5)).await;
     let rx = h
         .writer
-        .append(vec![part(h.topic, 0, &[2])], 0)
+        .append(vec![part(h.topic, 0, &[2])], 0, None)
         .await
         .unwrap();
     let err = rx.into_iter().next().unwrap().await.unwrap().unwrap_err();
@@ -526,6 +553,119 @@ async fn a_put_past_the_flush_timeout_never_commits() {
     let o = h.meta.partition_offsets(h.topic, 0).await.unwrap();
     assert_eq!(o.high_watermark, 0, "never committed");
     h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+#[test]
+fn a_request_deadline_falls_short_of_the_clients_timeout() {
+    let now = tokio::time::Instant::now();
+    assert_eq!(request_deadline(0), None);
+    assert_eq!(request_deadline(-1), None);
+    let d = request_deadline(30_000).unwrap() - now;
+    assert!(
+        d >= Duration::from_secs(25) && d < Duration::from_millis(25_100),
+        "{d:?}"
+    );
+    let d = request_deadline(2_000).unwrap() - now;
+    assert!(
+        d >= Duration::from_millis(1_500) && d < Duration::from_millis(1_600),
+        "{d:?}"
+    );
+}
+
+/// A request that waited behind a stalled commit past its own timeout: it is answered
+/// REQUEST_TIMED_OUT and its batch is never committed, even though the store recovers
+/// well within `--flush-timeout`. (Its client may have given up and sent the records
+/// again under a new producer epoch, which no sequence check could catch.)
+#[tokio::test(start_paused = true)]
+async fn a_flush_past_a_requests_timeout_never_commits() {
+    let (h, stalled) = faulty_meta_harness(Duration::from_secs(60)).await;
+    stalled.delay_commits(1, Duration::from_secs(20));
+    // No deadline: its commit stalls 20 s, then lands.
+    let first = h
+        .writer
+        .append(vec![part(h.topic, 0, &[2])], 0, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A 10 s request behind it: its flush is made and PUT at once, then waits its turn.
+    let second = first_outcome(&h, idempotent(h.topic, 1, 3, 0), request_deadline(10_000));
+    let ack = first.into_iter().next().unwrap().await.unwrap().unwrap();
+    assert_eq!(ack.base_offset, 0);
+    let err = second.await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        kafka_protocol::ResponseError::RequestTimedOut.code(),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let o = h.meta.partition_offsets(h.topic, 1).await.unwrap();
+    assert_eq!(
+        o.high_watermark, 0,
+        "the timed-out request is never committed"
+    );
+    // The producer's retry (same epoch and sequence) is a first write, not a duplicate.
+    let retry = first_outcome(&h, idempotent(h.topic, 1, 3, 0), request_deadline(10_000));
+    let ack = retry.await.unwrap();
+    assert_eq!(ack.base_offset, 0);
+    let o = h.meta.partition_offsets(h.topic, 1).await.unwrap();
+    assert_eq!(o.high_watermark, 3, "written once");
+    h.stop.cancel();
+    h.run.await.unwrap().unwrap();
+}
+
+/// A request that cannot get room in the write buffer before its deadline (flushes are
+/// stuck behind a stalled commit) is answered REQUEST_TIMED_OUT with nothing buffered.
+#[tokio::test(start_paused = true)]
+async fn an_append_that_cannot_get_room_by_its_deadline_times_out() {
+    let (h, stalled) = faulty_meta_harness(Duration::from_secs(600)).await;
+    stalled.delay_commits(1, Duration::from_secs(300));
+    let big = |partition: i32| PartitionAppend {
+        topic_id: h.topic,
+        partition,
+        batches: vec![BatchToWrite {
+            bytes: Bytes::from(vec![1u8; 60 * 1024]),
+            offset_span: 1,
+            min_timestamp: 1,
+            max_timestamp: 2,
+            producer: None,
+        }],
+        log_append_time: -1,
+    };
+    // 60 KiB each, 64 KiB objects: fill the committer's queue and then the buffer
+    // behind the stalled commit, until an append has to wait for room.
+    let mut early = Vec::new();
+    for i in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            h.writer.append(vec![big(i % 4)], 0, None),
+        )
+        .await
+        {
+            Ok(r) => early.extend(r.unwrap()),
+            Err(_) => break,
+        }
+    }
+    assert!(early.len() < 16, "the buffer never filled");
+    let started = tokio::time::Instant::now();
+    let r = h
+        .writer
+        .append(vec![big(3)], 0, request_deadline(4_000))
+        .await;
+    let err = match r {
+        Err(e) => e,
+        Ok(_) => panic!("the append got room although every flush is stuck"),
+    };
+    assert_eq!(
+        err.code(),
+        kafka_protocol::ResponseError::RequestTimedOut.code(),
+        "{err}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    h.stop.cancel();
+    for rx in early {
+        let _ = rx.await;
+    }
     h.run.await.unwrap().unwrap();
 }
 
@@ -560,7 +700,7 @@ async fn corrupt_setup() -> (
         batches,
         log_append_time: -1,
     };
-    let acks = h.writer.append(vec![append], 0).await.unwrap();
+    let acks = h.writer.append(vec![append], 0, None).await.unwrap();
     h.stop.cancel();
     for rx in acks {
         rx.await.unwrap().unwrap();

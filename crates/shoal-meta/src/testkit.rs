@@ -1,6 +1,7 @@
-//! Test kit: a [`MetaStore`] wrapper that applies calls and then reports them failed
-//! ("applied but reported failed", the ambiguous outcome of a timeout after the store
-//! applied the write), for tests of how callers resolve unknown outcomes.
+//! Test kit: a [`MetaStore`] wrapper that injects faults into flush commits: "applied but
+//! reported failed" (the ambiguous outcome of a timeout after the store applied the
+//! write), for tests of how callers resolve unknown outcomes, and latency (a stalled
+//! store), for tests of deadlines.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,24 +11,36 @@ use uuid::Uuid;
 
 use crate::*;
 
-/// Forwards every call to `inner`; the next [`AppliedButFailed::fail_commits`] flush
-/// commits are applied and then answered with [`MetaError::Ambiguous`].
-pub struct AppliedButFailed {
+/// Forwards every call to `inner`; the next [`FaultyMeta::fail_commits`] flush commits
+/// are applied and then answered with [`MetaError::Ambiguous`], and the next
+/// [`FaultyMeta::delay_commits`] ones wait before they reach `inner`.
+pub struct FaultyMeta {
     pub inner: Arc<dyn MetaStore>,
     commits: AtomicUsize,
+    delayed: AtomicUsize,
+    delay: std::sync::Mutex<std::time::Duration>,
 }
 
-impl AppliedButFailed {
+impl FaultyMeta {
     pub fn new(inner: Arc<dyn MetaStore>) -> Self {
-        AppliedButFailed {
+        FaultyMeta {
             inner,
             commits: AtomicUsize::new(0),
+            delayed: AtomicUsize::new(0),
+            delay: std::sync::Mutex::new(std::time::Duration::ZERO),
         }
     }
 
-    /// Arms the next `n` calls of [`MetaStore::commit_flush`].
+    /// Arms the next `n` calls of [`MetaStore::commit_flush`]: applied, reported lost.
     pub fn fail_commits(&self, n: usize) {
         self.commits.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` calls of [`MetaStore::commit_flush`] sleep `delay` (tokio time, so
+    /// a paused clock runs through it) before they are applied.
+    pub fn delay_commits(&self, n: usize, delay: std::time::Duration) {
+        *self.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+        self.delayed.store(n, Ordering::SeqCst);
     }
 }
 
@@ -37,7 +50,7 @@ fn take(n: &AtomicUsize) -> bool {
 }
 
 #[async_trait]
-impl MetaStore for AppliedButFailed {
+impl MetaStore for FaultyMeta {
     async fn cluster_id(&self) -> Result<String, MetaError> {
         self.inner.cluster_id().await
     }
@@ -65,6 +78,10 @@ impl MetaStore for AppliedButFailed {
         object: &ObjectRef,
         segments: &[SegmentAppend],
     ) -> Result<Vec<SegmentOutcome>, MetaError> {
+        if take(&self.delayed) {
+            let delay = *self.delay.lock().unwrap_or_else(|e| e.into_inner());
+            tokio::time::sleep(delay).await;
+        }
         let r = self.inner.commit_flush(object, segments).await;
         if r.is_ok() && take(&self.commits) {
             return Err(MetaError::Ambiguous(format!(

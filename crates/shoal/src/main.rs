@@ -338,7 +338,8 @@ struct Common {
     #[arg(long, env = "SHOAL_ORPHAN_GRACE", default_value = "1h", value_parser = units::parse_duration)]
     orphan_grace: Duration,
     /// The most a flush may take from its PUT to its commit; past it its produce requests
-    /// get REQUEST_TIMED_OUT and the commit is never attempted. Keep it well below
+    /// get REQUEST_TIMED_OUT and the commit is never attempted. (Each produce request is
+    /// also bounded by its own timeout_ms, less a quarter.) Keep it well below
     /// --orphan-grace.
     #[arg(long, env = "SHOAL_FLUSH_TIMEOUT", default_value = "30s", value_parser = units::parse_duration)]
     flush_timeout: Duration,

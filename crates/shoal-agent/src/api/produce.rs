@@ -22,7 +22,7 @@ use super::{sb, Reply};
 use crate::errors::meta_code;
 use crate::metrics::Metrics;
 use crate::topics::{log_append_time, max_message_bytes};
-use crate::write_path::{AckReceiver, BatchToWrite, PartitionAppend};
+use crate::write_path::{request_deadline, AckReceiver, BatchToWrite, PartitionAppend};
 use crate::Shared;
 
 /// Where each partition's answer will come from.
@@ -118,6 +118,7 @@ pub async fn handle(
     frame_len: usize,
 ) -> Reply {
     let acks = req.acks;
+    let req_timeout = req.timeout_ms;
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Slot>)> = Vec::new();
     let mut appends: Vec<PartitionAppend> = Vec::new();
     for td in req.topic_data {
@@ -187,7 +188,10 @@ pub async fn handle(
     let receivers: Result<Vec<AckReceiver>, _> = if appends.is_empty() {
         Ok(Vec::new())
     } else {
-        shared.writer.append(appends, frame_len).await
+        shared
+            .writer
+            .append(appends, frame_len, request_deadline(req_timeout))
+            .await
     };
     if acks == 0 {
         return Reply::Now(None);
