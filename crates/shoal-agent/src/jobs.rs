@@ -6,12 +6,13 @@
 //!   index entries in the role of segments), are dropped by moving the log start past them
 //!   ([`MetaStore::advance_log_start`]). DeleteRecords moves it the same way on request.
 //! - **GC** (same interval): objects the index no longer references (retention, deleted
-//!   topics) are first marked, and deleted from the object store once marked for longer
-//!   than `gc_grace`, so fetches that looked the index up before the change finish their
-//!   reads. Objects that were never committed (a flush whose commit failed or whose
-//!   agent died) are deleted once GC has watched them, on its own monotonic clock across
-//!   passes, for `orphan_grace`, far longer than any flush may take from PUT to commit
-//!   (`flush_timeout`). No writer's clock is involved (object keys carry the writer's
+//!   topics) are first marked, and deleted from the object store once this GC agent has
+//!   seen them marked for `gc_grace` on its own monotonic clock (a new GC agent starts
+//!   watching afresh), so fetches that looked the index up before the change finish
+//!   their reads, whatever any agent's wall clock says. Objects that were never
+//!   committed (a flush whose commit failed or whose agent died) are deleted once GC
+//!   has watched them, on its own monotonic clock across passes, for `orphan_grace`,
+//!   far longer than any flush may take from PUT to commit (`flush_timeout`). No writer's clock is involved (object keys carry the writer's
 //!   time, but it is not used). Before deleting one, GC fences it in the metadata store
 //!   ([`MetaStore::fence_object`]): its pending record (or, if the writer never wrote
 //!   one, an empty slot) becomes a tombstone in one atomic step that fails if the object
@@ -44,7 +45,7 @@ use tokio::time::Instant;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use shoal_meta::{IndexEntry, MetaError, TopicInfo};
+use shoal_meta::{IndexEntry, MetaError, MetaStore, TopicInfo};
 
 use crate::metrics::Metrics;
 use crate::topics::effective;
@@ -136,13 +137,16 @@ pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
     Ok(moved)
 }
 
-/// What GC has seen of objects that were never committed, across passes, on its own
-/// monotonic clock: when it first saw each (key, pending instance), and which listed
-/// objects turned out committed (not asked about again).
+/// What GC has seen across passes, on its own monotonic clock: when it first saw each
+/// object that was never committed (by key and pending instance), which listed objects
+/// turned out committed (not asked about again), and when it first saw each committed
+/// object marked unreferenced.
 #[derive(Default)]
 pub struct OrphanWatch {
     first_seen: HashMap<(String, Option<u64>), Instant>,
     committed: HashSet<String>,
+    /// When this GC first saw each committed object marked unreferenced.
+    unreferenced: HashMap<String, Instant>,
 }
 
 impl OrphanWatch {
@@ -166,29 +170,36 @@ impl OrphanWatch {
 /// One GC pass: deletes unreferenced objects past the grace period and orphans past
 /// theirs (see the module docs). Returns how many objects were deleted.
 pub async fn gc_pass(
-    shared: &Shared,
+    meta: &dyn MetaStore,
     store: &Arc<dyn ObjectStore>,
     gc_grace: Duration,
     orphan_grace: Duration,
     watch: &mut OrphanWatch,
 ) -> anyhow::Result<u64> {
-    let now = now_ms();
     let mut deleted = 0;
-    let due = shared
-        .meta
-        .unreferenced_objects(now, now - gc_grace.as_millis() as i64, GC_BATCH)
+    let seen_at = Instant::now();
+    // Every marked object (the marks' wall-clock times only order them): each is due
+    // once this GC has seen it unreferenced for `gc_grace` on its own monotonic clock.
+    let marked = meta
+        .unreferenced_objects(now_ms(), i64::MAX, GC_BATCH)
         .await?;
-    for key in due {
+    let mut unreferenced = HashMap::with_capacity(marked.len());
+    for key in marked {
+        let first = watch.unreferenced.get(&key).copied().unwrap_or(seen_at);
+        if seen_at.duration_since(first) < gc_grace {
+            unreferenced.insert(key, first);
+            continue;
+        }
         delete(store, &key).await?;
-        shared.meta.forget_object(&key).await?;
+        meta.forget_object(&key).await?;
         watch.committed.remove(&key);
         deleted += 1;
     }
-    let seen_at = Instant::now();
+    watch.unreferenced = unreferenced;
     let mut next = HashMap::new();
     let mut pending_keys = HashSet::new();
     let mut acted = 0;
-    for p in shared.meta.pending_objects(GC_BATCH).await? {
+    for p in meta.pending_objects(GC_BATCH).await? {
         pending_keys.insert(p.key.clone());
         if !watch.due(&mut next, &p.key, Some(p.instance), seen_at, orphan_grace)
             || acted >= GC_BATCH
@@ -199,8 +210,8 @@ pub async fn gc_pass(
         if p.fenced {
             // Deleted when fenced; the tombstone has outlived any late writer.
             delete(store, &p.key).await?;
-            shared.meta.forget_object(&p.key).await?;
-        } else if shared.meta.fence_object(&p.key, Some(p.instance)).await? {
+            meta.forget_object(&p.key).await?;
+        } else if meta.fence_object(&p.key, Some(p.instance)).await? {
             tracing::info!(key = %p.key, "deleting an object whose commit never happened");
             delete(store, &p.key).await?;
             deleted += 1;
@@ -209,8 +220,8 @@ pub async fn gc_pass(
     let mut listing = store
         .list(Some(&Path::from("data")))
         .chain(store.list(Some(&Path::from("compacted"))));
-    while let Some(meta) = listing.next().await {
-        let key = meta?.location.to_string();
+    while let Some(listed) = listing.next().await {
+        let key = listed?.location.to_string();
         if pending_keys.contains(&key) || watch.committed.contains(&key) {
             continue;
         }
@@ -218,13 +229,13 @@ pub async fn gc_pass(
             continue;
         }
         acted += 1;
-        if shared.meta.object_known(&key).await? {
+        if meta.object_known(&key).await? {
             next.remove(&(key.clone(), None));
             watch.committed.insert(key);
             continue;
         }
         // No pending record either (the writer died before writing it): fence the slot.
-        if shared.meta.fence_object(&key, None).await? {
+        if meta.fence_object(&key, None).await? {
             tracing::info!(key = %key, "deleting an object whose commit never happened");
             delete(store, &key).await?;
             deleted += 1;
@@ -313,7 +324,15 @@ pub async fn run(
         if let Err(e) = retention_pass(&shared).await {
             tracing::warn!(error = %e, "retention pass failed; retrying next interval");
         }
-        match gc_pass(&shared, &store, cfg.gc_grace, cfg.orphan_grace, &mut watch).await {
+        match gc_pass(
+            &*shared.meta,
+            &store,
+            cfg.gc_grace,
+            cfg.orphan_grace,
+            &mut watch,
+        )
+        .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(objects = n, "GC deleted objects");
@@ -379,5 +398,85 @@ mod tests {
         assert_eq!(retention_start(&e, 4_500, 3_000, 1_000), Some(10));
         assert_eq!(retention_start(&e, 0, 1_000_000, 200), Some(10));
         assert_eq!(retention_start(&[], 1, 0, 0), None);
+    }
+
+    /// An unreferenced object marked by a GC agent whose wall clock ran an hour behind
+    /// (or by one that has since lost the job): the GC agent now holding the job still
+    /// keeps it for the whole `gc_grace` on its own monotonic clock before deleting it.
+    #[tokio::test(start_paused = true)]
+    async fn gc_grace_runs_on_the_gc_agents_monotonic_clock() {
+        use object_store::{memory::InMemory, PutPayload};
+        use shoal_meta::{ObjectRef, SegmentAppend, SqliteStore, TopicSpec};
+        let meta = SqliteStore::in_memory().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let t = meta
+            .create_topic(TopicSpec {
+                name: "t".into(),
+                partitions: 1,
+                configs: Default::default(),
+            })
+            .await
+            .unwrap();
+        let key = "data/0000000000001-gc.shoal";
+        store
+            .put(&Path::from(key), PutPayload::from(vec![0u8; 10]))
+            .await
+            .unwrap();
+        meta.add_pending_object(key).await.unwrap();
+        let seg = SegmentAppend {
+            topic_id: t.id,
+            partition: 0,
+            data_offset: 0,
+            data_len: 10,
+            offset_span: 1,
+            min_timestamp: 1,
+            max_timestamp: 1,
+            producer: None,
+        };
+        let object = ObjectRef {
+            key: key.into(),
+            size: 10,
+        };
+        meta.commit_flush(&object, &[seg]).await.unwrap();
+        meta.advance_log_start(t.id, 0, 1).await.unwrap();
+        // The earlier GC agent's mark, an hour behind this one's wall clock.
+        meta.unreferenced_objects(now_ms() - 3_600_000, i64::MIN, 10)
+            .await
+            .unwrap();
+        let grace = Duration::from_secs(60);
+        let orphans = Duration::from_secs(3600);
+        let mut watch = OrphanWatch::default();
+        let exists =
+            |store: Arc<dyn ObjectStore>| async move { store.head(&Path::from(key)).await.is_ok() };
+        assert_eq!(
+            gc_pass(&meta, &store, grace, orphans, &mut watch)
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(
+            exists(store.clone()).await,
+            "kept: this GC has not watched it yet"
+        );
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(
+            gc_pass(&meta, &store, grace, orphans, &mut watch)
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(exists(store.clone()).await, "kept for the whole grace");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            gc_pass(&meta, &store, grace, orphans, &mut watch)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(
+            !exists(store.clone()).await,
+            "deleted once the grace has passed"
+        );
+        assert!(!meta.object_known(key).await.unwrap());
     }
 }

@@ -330,7 +330,7 @@ struct Common {
     #[arg(long, env = "SHOAL_RETENTION_CHECK_INTERVAL", default_value = "5m", value_parser = units::parse_duration)]
     retention_check_interval: Duration,
     /// How long GC keeps an object after the index stopped referencing it (lets
-    /// in-flight reads finish).
+    /// in-flight reads finish), measured on the GC agent's own monotonic clock.
     #[arg(long, env = "SHOAL_GC_GRACE", default_value = "10m", value_parser = units::parse_duration)]
     gc_grace: Duration,
     /// How long GC must have watched an object whose flush never committed (on its own
