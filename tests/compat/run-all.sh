@@ -5,7 +5,8 @@
 #
 # Starts the playground on a free loopback port in a temporary data dir, runs the Java,
 # Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group,
-# transaction, client-quota and ACL (kafka-acls) suites and the security suite (its own
+# transaction, client-quota, ACL (kafka-acls) and replica-tool (kafka-reassign-partitions,
+# kafka-leader-election, kafka-log-dirs) suites and the security suite (its own
 # secure playground: TLS, SASL, ACLs), then franz-go's
 # own integration suite as a measurement (its pass count is reported, not required).
 # The playground is stopped on exit whatever happens. Exit code: non-zero if any of the
@@ -59,6 +60,7 @@ suite groups "$here/groups/run.sh" "$bootstrap"
 suite txn "$here/txn/run.sh" "$bootstrap"
 suite quotas "$here/quotas/run.sh" "$bootstrap"
 suite acls "$here/acls/run.sh" "$bootstrap"
+suite admin-tools "$here/admin-tools/run.sh" "$bootstrap"
 # Starts its own playground with TLS, SASL and ACLs (the flags differ from the shared one).
 suite security "$here/security/run.sh" "$shoal"
 

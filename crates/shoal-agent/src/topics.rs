@@ -187,7 +187,18 @@ pub const TOPIC_CONFIGS: &[(&str, &str, ConfigType)] = &[
     ("file.delete.delay.ms", "60000", ConfigType::Long),
     ("flush.messages", "9223372036854775807", ConfigType::Long),
     ("flush.ms", "9223372036854775807", ConfigType::Long),
+    // Replication throttles: kept and reported, no effect (there are no replicas).
+    (
+        "follower.replication.throttled.replicas",
+        "",
+        ConfigType::List,
+    ),
     ("index.interval.bytes", "4096", ConfigType::Int),
+    (
+        "leader.replication.throttled.replicas",
+        "",
+        ConfigType::List,
+    ),
     ("local.retention.bytes", "-2", ConfigType::Long),
     ("local.retention.ms", "-2", ConfigType::Long),
     (

@@ -60,6 +60,11 @@ fn api_versions_lists_the_implemented_apis() {
         (ApiKey::DescribeTransactions, 0, 0),
         (ApiKey::ListTransactions, 0, 1),
         (ApiKey::DeleteRecords, 0, 2),
+        (ApiKey::ListPartitionReassignments, 0, 0),
+        (ApiKey::AlterPartitionReassignments, 0, 1),
+        (ApiKey::ElectLeaders, 0, 2),
+        (ApiKey::DescribeLogDirs, 1, 4),
+        (ApiKey::AlterReplicaLogDirs, 1, 2),
     ];
     for (key, min, max) in expected {
         let listed = resp
@@ -383,4 +388,43 @@ fn fetch_by_topic_id_v16() {
         records.last().unwrap().value,
         Some(Bytes::from_static(b"y"))
     );
+}
+
+/// Fetch session ids and epochs as Kafka reads them (KIP-227). Epoch 0 (open a session)
+/// and -1 (no session, or close the one named) are full fetches whatever the session
+/// id, answered in full with session id 0 (none kept); an incremental fetch (epoch > 0)
+/// names a session the agent cannot have: FETCH_SESSION_ID_NOT_FOUND.
+#[test]
+fn fetch_session_ids_and_epochs() {
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("sessions", 1, &[]);
+    assert_eq!(c.produce("sessions", 0, &values(&["a", "b"])), (0, 0));
+    for (id, epoch) in [(0, -1), (0, 0), (4242, -1), (4242, 0)] {
+        let req = fetch_request("sessions", 0, 0, 0, 1 << 20)
+            .with_session_id(id)
+            .with_session_epoch(epoch);
+        let resp = c.send(&req, FETCH_V);
+        assert_eq!(resp.error_code, 0, "session {id} epoch {epoch}");
+        assert_eq!(resp.session_id, 0, "no session is kept");
+        let p = &resp.responses[0].partitions[0];
+        let records = common::decode_records(p.records.as_ref().unwrap());
+        assert_eq!(
+            records.len(),
+            2,
+            "session {id} epoch {epoch}: a full answer"
+        );
+    }
+    for (id, epoch) in [(4242, 1), (0, 3)] {
+        let req = fetch_request("sessions", 0, 0, 0, 1 << 20)
+            .with_session_id(id)
+            .with_session_epoch(epoch);
+        let resp = c.send(&req, FETCH_V);
+        assert_eq!(
+            resp.error_code,
+            kafka_protocol::ResponseError::FetchSessionIdNotFound.code(),
+            "session {id} epoch {epoch}"
+        );
+        assert!(resp.responses.is_empty());
+    }
 }

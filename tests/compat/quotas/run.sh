@@ -13,11 +13,9 @@
 # sharing the server are not affected. Last line: `quotas: N passed, M failed`.
 set -euo pipefail
 
-[[ $# -eq 1 ]] || { echo "usage: $0 BOOTSTRAP (host:port)" >&2; exit 2; }
-bootstrap="$1"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-libs="$("$root/bench/kafka/fetch-kafka.sh" 4)"
+# shellcheck source=../lib/kafka4.sh
+source "$here/../lib/kafka4.sh"
 py="$(bash "$here/../python/venv.sh")"
 
 configs() { java -cp "$libs/*" kafka.admin.ConfigCommand --bootstrap-server "$bootstrap" "$@" 2>&1; }

@@ -3,7 +3,8 @@
 //!
 //! Shoal keeps no replicas (object storage is the durability), so any replication
 //! factor is accepted and reported as 1, and manual replica assignments only fix the
-//! partition count.
+//! partition count. A request naming one topic twice gets INVALID_REQUEST for that name
+//! (one result), and neither entry is created, as Kafka answers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,9 +48,26 @@ pub async fn handle(
         return CreateTopicsResponse::default().with_topics(results);
     }
     let mut results = Vec::with_capacity(req.topics.len());
+    // A name given more than once is refused, once, and none of its entries is created
+    // (as Kafka answers).
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for t in &req.topics {
+        *seen.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let mut answered_dupes = std::collections::HashSet::new();
     // Partitions this request already added (validate_only too), for the total cap.
     let mut pending = 0i64;
     for t in req.topics {
+        let name = t.name.0.to_string();
+        if seen.get(&name).copied().unwrap_or(0) > 1 {
+            if answered_dupes.insert(name.clone()) {
+                let why = format!(
+                    "the request names topic '{name}' more than once; name each topic once"
+                );
+                results.push(failed(&name, ResponseError::InvalidRequest.code(), why));
+            }
+            continue;
+        }
         let result = create_one(shared, t, req.validate_only, pending).await;
         if result.error_code == 0 {
             pending += result.num_partitions as i64;

@@ -6,8 +6,14 @@
 //! partitions ([`crate::commits`]; not a polling timer, and not every commit anywhere)
 //! and tries again. read_committed fetches stop at the last stable offset
 //! and carry the aborted transactions overlapping what they return, so clients can drop
-//! aborted records (control batches travel with the data, as in Kafka). Fetch sessions (KIP-227) are not kept: the answer's
-//! session id is 0, which tells clients to keep sending full requests.
+//! aborted records (control batches travel with the data, as in Kafka).
+//!
+//! Fetch sessions (KIP-227) are not kept yet: the answer's session id is 0, which tells
+//! clients to keep sending full requests. A full request is one with session epoch 0
+//! (asking for a session) or -1 (none, or closing the one named), whatever its session
+//! id, and is answered in full, as Kafka does; an incremental one (epoch > 0) names a
+//! session this agent cannot have and gets FETCH_SESSION_ID_NOT_FOUND, after which
+//! clients send a full request.
 //!
 //! A partition whose next batch is in a corrupt object ([`crate::quarantine`]) answers
 //! CORRUPT_MESSAGE, as Kafka does for a batch failing its CRC; the other partitions of
@@ -93,7 +99,7 @@ async fn fetch(
     version: i16,
     memory: Option<&Reservation>,
 ) -> FetchResponse {
-    if req.session_id != 0 {
+    if !matches!(req.session_epoch, 0 | -1) {
         return FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);

@@ -54,6 +54,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod no_replicas;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
@@ -117,6 +118,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 0, 3),
     (ApiKey::CreateAcls, 0, 3),
     (ApiKey::DeleteAcls, 0, 3),
+    // No replicas: well-formed answers that say so (see no_replicas).
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -477,6 +484,21 @@ async fn dispatch(
         RequestKind::CreateAcls(r) => Reply::now(create_acls::handle(shared, &who, r).await),
         RequestKind::DescribeAcls(r) => Reply::now(describe_acls::handle(shared, &who, r).await),
         RequestKind::DeleteAcls(r) => Reply::now(delete_acls::handle(shared, &who, r).await),
+        RequestKind::ListPartitionReassignments(r) => {
+            Reply::now(no_replicas::list_reassignments(shared, &who, r).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            Reply::now(no_replicas::alter_reassignments(shared, &who, r).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            Reply::now(no_replicas::elect_leaders(shared, &who, r).await)
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            Reply::now(no_replicas::describe_log_dirs(shared, &who, r).await)
+        }
+        RequestKind::AlterReplicaLogDirs(r) => {
+            Reply::now(no_replicas::alter_replica_log_dirs(shared, &who, r).await)
+        }
         other => {
             // Unreachable while SUPPORTED and this match agree; answer nothing rather than panic.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a supported API");
