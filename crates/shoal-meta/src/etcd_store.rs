@@ -12,6 +12,13 @@ use crate::etcd::*;
 use crate::producer_rules::{apply, decide, needs_txn_check, txn_state_for, Decision, ProducerRow};
 use crate::*;
 
+/// How long a flush commit of unknown outcome keeps trying to read itself back (and
+/// fence itself) before it reports [`MetaError::Ambiguous`]: longer than a paused or
+/// briefly cut-off etcd usually stays away, short of a client's request timeout.
+const READ_BACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(20);
+/// The pause between read-back attempts.
+const READ_BACK_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What one chunk of a flush commit changes, computed from what it read.
 struct Plan {
     compares: Vec<Compare>,
@@ -349,15 +356,27 @@ impl EtcdStore {
                     } else {
                         (obj_key.as_str(), obj_kv.as_ref())
                     };
-                    match self.read_back(&obj_key, fence, chunk_no).await {
-                        Ok(Some(applied)) => applied,
-                        Ok(None) => continue,
-                        Err(again) => {
-                            return Err(MetaError::Ambiguous(format!(
-                                "flush commit of {} ({e}); reading it back failed too ({again})",
-                                object.key
-                            )))
+                    // Keep trying while etcd is out of reach (paused, cut off): the lost
+                    // transaction may still be applied when it comes back, so answering
+                    // now would leave a commit that lands after its producer was told
+                    // it may have failed.
+                    let until = tokio::time::Instant::now() + READ_BACK_WINDOW;
+                    let resolved = loop {
+                        match self.read_back(&obj_key, fence, chunk_no).await {
+                            Ok(r) => break r,
+                            Err(again) if tokio::time::Instant::now() >= until => {
+                                return Err(MetaError::Ambiguous(format!(
+                                    "flush commit of {} ({e}); reading it back failed for \
+                                     {READ_BACK_WINDOW:?} too ({again})",
+                                    object.key
+                                )));
+                            }
+                            Err(_) => tokio::time::sleep(READ_BACK_RETRY).await,
                         }
+                    };
+                    match resolved {
+                        Some(applied) => applied,
+                        None => continue,
                     }
                 }
             };
