@@ -430,3 +430,45 @@ fn txn_offset_commits_are_fenced_by_the_group_generation() {
     );
     assert_eq!(commit("", -1), NONE, "no group identity: not checked");
 }
+
+/// An idempotent produce request whose client closes the connection before the answer
+/// is not written: the client may be resending the records under a new epoch, which no
+/// sequence check could match. Plain and acks=0 data in the same flush are written.
+#[test]
+fn an_idempotent_produce_abandoned_by_its_client_is_not_written() {
+    let agent = Agent::start(&["--batch-timeout", "1s"]);
+    let mut c = agent.connect();
+    c.create_topic("abandoned", 3, &[]);
+    let (code, pid, epoch) = init_producer_id(&mut c, None, 60_000);
+    assert_eq!(code, NONE);
+    let mut gone = agent.connect();
+    let idem = producer_batch(pid, epoch, 0, 2, false, "never");
+    gone.send_only(&produce_request("abandoned", vec![(0, idem)]), PRODUCE_V);
+    let plain = encode_batch(&values(&["plain"]), Compression::None);
+    gone.send_only(&produce_request("abandoned", vec![(1, plain)]), PRODUCE_V);
+    drop(gone);
+    let mut fire = agent.connect();
+    let batch = encode_batch(&values(&["fire", "and", "forget"]), Compression::None);
+    fire.send_only(
+        &produce_request("abandoned", vec![(2, batch)]).with_acks(0),
+        PRODUCE_V,
+    );
+    drop(fire);
+    std::thread::sleep(Duration::from_secs(3));
+    let end = |c: &mut Client, p| c.list_offsets("abandoned", p, -1).1;
+    assert_eq!(
+        end(&mut c, 0),
+        0,
+        "the abandoned idempotent batch is not written"
+    );
+    assert_eq!(
+        end(&mut c, 1),
+        1,
+        "an abandoned plain batch is (at least once)"
+    );
+    assert_eq!(end(&mut c, 2), 3, "acks=0 data is written");
+    // The producer's resend from sequence 0 is a first write, not a duplicate or a gap.
+    let again = producer_batch(pid, epoch, 0, 2, false, "again");
+    let r = c.produce_batch("abandoned", 0, again);
+    assert_eq!((r.error_code, r.base_offset), (NONE, 0));
+}
