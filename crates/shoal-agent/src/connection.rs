@@ -96,8 +96,6 @@ async fn serve<S>(
     let mut buf = BytesMut::new();
     let max_frame = shared.config.max_frame_bytes;
     let mut timers = Timers::new(&shared.config);
-    // The client closed the connection (or it broke), as opposed to a close of ours.
-    let mut client_gone = false;
     let budgets = memory::Budgets {
         agent: shared.request_memory.clone(),
         connection: memory::Budget::new(shared.config.max_request_bytes_per_connection),
@@ -220,7 +218,6 @@ async fn serve<S>(
                     };
                     in_flight.fetch_add(1, Ordering::Relaxed);
                     if tx.send(q).await.is_err() {
-                        client_gone = true;
                         break 'read; // writer failed: the socket is gone
                     }
                     if let Some(why) = context.take_closing() {
@@ -296,23 +293,14 @@ async fn serve<S>(
                 break;
             }
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => {
-                    client_gone = true;
-                    break;
-                }
+                Ok(0) => break,
                 Ok(_) => timers.bytes_read(),
                 Err(e) => {
                     tracing::debug!(error = %e, "read failed");
-                    client_gone = true;
                     break;
                 }
             },
         }
-    }
-    if client_gone {
-        // Nobody will read the answers: produce requests not committed yet are dropped
-        // from their flushes (the client may already be resending them elsewhere).
-        context.client_gone.cancel();
     }
     // Let the writer answer everything already accepted, then close.
     drop(tx);

@@ -34,9 +34,7 @@
 //! the PUT starts, and by the earliest deadline of the produce requests in the flush
 //! ([`request_deadline`], from each request's `timeout_ms`): past it the waiters get
 //! REQUEST_TIMED_OUT and the commit is never attempted, so no PUT commits after its
-//! producers were told it failed or gave up on it. Batches with a producer id whose
-//! request nobody waits for any more (its client closed the connection, so it may be
-//! resending them under a new epoch) are left out of the commit. A commit whose
+//! producers were told it failed or gave up on it. A commit whose
 //! outcome stayed unknown after the store's read-back also answers REQUEST_TIMED_OUT
 //! (the producer retries; idempotence makes the retry a duplicate, not a second copy).
 
@@ -594,37 +592,8 @@ async fn commit_one(
         key: job.key.clone(),
         size: job.size,
     };
-    // Batches with a producer id whose request was abandoned (its client closed the
-    // connection, so it may be resending them under a new producer epoch, which no
-    // sequence check could match) are left out; they are commit segments of their own.
-    let dropped = abandoned_segments(&job.waiters, &job.placement, &job.segments);
-    let kept: Vec<SegmentAppend> = job
-        .segments
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !dropped.contains(i))
-        .map(|(_, s)| s.clone())
-        .collect();
-    if !dropped.is_empty() {
-        tracing::warn!(key = %job.key, batches = dropped.len(), "leaving out batches of produce requests their clients abandoned");
-    }
-    let result = if kept.is_empty() {
-        Ok(Vec::new())
-    } else {
-        meta.commit_flush(&object, &kept).await
-    };
-    let outcomes = match result {
-        Ok(o) => {
-            let mut o = o.into_iter();
-            (0..job.segments.len())
-                .map(|i| match dropped.contains(&i) {
-                    true => SegmentOutcome::NotCommitted { unknown: false },
-                    false => o
-                        .next()
-                        .unwrap_or(SegmentOutcome::NotCommitted { unknown: false }),
-                })
-                .collect::<Vec<_>>()
-        }
+    let outcomes = match meta.commit_flush(&object, &job.segments).await {
+        Ok(o) => o,
         Err(e) => {
             Metrics::add(&metrics.commit_errors, 1);
             tracing::warn!(key = %job.key, error = %e, "metadata commit failed; produce requests get a retriable error");
@@ -660,25 +629,6 @@ async fn commit_one(
         let _ = w.tx.send(r);
     }
     committed.changed(job.segments.iter().map(|s| (s.topic_id, s.partition)));
-}
-
-/// The commit segments of producer batches (idempotent or transactional) whose request
-/// nobody waits for any more.
-fn abandoned_segments(
-    waiters: &[Waiter],
-    placement: &[(usize, u64)],
-    segments: &[SegmentAppend],
-) -> std::collections::BTreeSet<usize> {
-    let mut out = std::collections::BTreeSet::new();
-    for w in waiters.iter().filter(|w| w.tx.is_closed()) {
-        for i in w.batches.clone() {
-            let (segment, _) = placement[i];
-            if segments[segment].producer.is_some() {
-                out.insert(segment);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -669,35 +669,6 @@ async fn an_append_that_cannot_get_room_by_its_deadline_times_out() {
     h.run.await.unwrap().unwrap();
 }
 
-/// An idempotent request whose answer nobody waits for any more (its client closed the
-/// connection, so it may be resending the records under a new epoch): its batch is left
-/// out of the commit; the rest of the flush is committed.
-#[tokio::test(start_paused = true)]
-async fn an_abandoned_idempotent_batch_is_left_out_of_its_flush() {
-    let h = harness(Arc::new(InMemory::new()), 2).await;
-    let abandoned = h
-        .writer
-        .append(vec![idempotent(h.topic, 0, 3, 0)], 0, None)
-        .await
-        .unwrap();
-    drop(abandoned);
-    let other = first_outcome(&h, part(h.topic, 1, &[2]), None);
-    assert_eq!(
-        other.await.unwrap().base_offset,
-        0,
-        "the other request is committed"
-    );
-    let o = h.meta.partition_offsets(h.topic, 0).await.unwrap();
-    assert_eq!(o.high_watermark, 0, "the abandoned batch is not");
-    // The retry, waited for, is written.
-    let ack = first_outcome(&h, idempotent(h.topic, 0, 3, 0), None)
-        .await
-        .unwrap();
-    assert_eq!(ack.base_offset, 0);
-    h.stop.cancel();
-    h.run.await.unwrap().unwrap();
-}
-
 /// Three one-record batches of partition 0 in one object, behind a faulty store; a read
 /// path on it with 4 KiB chunks. Returns the read path, the faulty store, the index entry
 /// and the byte (absolute in the object) inside the third batch's records.

@@ -152,9 +152,6 @@ pub struct ConnContext {
     pub throttle: Arc<crate::quotas::Throttle>,
     /// The size of the request being handled, whose slices (produce batches) pin it.
     request_len: usize,
-    /// Cancelled when the client closes the connection (or it breaks): pending produce
-    /// answers give up, which takes their uncommitted batches out of their flushes.
-    pub client_gone: tokio_util::sync::CancellationToken,
     /// The request's memory charge, which handlers may add the memory of their answer to.
     request_memory: Option<Arc<crate::memory::Reservation>>,
     /// SASL progress on SASL listeners.
@@ -181,7 +178,6 @@ impl ConnContext {
             warned: Vec::new(),
             throttle: Arc::default(),
             request_len: 0,
-            client_gone: tokio_util::sync::CancellationToken::new(),
             request_memory: None,
             sasl: sasl::SaslState::default(),
             closing: None,
@@ -419,7 +415,7 @@ async fn dispatch(
         RequestKind::Produce(mut r) => match authz::produce(shared, &who, &mut r) {
             Err(refused) => refused,
             Ok(denied) => authz::finish_produce(
-                produce::handle(shared, r, v, conn.request_len, conn.client_gone.clone()).await,
+                produce::handle(shared, r, v, conn.request_len).await,
                 denied,
             ),
         },

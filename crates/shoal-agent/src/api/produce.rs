@@ -116,7 +116,6 @@ pub async fn handle(
     req: ProduceRequest,
     _version: i16,
     frame_len: usize,
-    client_gone: tokio_util::sync::CancellationToken,
 ) -> Reply {
     let acks = req.acks;
     let req_timeout = req.timeout_ms;
@@ -195,19 +194,10 @@ pub async fn handle(
             .await
     };
     if acks == 0 {
-        // No answer, but the batches are written: their receivers are kept until then
-        // (a flush with an abandoned receiver is not committed).
-        if let Ok(rs) = receivers {
-            tokio::spawn(async move {
-                for rx in rs {
-                    let _ = rx.await;
-                }
-            });
-        }
         return Reply::Now(None);
     }
     let metrics = shared.metrics.clone();
-    let answer = async move {
+    Reply::Later(Box::pin(async move {
         let mut receivers = receivers.map(|r| r.into_iter().map(Some).collect::<Vec<_>>());
         let mut responses = Vec::with_capacity(topics.len());
         let mut all_ok = true;
@@ -254,16 +244,6 @@ pub async fn handle(
         Some(Box::new(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         )))
-    };
-    // A client that closed its connection will never read the answer and may already
-    // be sending the records again, perhaps under a new producer epoch: give up, which
-    // drops the receivers, and the committer leaves out any flush still holding them.
-    Reply::Later(Box::pin(async move {
-        tokio::select! {
-            biased;
-            answer = answer => answer,
-            _ = client_gone.cancelled() => None,
-        }
     }))
 }
 
