@@ -93,6 +93,24 @@ fn first_outcome(
     }
 }
 
+/// `n` copies of the one-record `batch` for one partition, as one request.
+fn copies(topic: Uuid, partition: i32, batch: &Bytes, n: usize) -> PartitionAppend {
+    PartitionAppend {
+        topic_id: topic,
+        partition,
+        batches: (0..n)
+            .map(|_| BatchToWrite {
+                bytes: batch.clone(),
+                offset_span: 1,
+                min_timestamp: 1,
+                max_timestamp: 1,
+                producer: None,
+            })
+            .collect(),
+        log_append_time: -1,
+    }
+}
+
 fn part(topic: Uuid, partition: i32, spans: &[u64]) -> PartitionAppend {
     PartitionAppend {
         topic_id: topic,
@@ -439,21 +457,7 @@ async fn objects_hold_at_most_batch_max_bytes() {
 async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
     let h = harness(Arc::new(InMemory::new()), 60_000).await;
     let one = crate::test_util::batch(&[7u8; 1000]);
-    let batches = (0..40)
-        .map(|_| BatchToWrite {
-            bytes: one.clone(),
-            offset_span: 1,
-            min_timestamp: 1,
-            max_timestamp: 1,
-            producer: None,
-        })
-        .collect();
-    let append = PartitionAppend {
-        topic_id: h.topic,
-        partition: 0,
-        batches,
-        log_append_time: -1,
-    };
+    let append = copies(h.topic, 0, &one, 40);
     let acks = h.writer.append(vec![append], 0, None).await.unwrap();
     h.stop.cancel();
     for rx in acks {
@@ -620,18 +624,8 @@ async fn a_flush_past_a_requests_timeout_never_commits() {
 async fn an_append_that_cannot_get_room_by_its_deadline_times_out() {
     let (h, stalled) = faulty_meta_harness(Duration::from_secs(600)).await;
     stalled.delay_commits(1, Duration::from_secs(300));
-    let big = |partition: i32| PartitionAppend {
-        topic_id: h.topic,
-        partition,
-        batches: vec![BatchToWrite {
-            bytes: Bytes::from(vec![1u8; 60 * 1024]),
-            offset_span: 1,
-            min_timestamp: 1,
-            max_timestamp: 2,
-            producer: None,
-        }],
-        log_append_time: -1,
-    };
+    let chunk = Bytes::from(vec![1u8; 60 * 1024]);
+    let big = |partition: i32| copies(h.topic, partition, &chunk, 1);
     // 60 KiB each, 64 KiB objects: fill the committer's queue and then the buffer
     // behind the stalled commit, until an append has to wait for room.
     let mut early = Vec::new();
@@ -685,21 +679,7 @@ async fn corrupt_setup() -> (
     )));
     let h = harness(faulty.clone(), 60_000).await;
     let one = crate::test_util::batch(&[7u8; 100]);
-    let batches = (0..3)
-        .map(|_| BatchToWrite {
-            bytes: one.clone(),
-            offset_span: 1,
-            min_timestamp: 1,
-            max_timestamp: 1,
-            producer: None,
-        })
-        .collect();
-    let append = PartitionAppend {
-        topic_id: h.topic,
-        partition: 0,
-        batches,
-        log_append_time: -1,
-    };
+    let append = copies(h.topic, 0, &one, 3);
     let acks = h.writer.append(vec![append], 0, None).await.unwrap();
     h.stop.cancel();
     for rx in acks {
