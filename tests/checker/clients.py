@@ -14,6 +14,8 @@
 Client threads never start or stop processes (cluster.py: parent-death signals).
 """
 
+import logging
+import os
 import random
 import threading
 import time
@@ -42,6 +44,12 @@ class Producer(threading.Thread):
             "error_cb": lambda err: history.error(f"{name}: {err.name()}")
             if err.fatal() else None,
         })
+        # CHECKER_DEBUG=eos,msg,protocol (librdkafka debug contexts) logs what the
+        # idempotent producers do with sequences and epochs to clients.log.
+        debug = os.environ.get("CHECKER_DEBUG")
+        if debug and kind == "idem":
+            self.conf["debug"] = debug
+            self.conf["logger"].setLevel(logging.DEBUG)
         self.exception = None
 
     def run(self):

@@ -18,7 +18,8 @@
 # (go install), the Python client venv, and libfaketime (Debian faketime) for skew-agent. A
 # fault whose tool cannot be installed is reported as not run, and the run fails.
 #
-# Environment: CHECKER_KEEP=1 keeps the work directory (logs of every process, clients.log,
+# Environment: CHECKER_DEBUG=eos,msg logs the idempotent producers' librdkafka debug
+# contexts to clients.log. CHECKER_KEEP=1 keeps the work directory (logs of every process, clients.log,
 # history.json: every operation); CHECKER_REPORT (default checker-report.txt in the current
 # directory) is where the report is written.
 # Exit status: 0 when no anomaly was found, every fault ran and the read-back was complete.
