@@ -68,6 +68,9 @@ class CheckerAgent(cl.Agent):
 
     def env(self):
         env = super().env()
+        # The default grace: it is what keeps librdkafka from resending requests still in
+        # flight at an agent that dropped out of the registry.
+        env.pop("SHOAL_DEPARTED_AGENT_GRACE", None)
         env["AWS_ENDPOINT_URL"] = f"http://{self.proxies['minio'].address}"
         if self.faketime:
             lib, seconds = self.faketime

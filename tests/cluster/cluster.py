@@ -35,6 +35,10 @@ import threading
 import time
 import urllib.request
 
+# Seconds an agent that left the registry is still listed by the others
+# (--departed-agent-grace) in the suite's clusters.
+DEPARTED_GRACE = 3
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 # Small helpers shared with tests/compat/txn-restart and lost-ack.
@@ -367,6 +371,9 @@ class Agent(Service):
     def env(self):
         env = self.cluster.minio.agent_env()
         env.setdefault("SHOAL_LOG", "info")
+        # A departed agent stays listed (leading nothing) this long; the suite checks
+        # that it leaves Metadata, so it keeps that short (the default is 60 s).
+        env.setdefault("SHOAL_DEPARTED_AGENT_GRACE", f"{DEPARTED_GRACE}s")
         return env
 
     def ready(self):

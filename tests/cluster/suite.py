@@ -21,10 +21,12 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from cluster import Cluster, Failed, Servers, Stop, run  # noqa: E402
+from cluster import DEPARTED_GRACE, Cluster, Failed, Servers, Stop, run  # noqa: E402
 import workload as w  # noqa: E402
 
-LEASE_SLACK = 30  # seconds for a SIGKILLed agent to leave Metadata (lease ~10 s + margin)
+# Seconds for a SIGKILLed agent to leave Metadata (lease ~10 s, then the departed-agent
+# grace, + margin).
+LEASE_SLACK = 30 + DEPARTED_GRACE
 
 
 class Checks:
@@ -312,10 +314,12 @@ def test_basic(ck, servers, opts):
         gone = agents[-1]
         rc, took = gone.term(20)
         ck.check(rc == 0, f"SIGTERM: {gone.name} exits 0 ({took:.1f}s)")
+        quick = 5 + DEPARTED_GRACE
         ok, took, seen = w.wait_brokers(agents[0].address, [a.address for a in agents[:-1]],
-                                        timeout=5)
-        ck.check(ok, f"after its SIGTERM, Metadata drops {gone.name} within 5s ({took:.1f}s; "
-                     f"deregistered, no lease wait)" + ("" if ok else f"; saw {seen}"))
+                                        timeout=quick)
+        ck.check(ok, f"after its SIGTERM, Metadata drops {gone.name} within {quick}s "
+                     f"({took:.1f}s; deregistered, no lease wait, then the "
+                     f"{DEPARTED_GRACE}s departed-agent grace)" + ("" if ok else f"; saw {seen}"))
     stop_agents(ck, cl)
     no_panics(ck, cl)
     return cl

@@ -99,6 +99,9 @@ pub struct AgentConfig {
     /// The most a flush may take from the start of its PUT to its commit; past it the
     /// flush's produce requests get REQUEST_TIMED_OUT and its commit is never attempted.
     pub flush_timeout: Duration,
+    /// How long an agent that left the registry is still listed to clients as a broker
+    /// leading nothing, so they wait for its requests in flight (see [`crate::cluster`]).
+    pub departed_agent_grace: Duration,
     /// How much of the metadata store's history of old versions (etcd revisions) is
     /// kept; older history is compacted with retention and GC. Zero: never compacted.
     pub metadata_history: Duration,
@@ -179,6 +182,7 @@ impl Default for AgentConfig {
             metadata_history: Duration::from_secs(5 * 60),
             orphan_grace: Duration::from_secs(60 * 60),
             flush_timeout: Duration::from_secs(30),
+            departed_agent_grace: Duration::from_secs(60),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,
             hedge_after: Duration::from_millis(400),

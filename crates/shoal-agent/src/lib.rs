@@ -122,6 +122,8 @@ pub struct Shared {
     /// Coordination roles (groups, transactional ids) claimed in the metadata store,
     /// with the fences their writes carry.
     pub roles: cluster::roles::Roles,
+    /// When each agent was last seen live, to keep departed agents listed a while.
+    pub departures: cluster::Departures,
     /// Kafka cluster id, read once from the metadata store.
     pub cluster_id: String,
     /// Cancelled when the agent starts shutting down: long polls answer at once.
@@ -215,6 +217,7 @@ impl Agent {
             groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
             txns: txn::TxnCoordinator::default(),
             roles: cluster::roles::Roles::default(),
+            departures: cluster::Departures::default(),
             topics: topics::TopicCache::new(meta.clone()),
             writer,
             reader,

@@ -343,6 +343,13 @@ struct Common {
     /// --orphan-grace.
     #[arg(long, env = "SHOAL_FLUSH_TIMEOUT", default_value = "30s", value_parser = units::parse_duration)]
     flush_timeout: Duration,
+    /// How long an agent that dropped out of the registry (lease lapsed: cut off,
+    /// paused, killed) is still listed in Metadata as a broker that leads nothing, so
+    /// clients wait for the answers of their requests still in flight there instead of
+    /// resending them elsewhere. Cover the longest produce request (its timeout_ms plus
+    /// the commit's read-back).
+    #[arg(long, env = "SHOAL_DEPARTED_AGENT_GRACE", default_value = "60s", value_parser = units::parse_duration)]
+    departed_agent_grace: Duration,
     /// etcd: how much history of old versions to keep; older revisions are compacted
     /// with each retention check (0s: leave it to etcd's own --auto-compaction-*).
     #[arg(long, env = "SHOAL_METADATA_HISTORY", default_value = "5m", value_parser = units::parse_duration)]
@@ -502,6 +509,7 @@ impl Common {
             gc_grace: self.gc_grace,
             orphan_grace: self.orphan_grace,
             flush_timeout: self.flush_timeout,
+            departed_agent_grace: self.departed_agent_grace,
             metadata_history: self.metadata_history,
             compaction_interval: self.compaction_interval,
             compaction_target_bytes: self.compaction_target_bytes,

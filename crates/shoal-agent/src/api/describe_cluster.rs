@@ -1,5 +1,6 @@
 //! DescribeCluster: the cluster id and the agents this client should use (the same list
-//! Metadata gives it, see [`crate::cluster`]); the first of them is the controller.
+//! Metadata gives it, departed agents included, see [`crate::cluster`]); the first live
+//! one is the controller.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -17,11 +18,17 @@ pub fn handle(
     let view = ClusterView::of(shared);
     let agents = view.for_client(client_id);
     let controller = agents.first().map_or(shared.config.node_id, |a| a.node_id);
+    let brokers = shared.departures.brokers(
+        &view,
+        &agents,
+        client_id,
+        shared.config.departed_agent_grace,
+    );
     DescribeClusterResponse::default()
         .with_cluster_id(sb(shared.cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(
-            agents
+            brokers
                 .iter()
                 .map(|a| {
                     let (host, port) = a.endpoint(listener);

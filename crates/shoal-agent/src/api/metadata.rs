@@ -4,7 +4,8 @@
 //! this agent's group, preferring the client's zone); each partition's leader is one of
 //! them by hashing ([`partition_leaders`]), and its replicas and ISR are that leader
 //! alone. Any agent can serve any partition, so leaders only spread the load; with one
-//! agent it leads everything. The controller is the first of the client's agents (any
+//! agent it leads everything. Agents that left the registry a moment ago are listed
+//! too, leading nothing ([`crate::cluster::Departures`]). The controller is the first of the client's agents (any
 //! agent handles admin requests). Unknown topics are created only when both the client
 //! allows it and the agent was started with auto-creation on.
 
@@ -135,9 +136,15 @@ pub async fn handle(
         },
     }
     let controller = agents.first().map_or(shared.config.node_id, |a| a.node_id);
+    let brokers = shared.departures.brokers(
+        &view,
+        &agents,
+        client_id,
+        shared.config.departed_agent_grace,
+    );
     MetadataResponse::default()
         .with_brokers(
-            agents
+            brokers
                 .iter()
                 .map(|a| broker(a, version, listener))
                 .collect(),

@@ -29,13 +29,27 @@
 //! whose lease lapsed, or whose id another agent took meanwhile, coordinates nothing,
 //! whatever its last view says; and the store fences its writes anyway ([`roles`]).
 //!
+//! - **Departed agents** ([`Departures`]): an agent that drops out of the registry (its
+//!   lease lapsed: cut off from the store, paused, killed) is still listed as a broker,
+//!   leading nothing, for `--departed-agent-grace`. Clients decommission a broker that
+//!   vanishes from Metadata and librdkafka then reports the produce requests still in
+//!   flight there as *not persisted*, so an idempotent producer resends them under a
+//!   new epoch; but the departed agent may still commit them (a commit needs no lease),
+//!   and the records would be written twice. Listed, the broker keeps its connection and
+//!   the client waits for the real answers of those requests before it moves on.
+//!
 //! This module must not call the metadata store over the network: it runs on every
 //! request, and `live_agents` is a cached snapshot.
 
 pub mod placement;
 pub mod roles;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use shoal_meta::{AgentInfo, Standing};
+use tokio::time::Instant;
 
 use crate::Shared;
 use placement::coordinator_for;
@@ -145,6 +159,46 @@ pub fn coordinates(shared: &Shared, key: &str) -> bool {
     ClusterView::of(shared).coordinates(key)
 }
 
+/// When each agent of this agent's group was last seen live, for listing departed agents
+/// (see the module doc). Updated by every Metadata and DescribeCluster request.
+#[derive(Debug, Default)]
+pub struct Departures {
+    seen: Mutex<HashMap<i32, (AgentInfo, Instant)>>,
+}
+
+impl Departures {
+    /// The brokers a client is shown: `shown` (its live agents, from
+    /// [`ClusterView::for_client`]) and, for `grace` after they were last seen live,
+    /// departed agents that would have been shown to it; by node id. A node id that is
+    /// live again is listed once, as the registry has it now.
+    pub fn brokers(
+        &self,
+        view: &ClusterView,
+        shown: &[&AgentInfo],
+        client_id: Option<&str>,
+        grace: Duration,
+    ) -> Vec<AgentInfo> {
+        let now = Instant::now();
+        let mut out: Vec<AgentInfo> = shown.iter().map(|a| (*a).clone()).collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for a in view.group() {
+            seen.insert(a.node_id, (a.clone(), now));
+        }
+        seen.retain(|_, (_, at)| now.duration_since(*at) <= grace);
+        let zone = client_id
+            .and_then(client_zone)
+            .filter(|z| shown.iter().any(|a| a.az == *z));
+        for (id, (a, _)) in seen.iter() {
+            let live = view.group().iter().any(|g| g.node_id == *id);
+            if !live && serves_clients(a) && zone.is_none_or(|z| a.az == z) {
+                out.push(a.clone());
+            }
+        }
+        out.sort_by_key(|a| a.node_id);
+        out
+    }
+}
+
 /// Agents with neither `produce` nor `fetch` only run jobs: clients are not sent there.
 fn serves_clients(a: &AgentInfo) -> bool {
     a.roles.iter().any(|r| r == "produce" || r == "fetch")
@@ -234,6 +288,54 @@ mod tests {
         assert_eq!(ids(&view.for_client(Some("shoal_az=c"))), vec![2, 3, 5]);
         // Coordinators come from every agent of the group, jobs-only included.
         assert_eq!(view.group().len(), 4);
+    }
+
+    /// An agent that drops out of the registry stays listed, leading nothing, for the
+    /// grace period; a node id live again is listed once, as it is now.
+    #[tokio::test(start_paused = true)]
+    async fn departed_agents_stay_listed_for_the_grace() {
+        let grace = Duration::from_secs(60);
+        let me = agent(1, "a", "g", ALL);
+        let all = vec![
+            agent(1, "a", "g", ALL),
+            agent(2, "a", "g", ALL),
+            agent(3, "b", "g", ALL),
+        ];
+        let d = Departures::default();
+        let listed = |view: &ClusterView, client: Option<&str>| {
+            let shown = view.for_client(client);
+            d.brokers(view, &shown, client, grace)
+                .iter()
+                .map(|a| a.node_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            listed(&ClusterView::new(&me, all.clone()), None),
+            vec![1, 2, 3]
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // 2 and 3 leave: still brokers, but they lead nothing.
+        let alone = ClusterView::new(&me, vec![agent(1, "a", "g", ALL)]);
+        assert_eq!(listed(&alone, None), vec![1, 2, 3]);
+        assert_eq!(
+            placement::partition_leaders(&alone.for_client(None), uuid::Uuid::nil(), 4),
+            vec![1, 1, 1, 1]
+        );
+        // A client of zone a that has live agents there is not shown b's departed agent.
+        assert_eq!(listed(&alone, Some("shoal_az=a")), vec![1, 2]);
+        // Last seen live at 0 s: listed until 60 s.
+        tokio::time::advance(Duration::from_secs(49)).await;
+        assert_eq!(listed(&alone, None), vec![1, 2, 3]);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(listed(&alone, None), vec![1]);
+        // Back with a new address: listed once, at the new one.
+        let mut back = agent(2, "a", "g", ALL);
+        back.port = 9999;
+        let view = ClusterView::new(&me, vec![agent(1, "a", "g", ALL), back]);
+        let shown = view.for_client(None);
+        let brokers = d.brokers(&view, &shown, None, grace);
+        assert_eq!(brokers.len(), 2);
+        assert_eq!(brokers[1].port, 9999);
     }
 
     #[test]
