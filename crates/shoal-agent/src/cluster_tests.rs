@@ -43,6 +43,8 @@ struct Registry {
     standing: Mutex<Option<Standing>>,
     /// Role → epoch of its current claim (any holder).
     claims: Mutex<BTreeMap<String, i64>>,
+    /// The next this many group offset commits fail as if the store were out of reach.
+    unreachable: std::sync::atomic::AtomicUsize,
 }
 
 impl Registry {
@@ -54,6 +56,7 @@ impl Registry {
             events: Mutex::new(Vec::new()),
             standing: Mutex::new(None),
             claims: Mutex::new(BTreeMap::new()),
+            unreachable: Default::default(),
         })
     }
 
@@ -307,6 +310,14 @@ impl MetaStore for Registry {
         fence: &Fence,
     ) -> Result<(), MetaError> {
         self.check_fence(fence)?;
+        use std::sync::atomic::Ordering;
+        let out = self
+            .unreachable
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if out.is_ok() {
+            self.event("offset commit: unreachable");
+            return Err(MetaError::Backend("etcd: Timeout expired (test)".into()));
+        }
         self.inner.commit_group_offsets(group, offsets, fence).await
     }
     async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, MetaError> {
@@ -1170,6 +1181,63 @@ async fn a_coordinator_that_lost_its_role_stops_writing() {
         "the old incarnation's role was given up"
     );
     assert_eq!(committed().await, 13);
+    stop.cancel();
+    agent.wait().await.unwrap();
+}
+
+/// An OffsetCommit waits out a store out of reach (for --offset-commit-timeout) rather
+/// than answering an error the client would retry, perhaps after its next commit; past
+/// the timeout it answers COORDINATOR_NOT_AVAILABLE and nothing is written.
+#[tokio::test]
+async fn an_offset_commit_waits_out_a_store_out_of_reach() {
+    let registry = Registry::new(Vec::new());
+    let cfg = AgentConfig {
+        offset_commit_timeout: Duration::from_secs(2),
+        ..config("", Roles::ALL)
+    };
+    let (agent, stop, mut conn) = start(&registry, cfg).await;
+    create_topic(&registry, "t", 1).await;
+    let commit = |offset| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(crate::api::topic_name("t"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    };
+    let code =
+        |r: &kafka_protocol::messages::OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    let committed = || async { registry.inner.group_offsets("g").await.unwrap()[0].offset };
+    let misses = || {
+        registry
+            .events()
+            .iter()
+            .filter(|e| *e == "offset commit: unreachable")
+            .count()
+    };
+
+    // Three attempts fail, the fourth lands: the client sees one success.
+    registry
+        .unreachable
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    let r = call(&mut conn, "app", &commit(10), 8).await;
+    assert_eq!(code(&r), 0);
+    assert_eq!(misses(), 3);
+    assert_eq!(committed().await, 10);
+
+    // Out of reach for longer than the timeout: an error, and the offset is unchanged.
+    registry
+        .unreachable
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    let r = call(&mut conn, "app", &commit(20), 8).await;
+    assert_eq!(code(&r), ResponseError::CoordinatorNotAvailable.code());
+    assert!(misses() > 4, "it kept trying ({} attempts)", misses());
+    assert_eq!(committed().await, 10);
+    registry
+        .unreachable
+        .store(0, std::sync::atomic::Ordering::SeqCst);
     stop.cancel();
     agent.wait().await.unwrap();
 }

@@ -102,6 +102,9 @@ pub struct AgentConfig {
     /// How long an agent that left the registry is still listed to clients as a broker
     /// leading nothing, so they wait for its requests in flight (see [`crate::cluster`]).
     pub departed_agent_grace: Duration,
+    /// How long an OffsetCommit waits out a metadata store out of reach before it is
+    /// answered with an error (Kafka's `offset.commit.timeout.ms`).
+    pub offset_commit_timeout: Duration,
     /// How much of the metadata store's history of old versions (etcd revisions) is
     /// kept; older history is compacted with retention and GC. Zero: never compacted.
     pub metadata_history: Duration,
@@ -183,6 +186,7 @@ impl Default for AgentConfig {
             orphan_grace: Duration::from_secs(60 * 60),
             flush_timeout: Duration::from_secs(30),
             departed_agent_grace: Duration::from_secs(60),
+            offset_commit_timeout: Duration::from_secs(20),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,
             hedge_after: Duration::from_millis(400),

@@ -350,6 +350,13 @@ struct Common {
     /// the commit's read-back).
     #[arg(long, env = "SHOAL_DEPARTED_AGENT_GRACE", default_value = "60s", value_parser = units::parse_duration)]
     departed_agent_grace: Duration,
+    /// How long an OffsetCommit waits out a metadata store out of reach (etcd paused,
+    /// restarting, cut off) before it is answered COORDINATOR_NOT_AVAILABLE, as Kafka's
+    /// offset.commit.timeout.ms. Clients retry failed commits and may send a newer one
+    /// first, so an early error can set a group's offset back. Keep it below the
+    /// clients' request timeout (30 s by default).
+    #[arg(long, env = "SHOAL_OFFSET_COMMIT_TIMEOUT", default_value = "20s", value_parser = units::parse_duration)]
+    offset_commit_timeout: Duration,
     /// etcd: how much history of old versions to keep; older revisions are compacted
     /// with each retention check (0s: leave it to etcd's own --auto-compaction-*).
     #[arg(long, env = "SHOAL_METADATA_HISTORY", default_value = "5m", value_parser = units::parse_duration)]
@@ -510,6 +517,7 @@ impl Common {
             orphan_grace: self.orphan_grace,
             flush_timeout: self.flush_timeout,
             departed_agent_grace: self.departed_agent_grace,
+            offset_commit_timeout: self.offset_commit_timeout,
             metadata_history: self.metadata_history,
             compaction_interval: self.compaction_interval,
             compaction_target_bytes: self.compaction_target_bytes,

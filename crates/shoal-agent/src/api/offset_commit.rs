@@ -6,15 +6,25 @@
 //! coordinates get NOT_COORDINATOR on every partition, and so does a commit the
 //! metadata store refuses because this agent no longer holds the group's role
 //! ([`cluster::roles`]): a coordinator cut off or paused past its lease cannot write.
+//!
+//! A store out of reach is waited out, for up to `--offset-commit-timeout` (Kafka's
+//! `offset.commit.timeout.ms`), before the commit is answered with an error. Clients
+//! retry a failed commit, and librdkafka may send its next automatic commit first, so an
+//! error answered for a commit that the store then applies late, or that the client
+//! retries after its newer one, sets the group's offset back. Each retry re-checks the
+//! member's generation (a group that rebalanced meanwhile refuses the commit) and the
+//! role (lost, it is answered NOT_COORDINATOR at once); the connection's later requests
+//! wait behind it, as in Kafka.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
-use shoal_meta::GroupOffset;
+use shoal_meta::{GroupOffset, MetaError};
 
 use crate::cluster;
 use crate::errors::group_meta_code;
@@ -22,6 +32,9 @@ use crate::Shared;
 
 /// Kafka's `offset.metadata.max.bytes` default.
 const MAX_METADATA: usize = 4096;
+
+/// How often a commit whose store is out of reach is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -104,17 +117,12 @@ pub async fn handle(
         tracing::debug!(group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, topic = %o.topic, partition = o.partition, offset = o.offset, "offset commit");
     }
     if !to_store.is_empty() {
-        let committed = async {
-            let fence = cluster::roles::group_fence(shared, &group).await?;
-            let r = shared
-                .meta
-                .commit_group_offsets(&group, &to_store, &fence)
-                .await;
-            cluster::roles::check(shared, &fence, r)
+        let member = Member {
+            id: req.member_id.as_str(),
+            generation: req.generation_id_or_member_epoch,
+            instance: req.group_instance_id.as_ref().map(|s| s.as_str()),
         };
-        if let Err(e) = committed.await {
-            tracing::warn!(group = %group, error = %e, "offset commit failed");
-            let code = group_meta_code(&e);
+        if let Err(code) = store(shared, &group, &member, &to_store).await {
             for (ti, pi) in stored_at {
                 codes[ti][pi] = code;
             }
@@ -141,4 +149,50 @@ pub async fn handle(
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Who sent a commit, for re-checking it before a retry.
+struct Member<'a> {
+    id: &'a str,
+    generation: i32,
+    instance: Option<&'a str>,
+}
+
+/// Writes `offsets` as `group`'s coordinator, waiting out a store that is out of reach
+/// (see the module doc). The error is the Kafka code to answer with.
+async fn store(
+    shared: &Arc<Shared>,
+    group: &str,
+    member: &Member<'_>,
+    offsets: &[GroupOffset],
+) -> Result<(), i16> {
+    let until = tokio::time::Instant::now() + shared.config.offset_commit_timeout;
+    loop {
+        let attempt = async {
+            let fence = cluster::roles::group_fence(shared, group).await?;
+            let r = shared
+                .meta
+                .commit_group_offsets(group, offsets, &fence)
+                .await;
+            cluster::roles::check(shared, &fence, r)
+        };
+        let e = match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // Only a store out of reach is waited out. A lost role (another agent has it,
+        // or this agent's lease lapsed) is answered at once: coming back later as the
+        // coordinator, this agent must not write a commit its client may have retried
+        // elsewhere meanwhile.
+        let wait = matches!(e, MetaError::Backend(_));
+        if !wait || tokio::time::Instant::now() + RETRY_EVERY > until {
+            tracing::warn!(group = %group, error = %e, "offset commit failed");
+            return Err(group_meta_code(&e));
+        }
+        tracing::debug!(group = %group, error = %e, "offset commit: metadata store out of reach; trying again");
+        tokio::time::sleep(RETRY_EVERY).await;
+        shared
+            .groups
+            .check_commit(group, member.generation, member.id, member.instance, false)?;
+    }
 }
