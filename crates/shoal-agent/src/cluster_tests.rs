@@ -1070,6 +1070,23 @@ async fn acls_written_through_another_agent_are_enforced_here_after_a_reload() {
 /// stop acting for it: its view still names it the coordinator, but Heartbeat and
 /// OffsetCommit get NOT_COORDINATOR and nothing it commits lands. (Before fencing, the
 /// view alone decided and the commit was an unconditional write.)
+/// An OffsetCommit of group `g`, outside any generation, for partition 0 of `t`.
+fn commit_to_g(offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(crate::api::topic_name("t"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])])
+}
+
+/// The error code of the first partition of an OffsetCommit answer.
+fn first_code(r: &kafka_protocol::messages::OffsetCommitResponse) -> i16 {
+    r.topics[0].partitions[0].error_code
+}
+
 #[tokio::test]
 async fn a_coordinator_that_lost_its_role_stops_writing() {
     let registry = Registry::new(Vec::new());
@@ -1086,18 +1103,8 @@ async fn a_coordinator_that_lost_its_role_stops_writing() {
         incarnation: 5,
     });
     create_topic(&registry, "t", 1).await;
-    let commit = |offset| {
-        OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("g")))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(crate::api::topic_name("t"))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(offset)])])
-    };
-    let code =
-        |r: &kafka_protocol::messages::OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    let commit = commit_to_g;
+    let code = first_code;
     let committed = || async { registry.inner.group_offsets("g").await.unwrap()[0].offset };
     let not_coordinator = ResponseError::NotCoordinator.code();
 
@@ -1197,18 +1204,8 @@ async fn an_offset_commit_waits_out_a_store_out_of_reach() {
     };
     let (agent, stop, mut conn) = start(&registry, cfg).await;
     create_topic(&registry, "t", 1).await;
-    let commit = |offset| {
-        OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("g")))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(crate::api::topic_name("t"))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(offset)])])
-    };
-    let code =
-        |r: &kafka_protocol::messages::OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    let commit = commit_to_g;
+    let code = first_code;
     let committed = || async { registry.inner.group_offsets("g").await.unwrap()[0].offset };
     let misses = || {
         registry
