@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { echo; echo "==> $*"; }
+# Each step prints how long the run has taken so far, so a slow stage shows in CI's log.
+started=$(date +%s)
+step() { echo; echo "==> [$(( ($(date +%s) - started) / 60 )) min $(( ($(date +%s) - started) % 60 )) s] $*"; }
 step "installing test prerequisites"
 bash scripts/install-test-deps.sh
 
@@ -39,3 +41,4 @@ step "cluster mode: agents on etcd and MinIO (kills, store restarts, groups, zon
 bash tests/cluster/run.sh target/debug/shoal
 step "the Jepsen-style checker, short form: real clients against 3 agents through kill -9, SIGSTOP past the lease, an agent-etcd partition and clock skew (tests/checker/run.sh --minutes 30 --faults all for the long run)"
 bash tests/checker/run.sh target/debug/shoal
+step "all tests passed"
