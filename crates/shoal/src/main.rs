@@ -1,9 +1,11 @@
 //! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
-//! (production settings), plus `groups` and `users` for administration. Flags all have
+//! (production settings), plus `groups` and `users` for administration and `cost` for
+//! a month's bill beside Kafka's. Flags all have
 //! `SHOAL_*` environment equivalents.
 
 mod admin;
 mod alloc;
+mod cost;
 mod secure;
 mod stores;
 mod units;
@@ -61,6 +63,112 @@ enum Command {
     /// Manage users' SCRAM credentials in the metadata store, offline (no agent needed):
     /// `users add NAME`, `users list`, `users delete NAME`.
     Users(users::UsersCmd),
+    /// Project a month of Shoal against a month of a 3-zone Apache Kafka cluster for a
+    /// workload, at a cloud's list prices, showing the arithmetic of every line.
+    #[command(after_help = "Examples:\n  \
+        shoal cost --write-mbps 50 --fan-out 3 --retention 3d\n  \
+        shoal cost --cloud gcp --zones 3 --agents 6\n  \
+        shoal cost --metrics http://10.0.0.5:9100/metrics --metrics http://10.0.0.6:9100/metrics\n  \
+        shoal cost --print-prices > prices.json   # edit, then --prices prices.json")]
+    Cost(CostCmd),
+}
+
+#[derive(Args)]
+struct CostCmd {
+    /// MB/s the producers write (10^6 bytes, as sent, after client compression).
+    #[arg(long, default_value_t = 10.0)]
+    write_mbps: f64,
+    /// How many consumer groups read every byte.
+    #[arg(long, default_value_t = 1.0)]
+    fan_out: f64,
+    /// How long records are kept (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = units::parse_duration)]
+    retention: Duration,
+    /// Partitions of the workload (reported; neither bill depends on them here).
+    #[arg(long, default_value_t = 100)]
+    partitions: u64,
+    /// Availability zones the clients and servers run in.
+    #[arg(long, default_value_t = 3)]
+    zones: u64,
+    /// Shoal agents.
+    #[arg(long, default_value_t = 3)]
+    agents: u64,
+    /// The agents' --batch-timeout: each agent PUTs one object per flush.
+    #[arg(long, default_value = "250ms", value_parser = units::parse_duration)]
+    batch_timeout: Duration,
+    /// Kafka brokers to compare with (same instance type as the agents).
+    #[arg(long, default_value_t = 3)]
+    kafka_brokers: u64,
+    /// Kafka's replication factor.
+    #[arg(long, default_value_t = 3)]
+    replication: u64,
+    /// Which cloud's prices to use: a name in the price file (aws, gcp, azure).
+    #[arg(long, default_value = "aws")]
+    cloud: String,
+    /// A price file (JSON, as --print-prices writes it) instead of the built-in prices.
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Print the built-in price file and exit.
+    #[arg(long)]
+    print_prices: bool,
+    /// A running agent's metrics URL (repeat for each agent): use the PUTs and GETs per MB
+    /// the agents measured instead of the model.
+    #[arg(long = "metrics")]
+    metrics: Vec<String>,
+    /// Bearer token for --metrics (the agents' --metrics-token).
+    #[arg(long, env = "SHOAL_METRICS_TOKEN")]
+    metrics_token: Option<String>,
+}
+
+fn run_cost(c: &CostCmd) -> anyhow::Result<()> {
+    if c.print_prices {
+        print!("{}", cost::DEFAULT_PRICES);
+        return Ok(());
+    }
+    let text = match &c.prices {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("read the price file {}", path.display()))?,
+        None => cost::DEFAULT_PRICES.to_string(),
+    };
+    let all = cost::parse_prices(&text)?;
+    let Some(prices) = all.get(&c.cloud) else {
+        anyhow::bail!(
+            "no prices for cloud '{}'; the price file has: {}",
+            c.cloud,
+            all.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    };
+    if c.write_mbps <= 0.0 || c.fan_out < 0.0 || c.batch_timeout.is_zero() {
+        anyhow::bail!(
+            "--write-mbps and --batch-timeout must be above zero, --fan-out at least zero"
+        );
+    }
+    let measured = if c.metrics.is_empty() {
+        None
+    } else {
+        let mut pages = Vec::new();
+        for url in &c.metrics {
+            pages.push((
+                url.clone(),
+                cost::http_get(url, c.metrics_token.as_deref())?,
+            ));
+        }
+        Some(cost::measured_from_pages(&pages)?)
+    };
+    let w = cost::Workload {
+        write_mb_s: c.write_mbps,
+        fan_out: c.fan_out,
+        retention: c.retention,
+        partitions: c.partitions,
+        zones: c.zones,
+        agents: c.agents,
+        batch_timeout: c.batch_timeout,
+        kafka_brokers: c.kafka_brokers,
+        replication: c.replication,
+    };
+    let e = cost::estimate(&w, prices, measured.as_ref());
+    print!("{}", cost::render(&c.cloud, &w, prices, &e));
+    Ok(())
 }
 
 #[derive(Args)]
@@ -543,6 +651,9 @@ impl Common {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Cost(c) = &cli.command {
+        return run_cost(c);
+    }
     if let Command::Groups(g) = &cli.command {
         return match &g.action {
             GroupsAction::List => admin::list_groups(&g.bootstrap),
@@ -617,7 +728,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             (config, meta, store, banner)
         }
-        Command::Groups(_) | Command::Partitions(_) => {
+        Command::Groups(_) | Command::Partitions(_) | Command::Cost(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Agent(a) => {

@@ -14,9 +14,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        "" => Err(format!("'{s}' needs a unit: ms, s, m or h")),
+        "d" => Ok(Duration::from_secs(n * 86400)),
+        "" => Err(format!("'{s}' needs a unit: ms, s, m, h or d")),
         other => Err(format!(
-            "unknown duration unit '{other}'; use ms, s, m or h"
+            "unknown duration unit '{other}'; use ms, s, m, h or d"
         )),
     }
 }
