@@ -2,8 +2,11 @@
 while faults are injected one after another, then checks of everything the clients saw
 against a final read-back of the whole log (see run.sh for how to run it).
 
-    checker.py --shoal BIN --minio BIN [--etcd BIN] [--minutes M] [--faults LIST]
-               [--agents N] [--workdir DIR] [--report FILE] [--seed S]
+    checker.py --shoal BIN --minio BIN --kafka-libs DIR [--etcd BIN] [--minutes M]
+               [--faults LIST] [--agents N] [--workdir DIR] [--report FILE] [--seed S]
+
+--kafka-libs is the directory of the Kafka 4.x client jars (bench/kafka/fetch-kafka.sh 4)
+for the Java transactional producer; without them (or without java) the run fails.
 
 Timeline: cluster start (etcd, MinIO, a TCP fault proxy per agent link, N agents), topics,
 the workload (clients.py), a `baseline` phase, then the faults of LIST in turn (cycling
@@ -21,7 +24,9 @@ the read-back was complete.
 """
 
 import argparse
+import glob
 import os
+import shutil
 import sys
 import threading
 import time
@@ -34,7 +39,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "cluster"))
 import cluster as cl  # noqa: E402
 import workload as wl  # noqa: E402
 from checks import CHECKS, analyse, table  # noqa: E402
-from clients import Member, OffsetWatcher, Producer, TxnProducer  # noqa: E402
+from clients import JavaTxnProducer, Member, OffsetWatcher, Producer, TxnProducer  # noqa: E402
 from faults import ALL_FAULTS, Nemesis, NotRun  # noqa: E402
 from history import History  # noqa: E402
 from proxy import Proxy  # noqa: E402
@@ -88,6 +93,8 @@ def main():
     ap.add_argument("--shoal", required=True)
     ap.add_argument("--minio", required=True)
     ap.add_argument("--etcd", default="etcd")
+    ap.add_argument("--kafka-libs", required=True,
+                    help="the Kafka 4.x client jars (bench/kafka/fetch-kafka.sh 4)")
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--faults", default=SHORT_FAULTS,
                     help=f"comma-separated, or 'all' ({','.join(ALL_FAULTS)})")
@@ -106,6 +113,10 @@ def main():
         if f not in ALL_FAULTS:
             print(f"checker: unknown fault {f!r} (known: {', '.join(ALL_FAULTS)})")
             return 2
+    if not shutil.which("java") or not glob.glob(os.path.join(args.kafka_libs, "kafka-clients-4.*.jar")):
+        print(f"checker: the Java producer needs java on PATH and kafka-clients 4.x in "
+              f"{args.kafka_libs}")
+        return 2
     total = int(args.minutes * 60)
     return cl.run(lambda: check(args, faults, total), total + 240)
 
@@ -115,7 +126,6 @@ def check(args, faults, total):
     servers = cl.Servers(args.shoal, args.minio, args.etcd, keep=args.keep, workdir=args.workdir)
     wl.client_logger(servers.client_log)
     print(f"checker: work directory {servers.workdir}", flush=True)
-    servers.start()
     cluster = cl.Cluster(servers, "checker")
     proxies = {}
     for i in range(args.agents):
@@ -125,9 +135,17 @@ def check(args, faults, total):
                          "minio": Proxy(f"{name}-minio", servers.minio.port),
                          "agent": Proxy(f"{name}-peer", peer_port, "127.0.0.2", port=peer_port)}
         cluster.agents.append(CheckerAgent(cluster, name, proxies[name], peer_port))
-    cluster.start_all()
     agents = cluster.agents
     boot = [",".join(a.address for a in agents[i:] + agents[:i]) for i in range(len(agents))]
+    n = len(boot)
+    h = History()
+    stop_produce, stop_consume, stop_watch = threading.Event(), threading.Event(), threading.Event()
+    # Started first, so that the source launcher compiles while etcd, MinIO and the agents
+    # come up; the producer waits for its thread's start.
+    jtxn = JavaTxnProducer(h, "jtxn0", boot[2 % n], TXN_TOPIC, TXN_PARTITIONS, stop_produce,
+                           args.seed + 2, args.kafka_libs)
+    servers.start()
+    cluster.start_all()
     wl.create_topic(boot[0], TOPIC, TOPIC_PARTITIONS)
     wl.create_topic(boot[0], TXN_TOPIC, TXN_PARTITIONS)
     problem = wl.wait_topic([a.address for a in agents], TOPIC, TOPIC_PARTITIONS) or \
@@ -137,15 +155,13 @@ def check(args, faults, total):
     print(f"checker: {len(agents)} agents up, topics {TOPIC} and {TXN_TOPIC} ready after "
           f"{time.time() - t_start:.0f}s", flush=True)
 
-    h = History()
-    stop_produce, stop_consume, stop_watch = threading.Event(), threading.Event(), threading.Event()
-    n = len(boot)
     producers = [Producer(h, "idem", "idem0", boot[0], TOPIC, 100, stop_produce),
                  Producer(h, "idem", "idem1", boot[1 % n], TOPIC, 100, stop_produce),
                  Producer(h, "plain", "plain0", boot[2 % n], TOPIC, 50, stop_produce),
                  TxnProducer(h, "txn0", boot[0], TXN_TOPIC, TXN_PARTITIONS, stop_produce, args.seed),
                  TxnProducer(h, "txn1", boot[1 % n], TXN_TOPIC, TXN_PARTITIONS, stop_produce,
-                             args.seed + 1)]
+                             args.seed + 1),
+                 jtxn]
     members = [Member(h, "manual0", boot[0], "g-manual", TOPIC, "read_uncommitted", "manual", stop_consume),
                Member(h, "manual1", boot[1 % n], "g-manual", TOPIC, "read_uncommitted", "manual", stop_consume),
                Member(h, "auto0", boot[2 % n], "g-auto", TOPIC, "read_uncommitted", "auto", stop_consume),
@@ -156,6 +172,7 @@ def check(args, faults, total):
     groups = {"g-manual": (TOPIC, TOPIC_PARTITIONS), "g-auto": (TOPIC, TOPIC_PARTITIONS),
               "g-rc": (TXN_TOPIC, TXN_PARTITIONS), "g-rc-auto": (TXN_TOPIC, TXN_PARTITIONS)}
     watcher = OffsetWatcher(h, boot[0], groups, stop_watch)
+    h.t0 = h.now()  # the report's times count from the workload's start
     h.phase("baseline")
     for t in members + producers + [watcher]:
         t.start()
@@ -246,6 +263,12 @@ def check(args, faults, total):
         lines.append(f"  {ph['name']}: {round(ph['start'] - h.t0)}s - {round(end - h.t0)}s")
         lines += [f"    {x}" for x in ph["notes"]]
     lines.append("figures: " + ", ".join(f"{k} {v}" for k, v in sorted(info.items())))
+    per_txn = defaultdict(lambda: defaultdict(int))
+    with h.lock:
+        for (producer, _n), t in h.txns.items():
+            per_txn[producer][t["outcome"] or "unknown"] += 1
+    lines.append("transactions (committed/aborted/unknown): " + ", ".join(
+        f"{p} {c['committed']}/{c['aborted']}/{c['unknown']}" for p, c in sorted(per_txn.items())))
     errs = sorted(h.errors.items(), key=lambda kv: -kv[1])[:12]
     lines.append("client errors: " + (", ".join(f"{k} x{v}" for k, v in errs) or "none"))
     for c in CHECKS:

@@ -1,4 +1,5 @@
-"""The checker's clients (confluent-kafka / librdkafka), each a thread writing to a History.
+"""The checker's clients, each a thread writing to a History: confluent-kafka (librdkafka),
+and one transactional producer with the Java client (Kafka 4.x).
 
 - `Producer`: `idem` (enable.idempotence, acks=all) or `plain` (no idempotence, acks=all,
   retries on: duplicates are allowed there and only counted), paced to a rate.
@@ -6,17 +7,24 @@
   partitions of the txn topic and ends each by commit or, for about a third, abort; the
   intent and what the client was told are both recorded. A fatal error (fenced, ...) makes
   it start a new producer with the same transactional.id.
+- `JavaTxnProducer`: the same transactions with the Java client's KafkaProducer
+  (java/TxnWorkload.java, run by the source launcher in a child process that dies with the
+  thread that started it), recorded from its JSON lines as they arrive.
 - `Member`: a consumer-group member, `manual` (a synchronous commit every 0.5 s) or `auto`
   (enable.auto.commit, commits seen through on_commit), in `read_uncommitted` or
   `read_committed`. Never seeks: a committed offset of its group must never go back.
 - `OffsetWatcher`: reads every group's committed offsets (OffsetFetch) once a second.
 
-Client threads never start or stop processes (cluster.py: parent-death signals).
+Client threads never start or stop server processes (cluster.py: parent-death signals).
 """
 
+import collections
+import json
 import logging
 import os
 import random
+import re
+import subprocess
 import threading
 import time
 
@@ -24,12 +32,27 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import Producer as KProducer
 from confluent_kafka import TopicPartition
 
-from workload import _ABANDONED, base_conf
+from cluster import SETPRIV, die_with_parent
+from workload import _ABANDONED, base_conf, client_logger
 
 PAD = "x" * 64
+JAVA_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "java", "TxnWorkload.java")
 
 
-class Producer(threading.Thread):
+class ClientThread(threading.Thread):
+    """A client thread: `_run` does the work; an exception it raises is kept in
+    `exception` (the checker reports it as a harness problem) instead of vanishing."""
+
+    exception = None
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as exc:
+            self.exception = exc
+
+
+class Producer(ClientThread):
     def __init__(self, history, kind, name, bootstrap, topic, rate, stop):
         super().__init__(name=name, daemon=True)
         self.h, self.kind, self.topic, self.rate, self.stop = history, kind, topic, rate, stop
@@ -50,13 +73,6 @@ class Producer(threading.Thread):
         if debug and kind == "idem":
             self.conf["debug"] = debug
             self.conf["logger"].setLevel(logging.DEBUG)
-        self.exception = None
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as exc:
-            self.exception = exc
 
     def _run(self):
         p = KProducer(self.conf)
@@ -92,7 +108,7 @@ class Producer(threading.Thread):
             _ABANDONED.append(p)
 
 
-class TxnProducer(threading.Thread):
+class TxnProducer(ClientThread):
     def __init__(self, history, name, bootstrap, topic, partitions, stop, seed):
         super().__init__(name=name, daemon=True)
         self.h, self.topic, self.partitions, self.stop = history, topic, partitions, stop
@@ -104,14 +120,7 @@ class TxnProducer(threading.Thread):
             "message.timeout.ms": 60000,
             "transaction.timeout.ms": 60000,
         })
-        self.exception = None
         self.instances = 0
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as exc:
-            self.exception = exc
 
     def _new(self):
         while not self.stop.is_set():
@@ -196,7 +205,87 @@ class TxnProducer(threading.Thread):
         return True
 
 
-class Member(threading.Thread):
+def java_error(cls):
+    """A Java exception's class as a short error name: ...ProducerFencedException ->
+    PRODUCER_FENCED."""
+    short = cls.rsplit(".", 1)[-1].removesuffix("Exception")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", short).upper()
+
+
+class JavaTxnProducer(ClientThread):
+    """TxnProducer's transactions with the Java client. The process is started here, in the
+    constructor (the main thread), since compiling takes seconds; it waits for "start" (sent
+    by run()) and finishes its transaction and exits on "stop" (sent once `stop` is set)."""
+
+    def __init__(self, history, name, bootstrap, topic, partitions, stop, seed, libs):
+        super().__init__(name=name, daemon=True)
+        self.h, self.topic, self.stop = history, topic, stop
+        cmd = ["java", "-cp", os.path.join(libs, "*"), JAVA_SOURCE, bootstrap,
+               f"checker-{name}", topic, str(partitions), str(seed), name]
+        if SETPRIV:
+            cmd, pre = [SETPRIV, "--pdeathsig", "KILL", "--"] + cmd, None
+        else:
+            pre = die_with_parent
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=pre)
+        self.stderr = collections.deque(maxlen=4)  # its last lines, for an unexpected exit
+        self.stderr_reader = threading.Thread(target=self._log_stderr, name=f"{name}-stderr",
+                                              daemon=True)
+        self.stderr_reader.start()
+
+    def _run(self):
+        self._tell("start")
+        threading.Thread(target=self._stop_when_told, name=f"{self.name}-stop", daemon=True).start()
+        for line in self.proc.stdout:
+            self._record(json.loads(line))
+        status = self.proc.wait()
+        self.stderr_reader.join(5)
+        if status != 0 or not self.stop.is_set():
+            raise RuntimeError(f"java exited (status {status}) before it was stopped: "
+                               + " | ".join(self.stderr))
+
+    def _record(self, e):
+        h, event, key = self.h, e["event"], (self.name, e.get("txn"))
+        error = java_error(e["error"]) if "error" in e else None
+        if event == "begin":
+            h.txn_begin(key, e["intent"])
+        elif event == "sent":
+            h.sent(e["value"], "txn", self.name, self.topic, txn=e["txn"])
+            h.txn_value(key, e["value"])
+        elif event == "acked":
+            h.acked(e["value"], e["partition"], e["offset"])
+        elif event == "failed":
+            h.failed(e["value"], error)
+        elif event == "ending":
+            h.txn_ending(key)
+        elif event == "end":
+            h.txn_end(key, e["outcome"], error)
+        elif event == "error":
+            h.error(f"{self.name} {e['what']}: {error}")
+        else:
+            raise ValueError(f"unknown event {e!r}")
+        if error:
+            what = e.get("value") or e.get("what") or f"txn {e['txn']} {e['outcome']}"
+            client_logger().info(f"{self.name}: {event} {what}: {e['error']}: {e['message']}")
+
+    def _tell(self, line):
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it has exited: _run says why
+
+    def _stop_when_told(self):
+        self.stop.wait()
+        self._tell("stop")
+
+    def _log_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip())
+            client_logger().info(f"{self.name}: {line.rstrip()}")
+
+
+class Member(ClientThread):
     def __init__(self, history, name, bootstrap, group, topic, isolation, commits, stop):
         super().__init__(name=name, daemon=True)
         self.h, self.group, self.topic, self.stop = history, group, topic, stop
@@ -215,7 +304,6 @@ class Member(threading.Thread):
             if err.fatal() else None,
         })
         self.run_of = {}
-        self.exception = None
 
     def _on_commit(self, err, parts):
         if err is not None or self.commits != "auto":
@@ -249,12 +337,6 @@ class Member(threading.Thread):
             if tp.error is None and tp.offset >= 0:
                 self.h.committed(self.group, self.name, tp.topic, tp.partition, tp.offset)
 
-    def run(self):
-        try:
-            self._run()
-        except Exception as exc:
-            self.exception = exc
-
     def _run(self):
         c = Consumer(self.conf)
         c.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -279,29 +361,25 @@ class Member(threading.Thread):
         _ABANDONED.append(c)  # close() may wait long on an unreachable coordinator
 
 
-class OffsetWatcher(threading.Thread):
+class OffsetWatcher(ClientThread):
     """Reads each group's committed offsets once a second; each answer is recorded."""
 
     def __init__(self, history, bootstraps, groups, stop):
         super().__init__(name="offset-watcher", daemon=True)
         self.h, self.bootstraps, self.groups, self.stop = history, bootstraps, groups, stop
-        self.exception = None
 
-    def run(self):
-        try:
-            clients = {g: Consumer(dict(base_conf(self.bootstraps, f"watch-{g}"),
-                                        **{"group.id": g, "enable.auto.commit": False}))
-                       for g in self.groups}
-            while not self.stop.wait(1.0):
-                for g, (topic, partitions) in self.groups.items():
-                    try:
-                        got = clients[g].committed([TopicPartition(topic, p)
-                                                    for p in range(partitions)], timeout=5)
-                    except KafkaException:
-                        continue
-                    for tp in got:
-                        if tp.error is None and tp.offset >= 0:
-                            self.h.offset_seen(g, topic, tp.partition, tp.offset)
-            _ABANDONED.extend(clients.values())
-        except Exception as exc:
-            self.exception = exc
+    def _run(self):
+        clients = {g: Consumer(dict(base_conf(self.bootstraps, f"watch-{g}"),
+                                    **{"group.id": g, "enable.auto.commit": False}))
+                   for g in self.groups}
+        while not self.stop.wait(1.0):
+            for g, (topic, partitions) in self.groups.items():
+                try:
+                    got = clients[g].committed([TopicPartition(topic, p)
+                                                for p in range(partitions)], timeout=5)
+                except KafkaException:
+                    continue
+                for tp in got:
+                    if tp.error is None and tp.offset >= 0:
+                        self.h.offset_seen(g, topic, tp.partition, tp.offset)
+        _ABANDONED.extend(clients.values())

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Shoal's Jepsen-style checker: 3 agents on etcd and MinIO, a real-client workload
 # (confluent-kafka: idempotent, plain and transactional producers; consumer groups with
-# manual and automatic commits, some read_committed), faults one after another, then the
-# checks against a read-back of the whole log. See docs/reliability.md.
+# manual and automatic commits, some read_committed; and a transactional producer with the
+# Java client, Kafka 4.x), faults one after another, then the checks against a read-back of
+# the whole log. See docs/reliability.md.
 #
 #   tests/checker/run.sh [--minutes N] [--faults LIST] [--seed S] [BINARY]
 #
@@ -16,7 +17,9 @@
 #
 # Installs what is missing, as tests/cluster/run.sh does: etcd (Debian etcd-server), MinIO
 # (go install), the Python client venv, and libfaketime (Debian faketime) for skew-agent. A
-# fault whose tool cannot be installed is reported as not run, and the run fails.
+# fault whose tool cannot be installed is reported as not run, and the run fails. The Kafka
+# 4.x client jars come from bench/kafka/fetch-kafka.sh 4 (Maven Central, cached); without
+# them or without java (11 or later) the run fails.
 #
 # Environment: CHECKER_DEBUG=eos,msg logs the idempotent producers' librdkafka debug
 # contexts to clients.log. CHECKER_KEEP=1 keeps the work directory (logs of every process, clients.log,
@@ -33,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --minutes) minutes="$2"; shift 2 ;;
     --faults) faults="$2"; shift 2 ;;
     --seed|--agents|--hold|--pause|--recover|--skew) pass+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     -*) echo "checker: unknown option $1" >&2; exit 2 ;;
     *) shoal="$1"; shift ;;
   esac
@@ -73,6 +76,8 @@ if [[ -z "$faults" || "$faults" == all || "$faults" == *skew* ]]; then
   fi
 fi
 py="$(bash "$root/tests/compat/python/venv.sh")" || fail "set up the Python client venv"
+command -v java >/dev/null || fail "java (11 or later) is needed for the Java transactional producer"
+kafka_libs="$(bash "$root/bench/kafka/fetch-kafka.sh" 4)" || fail "fetch the Kafka 4.x client jars (bench/kafka/fetch-kafka.sh 4)"
 
 "$py" "$here/selftest.py" || fail "the checker's self-test (tests/checker/selftest.py)"
 
@@ -80,8 +85,8 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/shoal-checker.XXXXXX")"
 cleanup() { [[ "${CHECKER_KEEP:-}" == 1 ]] && echo "checker: kept $work" || rm -rf "$work"; }
 trap cleanup EXIT
 report="${CHECKER_REPORT:-$PWD/checker-report.txt}"
-args=(--shoal "$shoal" --minio "$minio" --etcd "$etcd" --minutes "$minutes"
-      --workdir "$work/run" --report "$report" --keep)
+args=(--shoal "$shoal" --minio "$minio" --etcd "$etcd" --kafka-libs "$kafka_libs"
+      --minutes "$minutes" --workdir "$work/run" --report "$report" --keep)
 [[ -z "$faults" ]] || args+=(--faults "$faults")
 status=0
 "$py" -u "$here/checker.py" "${args[@]}" ${pass[@]+"${pass[@]}"} || status=$?
