@@ -215,9 +215,10 @@ impl Group {
         self.deadline = None;
         self.initial = false;
         if self.members.is_empty() {
+            // The protocol type stays, as in Kafka: a consumer group whose members all
+            // left is still a consumer group (admin tools would call it "simple").
             self.state = State::Empty;
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             return;
         }

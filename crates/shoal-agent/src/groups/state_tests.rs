@@ -119,6 +119,10 @@ async fn unknown_member_and_leave_and_expiry() {
     let d = c.describe("g").unwrap();
     assert!(d.members.is_empty());
     assert_eq!(d.state, "Empty");
+    assert_eq!(
+        d.protocol_type, "consumer",
+        "still a consumer group, as in Kafka"
+    );
     // Leave of an unknown member.
     assert_eq!(
         c.leave("g", &[("x".into(), None)]).unwrap(),
