@@ -68,6 +68,16 @@ impl Registry {
         self.events.lock().unwrap().clone()
     }
 
+    /// How many times `event` was recorded.
+    fn count(&self, event: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| *e == event)
+            .count()
+    }
+
     /// Refuses a write whose fence is not the role's current claim (as etcd's compare
     /// on the claim key's create revision does).
     fn check_fence(&self, fence: &Fence) -> Result<(), MetaError> {
@@ -1111,13 +1121,7 @@ async fn a_coordinator_that_lost_its_role_stops_writing() {
     let r = call(&mut conn, "app", &commit(10), 8).await;
     assert_eq!(code(&r), 0);
     assert_eq!(committed().await, 10);
-    let claims = || {
-        registry
-            .events()
-            .iter()
-            .filter(|e| *e == "claim group:g")
-            .count()
-    };
+    let claims = || registry.count("claim group:g");
     assert_eq!(claims(), 1, "the role was claimed");
     call(&mut conn, "app", &commit(10), 8).await;
     assert_eq!(claims(), 1, "and is kept");
@@ -1207,13 +1211,7 @@ async fn an_offset_commit_waits_out_a_store_out_of_reach() {
     let commit = commit_to_g;
     let code = first_code;
     let committed = || async { registry.inner.group_offsets("g").await.unwrap()[0].offset };
-    let misses = || {
-        registry
-            .events()
-            .iter()
-            .filter(|e| *e == "offset commit: unreachable")
-            .count()
-    };
+    let misses = || registry.count("offset commit: unreachable");
 
     // Three attempts fail, the fourth lands: the client sees one success.
     registry
