@@ -3,7 +3,9 @@
 # crash. Needs the nightly toolchain; installs the pinned cargo-fuzz if it is missing.
 #
 #   scripts/fuzz.sh                 every target for 600 s (a long run)
-#   scripts/fuzz.sh 30              every target for 30 s (what CI runs)
+#   scripts/fuzz.sh 30              every target for 30 s
+#   scripts/fuzz.sh --dev 20        every target for 20 s, built unoptimised (what CI runs:
+#                                   the build takes half as long, the runs find less)
 #   scripts/fuzz.sh 300 records     one or more targets by name
 #   scripts/fuzz.sh --seeds         rewrite the seed corpus in fuzz/corpus/
 #   SHOAL_SKIP_FUZZ=1               skip (for machines without a nightly toolchain)
@@ -36,14 +38,19 @@ if [[ "${1:-}" == "--seeds" ]]; then
   exit 0
 fi
 
-seconds="${1:-600}"
-shift || true
-[[ $# -gt 0 ]] && TARGETS=("$@")
-
 # Release code with debug assertions (so integer overflow panics too), no sanitizer:
 # Shoal's Rust is safe code (unsafe only in the allocator), and the C codecs are not
 # instrumented by cargo-fuzz anyway; without ASan builds and runs are about twice as fast.
+# --dev builds the dev profile instead (debug assertions are on there too).
 FUZZ_FLAGS=(--fuzz-dir fuzz --sanitizer none --debug-assertions)
+if [[ "${1:-}" == "--dev" ]]; then
+  FUZZ_FLAGS=(--fuzz-dir fuzz --sanitizer none --dev)
+  shift
+fi
+
+seconds="${1:-600}"
+shift || true
+[[ $# -gt 0 ]] && TARGETS=("$@")
 
 start=$(date +%s)
 cargo +nightly fuzz build "${FUZZ_FLAGS[@]}"

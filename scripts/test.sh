@@ -24,8 +24,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
-step "fuzz targets, 30 s each (scripts/fuzz.sh for long runs)"
-bash scripts/fuzz.sh 30
+step "fuzz targets, 20 s each on an unoptimised build (scripts/fuzz.sh for long runs)"
+bash scripts/fuzz.sh --dev 20
 step "compatibility suites"
 cargo build -p shoal
 bash tests/compat/run-all.sh target/debug/shoal
