@@ -4,7 +4,8 @@
 #   tests/compat/run-all.sh [PATH_TO_SHOAL_BINARY]     (default: target/debug/shoal)
 #
 # Starts the playground on a free loopback port in a temporary data dir, runs the Java,
-# Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group,
+# Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group, KIP-848
+# consumer-protocol,
 # transaction, client-quota, ACL (kafka-acls) and replica-tool (kafka-reassign-partitions,
 # kafka-leader-election, kafka-log-dirs) suites and the security suite (its own
 # secure playground: TLS, SASL, ACLs), then franz-go's
@@ -34,6 +35,8 @@ cleanup() {
 trap cleanup EXIT
 
 # A safety net: the playground never outlives this script by more than its time budget.
+# KIP-848 groups: a killed member's partitions move after 8 s rather than Kafka's 45.
+SHOAL_CONSUMER_GROUP_SESSION_TIMEOUT=8s SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL=1s \
 timeout "${SHOAL_COMPAT_MAX_SECONDS:-2400}" "$shoal" playground --data-dir "$data/d" \
   --listen "127.0.0.1:$port" >"$log" 2>&1 &
 pid=$!
@@ -57,6 +60,7 @@ suite python "$here/python/run.sh" "$bootstrap"
 suite go "$here/go/run.sh" "$bootstrap"
 suite kcat "$here/kcat/run.sh" "$bootstrap"
 suite groups "$here/groups/run.sh" "$bootstrap"
+suite consumer-protocol "$here/consumer-protocol/run.sh" "$bootstrap"
 suite txn "$here/txn/run.sh" "$bootstrap"
 suite quotas "$here/quotas/run.sh" "$bootstrap"
 suite acls "$here/acls/run.sh" "$bootstrap"

@@ -89,6 +89,9 @@ pub struct AgentConfig {
     pub metrics_token: Option<crate::metrics::MetricsToken>,
     /// How long an empty group's first rebalance waits for more members.
     pub group_initial_rebalance_delay: Duration,
+    /// Consumer-protocol groups: session timeout and heartbeat interval.
+    pub consumer_group_session_timeout: Duration,
+    pub consumer_group_heartbeat_interval: Duration,
     /// How often retention and GC run.
     pub retention_check_interval: Duration,
     /// How long an object no index entry references is kept before GC deletes it.
@@ -180,6 +183,8 @@ impl Default for AgentConfig {
             metrics_listen: None,
             metrics_token: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
+            consumer_group_session_timeout: Duration::from_secs(45),
+            consumer_group_heartbeat_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),
             metadata_history: Duration::from_secs(5 * 60),

@@ -214,7 +214,11 @@ impl Agent {
         let commits = reader.commits();
         reader.set_identity(me.clone());
         let shared = Arc::new(Shared {
-            groups: groups::Coordinator::new(config.group_initial_rebalance_delay),
+            groups: groups::Coordinator::new(config.group_initial_rebalance_delay)
+                .with_consumer_timeouts(
+                    config.consumer_group_session_timeout,
+                    config.consumer_group_heartbeat_interval,
+                ),
             txns: txn::TxnCoordinator::default(),
             roles: cluster::roles::Roles::default(),
             departures: cluster::Departures::default(),

@@ -434,6 +434,15 @@ struct Common {
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "SHOAL_GROUP_INITIAL_REBALANCE_DELAY", default_value = "500ms", value_parser = units::parse_duration)]
     group_initial_rebalance_delay: Duration,
+    /// Consumer-protocol groups (KIP-848, group.protocol=consumer): a member silent this
+    /// long is removed and its partitions reassigned (Kafka's
+    /// group.consumer.session.timeout.ms).
+    #[arg(long, env = "SHOAL_CONSUMER_GROUP_SESSION_TIMEOUT", default_value = "45s", value_parser = units::parse_duration)]
+    consumer_group_session_timeout: Duration,
+    /// Consumer-protocol groups: how often members heartbeat, which is also how soon
+    /// they learn of a new assignment (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(long, env = "SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = units::parse_duration)]
+    consumer_group_heartbeat_interval: Duration,
     /// How often retention (retention.ms, retention.bytes) and object GC run.
     #[arg(long, env = "SHOAL_RETENTION_CHECK_INTERVAL", default_value = "5m", value_parser = units::parse_duration)]
     retention_check_interval: Duration,
@@ -620,6 +629,8 @@ impl Common {
             metrics_token,
             cluster_secret,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
+            consumer_group_session_timeout: self.consumer_group_session_timeout,
+            consumer_group_heartbeat_interval: self.consumer_group_heartbeat_interval,
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,
             orphan_grace: self.orphan_grace,

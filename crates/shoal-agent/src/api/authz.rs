@@ -377,6 +377,7 @@ pub fn group_request(shared: &Shared, who: &Caller, request: &RequestKind) -> Op
         RequestKind::JoinGroup(r) => (&r.group_id.0, Op::Read),
         RequestKind::SyncGroup(r) => (&r.group_id.0, Op::Read),
         RequestKind::Heartbeat(r) => (&r.group_id.0, Op::Read),
+        RequestKind::ConsumerGroupHeartbeat(r) => (&r.group_id.0, Op::Read),
         RequestKind::LeaveGroup(r) => (&r.group_id.0, Op::Read),
         RequestKind::OffsetCommit(r) => (&r.group_id.0, Op::Read),
         _ => return None,
@@ -393,6 +394,9 @@ pub fn group_request(shared: &Shared, who: &Caller, request: &RequestKind) -> Op
             .with_error_code(GROUP_DENIED)
             .into(),
         RequestKind::Heartbeat(_) => HeartbeatResponse::default()
+            .with_error_code(GROUP_DENIED)
+            .into(),
+        RequestKind::ConsumerGroupHeartbeat(_) => ConsumerGroupHeartbeatResponse::default()
             .with_error_code(GROUP_DENIED)
             .into(),
         RequestKind::LeaveGroup(_) => LeaveGroupResponse::default()

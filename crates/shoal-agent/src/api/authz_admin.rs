@@ -74,6 +74,31 @@ pub fn finish_describe_groups(
     resp
 }
 
+/// ConsumerGroupDescribe: groups `who` may not describe become GROUP_AUTHORIZATION_FAILED.
+pub fn finish_consumer_group_describe(
+    shared: &Shared,
+    who: &Caller,
+    include_ops: bool,
+    mut resp: ConsumerGroupDescribeResponse,
+) -> ConsumerGroupDescribeResponse {
+    if !shared.authorizer.enabled() {
+        return resp;
+    }
+    for g in &mut resp.groups {
+        if !allowed(shared, who, Op::Describe, Rt::Group, &g.group_id) {
+            *g = consumer_group_describe_response::DescribedGroup::default()
+                .with_group_id(g.group_id.clone())
+                .with_error_code(GROUP_DENIED);
+        } else if include_ops {
+            g.authorized_operations =
+                shared
+                    .authorizer
+                    .authorized_operations(who, Rt::Group, &g.group_id);
+        }
+    }
+    resp
+}
+
 /// DeleteGroups: takes the groups `who` may not delete out of the request.
 pub fn delete_groups(
     shared: &Shared,

@@ -50,6 +50,11 @@ pub async fn handle(
                         })
                         .collect(),
                 ),
+            // A consumer-protocol group is no classic group: Dead here, as Kafka answers;
+            // ConsumerGroupDescribe describes it.
+            None if shared.groups.consumer.contains(id.0.as_str()) => {
+                base.with_group_state(sb("Dead"))
+            }
             None => {
                 let has_offsets = shared
                     .meta

@@ -1,5 +1,6 @@
 //! ListGroups: groups coordinated here plus groups known only by their committed
-//! offsets (shown as Empty), with the v4+ state filter. Like a Kafka broker, an agent
+//! offsets (shown as Empty), with the v4+ state filter and the v5+ type filter (classic
+//! or consumer, the KIP-848 groups). Like a Kafka broker, an agent
 //! lists only the groups it coordinates; admin clients ask every broker and merge.
 
 use std::collections::BTreeMap;
@@ -19,11 +20,12 @@ pub async fn handle(
     version: i16,
 ) -> ListGroupsResponse {
     let view = ClusterView::of(shared);
-    let mut groups: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // id → (state, protocol type, group type)
+    let mut groups: BTreeMap<String, (String, String, &str)> = BTreeMap::new();
     match shared.meta.offset_groups().await {
         Ok(names) => {
             for n in names.into_iter().filter(|n| view.coordinates(n)) {
-                groups.insert(n, ("Empty".into(), String::new()));
+                groups.insert(n, ("Empty".into(), String::new(), "classic"));
             }
         }
         Err(e) => return ListGroupsResponse::default().with_error_code(meta_code(&e)),
@@ -33,21 +35,29 @@ pub async fn handle(
             continue;
         }
         if let Some(d) = shared.groups.describe(&id) {
-            groups.insert(id, (d.state.to_string(), d.protocol_type));
+            groups.insert(id, (d.state.to_string(), d.protocol_type, "classic"));
+        } else if let Some(d) = shared.groups.consumer.describe(&id) {
+            groups.insert(id, (d.state.to_string(), "consumer".into(), "consumer"));
         }
     }
-    let wanted = |state: &str| {
-        version < 4
+    let wanted = |state: &str, kind: &str| {
+        (version < 4
             || req.states_filter.is_empty()
             || req
                 .states_filter
                 .iter()
-                .any(|s| s.as_str().eq_ignore_ascii_case(state))
+                .any(|s| s.as_str().eq_ignore_ascii_case(state)))
+            && (version < 5
+                || req.types_filter.is_empty()
+                || req
+                    .types_filter
+                    .iter()
+                    .any(|t| t.as_str().eq_ignore_ascii_case(kind)))
     };
     let listed = groups
         .into_iter()
-        .filter(|(_, (state, _))| wanted(state))
-        .map(|(id, (state, ptype))| {
+        .filter(|(_, (state, _, kind))| wanted(state, kind))
+        .map(|(id, (state, ptype, kind))| {
             let mut g = ListedGroup::default()
                 .with_group_id(GroupId(sb(id)))
                 .with_protocol_type(sb(ptype));
@@ -55,7 +65,7 @@ pub async fn handle(
                 g = g.with_group_state(sb(state));
             }
             if version >= 5 {
-                g = g.with_group_type(sb("classic"));
+                g = g.with_group_type(sb(kind));
             }
             g
         })

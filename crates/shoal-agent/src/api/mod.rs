@@ -30,6 +30,8 @@ pub mod api_versions;
 pub mod authz;
 pub mod authz_admin;
 pub mod configs;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
@@ -94,11 +96,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::AddPartitionsToTxn, 0, 3),
@@ -318,6 +322,16 @@ async fn dispatch(
         RequestKind::SyncGroup(r) => sync_group::handle(shared, r, v),
         RequestKind::Heartbeat(r) => Reply::now(heartbeat::handle(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::now(leave_group::handle(shared, r, v)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            Reply::now(consumer_group_heartbeat::handle(shared, client_id, conn.peer, r).await)
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            let ops = r.include_authorized_operations;
+            let resp = consumer_group_describe::handle(shared, r).await;
+            Reply::now(authz_admin::finish_consumer_group_describe(
+                shared, &who, ops, resp,
+            ))
+        }
         RequestKind::OffsetCommit(mut r) => {
             let denied = authz::offset_commit(shared, &who, &mut r);
             let mut resp = offset_commit::handle(shared, r, v).await;

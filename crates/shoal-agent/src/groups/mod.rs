@@ -21,7 +21,11 @@
 //!
 //! The broker never looks inside assignments, so any client-side assignor works (range,
 //! round-robin, sticky, cooperative-sticky). A `tick` task drives timeouts.
+//!
+//! Groups of the consumer protocol (KIP-848, `group.protocol=consumer`), where the
+//! coordinator assigns partitions itself, are in [`consumer`].
 
+pub mod consumer;
 mod state;
 
 pub(crate) use state::parse_subscription;

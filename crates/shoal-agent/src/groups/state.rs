@@ -10,6 +10,8 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
+use super::consumer::{ConsumerGroups, HeartbeatArgs, HeartbeatOutcome, TopicMeta};
+
 const MIN_SESSION: Duration = Duration::from_millis(1000);
 const MAX_SESSION: Duration = Duration::from_secs(30 * 60);
 const MAX_REBALANCE: Duration = Duration::from_secs(5 * 60);
@@ -360,10 +362,13 @@ pub struct GroupSummary {
     pub members: Vec<MemberSummary>,
 }
 
-/// All groups this agent coordinates.
+/// All groups this agent coordinates: classic ones here, those of the consumer protocol
+/// (KIP-848) in [`ConsumerGroups`]. A group id is one kind or the other; an empty group
+/// of one kind gives way to a member of the other.
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     initial_delay: Duration,
+    pub consumer: ConsumerGroups,
 }
 
 fn new_member_id(client_id: &str) -> String {
@@ -382,7 +387,42 @@ impl Coordinator {
         Coordinator {
             groups: Mutex::new(HashMap::new()),
             initial_delay,
+            consumer: ConsumerGroups::new(Duration::from_secs(45), Duration::from_secs(5)),
         }
+    }
+
+    /// Sets the consumer protocol's session timeout and heartbeat interval (Kafka's
+    /// `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`).
+    pub fn with_consumer_timeouts(mut self, session: Duration, heartbeat: Duration) -> Self {
+        self.consumer = ConsumerGroups::new(session, heartbeat);
+        self
+    }
+
+    /// Handles a ConsumerGroupHeartbeat (see [`ConsumerGroups::heartbeat`]). A classic
+    /// group with members keeps its id: the heartbeat gets GROUP_ID_NOT_FOUND; an empty
+    /// one is replaced.
+    pub fn consumer_heartbeat(
+        &self,
+        a: HeartbeatArgs,
+        all_topics: &dyn Fn() -> Vec<(String, TopicMeta)>,
+    ) -> HeartbeatOutcome {
+        let mut groups = self.lock();
+        if let Some(g) = groups.get(&a.group_id) {
+            if !g.members.is_empty() {
+                return HeartbeatOutcome {
+                    error: ResponseError::GroupIdNotFound.code(),
+                    message: Some(format!(
+                        "group {} is a classic group with members; its consumers use group.protocol=classic",
+                        a.group_id
+                    )),
+                    ..Default::default()
+                };
+            }
+            if a.member_epoch == 0 {
+                groups.remove(&a.group_id);
+            }
+        }
+        self.consumer.heartbeat(a, all_topics, Instant::now())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
@@ -408,6 +448,15 @@ impl Coordinator {
             )));
         }
         if a.protocol_type.is_empty() || a.protocols.is_empty() {
+            return Err(Box::new(JoinOutcome::error(
+                ResponseError::InconsistentGroupProtocol.code(),
+                &a.member_id,
+            )));
+        }
+        // A consumer-protocol group with members is not joined by classic members.
+        if self.consumer.remove_if_empty(&a.group_id)
+            == Some(Err(ResponseError::NonEmptyGroup.code()))
+        {
             return Err(Box::new(JoinOutcome::error(
                 ResponseError::InconsistentGroupProtocol.code(),
                 &a.member_id,
@@ -748,6 +797,12 @@ impl Coordinator {
         if transactional && anonymous && instance_id.is_none() {
             return Ok(());
         }
+        if let Some(r) = self
+            .consumer
+            .check_commit(group_id, generation, member_id, transactional)
+        {
+            return r;
+        }
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {
             // No live group: only commits from outside any group (simple consumers).
@@ -819,13 +874,18 @@ impl Coordinator {
         })
     }
 
-    /// Names of the groups held in memory.
+    /// Names of the groups held in memory, of both kinds.
     pub fn group_ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        let mut ids: Vec<String> = self.lock().keys().cloned().collect();
+        ids.extend(self.consumer.group_ids());
+        ids
     }
 
     /// Forgets an empty group. Errors with NON_EMPTY_GROUP if it has members.
     pub fn remove_if_empty(&self, group_id: &str) -> Result<bool, i16> {
+        if let Some(r) = self.consumer.remove_if_empty(group_id) {
+            return r.map(|()| true);
+        }
         let mut groups = self.lock();
         match groups.get(group_id) {
             Some(g) if !g.members.is_empty() => Err(ResponseError::NonEmptyGroup.code()),
@@ -840,6 +900,9 @@ impl Coordinator {
     /// Topics that a group's members subscribe to (consumer protocol), or None if the
     /// group has no members.
     pub fn subscribed_topics(&self, group_id: &str) -> Option<Vec<String>> {
+        if self.consumer.contains(group_id) {
+            return self.consumer.subscribed_topics(group_id);
+        }
         let groups = self.lock();
         let g = groups.get(group_id)?;
         if g.members.is_empty() {
@@ -860,9 +923,10 @@ impl Coordinator {
     /// and look for the new coordinator; and if a group comes back here later it starts
     /// afresh rather than waiting for members that went elsewhere. Returns the ids.
     pub fn release(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut gone = self.consumer.release(&keep);
         let mut groups = self.lock();
-        let gone: Vec<String> = groups.keys().filter(|g| !keep(g)).cloned().collect();
-        for name in &gone {
+        let classic: Vec<String> = groups.keys().filter(|g| !keep(g)).cloned().collect();
+        for name in &classic {
             if let Some(mut g) = groups.remove(name) {
                 let ids: Vec<String> = g.members.keys().cloned().collect();
                 for id in ids {
@@ -871,6 +935,7 @@ impl Coordinator {
                 tracing::info!(group = %name, "group moved to another coordinator; its state here is dropped");
             }
         }
+        gone.extend(classic);
         gone
     }
 
@@ -881,6 +946,7 @@ impl Coordinator {
 
     /// [`Coordinator::tick`] as of `now` (tests move time forward with it).
     pub fn tick_at(&self, now: Instant) {
+        self.consumer.tick_at(now);
         let mut groups = self.lock();
         for (name, g) in groups.iter_mut() {
             g.pending.retain(|_, deadline| *deadline > now);
