@@ -53,9 +53,11 @@
 #                    own fresh cluster (its own etcd, MinIO and 3 agents, tests/cluster/serve.py):
 #                    java (tests/compat/java: the Java client, bootstrap.servers = all 3
 #                    agents), go (tests/compat/go: franz-go), groups (tests/compat/groups:
-#                    consumer groups with Java, confluent-kafka, kafka-python, franz-go) and txn
+#                    consumer groups with Java, confluent-kafka, kafka-python, franz-go), txn
 #                    (tests/compat/txn: idempotence and transactions with Java, confluent-kafka,
-#                    franz-go); those three take one HOST:PORT, so they get one agent's address
+#                    franz-go), consumer-protocol (tests/compat/consumer-protocol: KIP-848
+#                    groups with the Java 4.x consumer and librdkafka, bootstrap = all 3
+#                    agents); groups and txn take one HOST:PORT, so they get one agent's address
 #                    and find the others through Metadata. Each suite passes as a whole; after
 #                    it every agent must still run, exit 0 on SIGTERM and have no panic in its
 #                    log. About 3 minutes on 2 cores (java ~15 s, go ~5 s, groups ~60 s, txn
@@ -112,12 +114,16 @@ for arg in "$@"; do
 done
 (( named )) || { run_suite=1; run_clients=1; }
 if (( selftest )); then run_suite=1; run_clients=0; fi
-clients="${CLUSTER_CLIENTS:-java go groups txn}"
+clients="${CLUSTER_CLIENTS:-java go groups txn consumer-protocol}"
+# KIP-848 groups (the consumer-protocol suite): a killed member's partitions move after
+# 8 s rather than Kafka's 45; the agents inherit these.
+export SHOAL_CONSUMER_GROUP_SESSION_TIMEOUT="${SHOAL_CONSUMER_GROUP_SESSION_TIMEOUT:-8s}"
+export SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL="${SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL:-1s}"
 client_limit="${CLUSTER_CLIENTS_SECONDS:-480}"
 if (( run_clients )); then
   for c in $clients; do
-    case "$c" in java|go|groups|txn|python|kcat) ;;
-      *) fail "unknown client suite '$c' in CLUSTER_CLIENTS (java go groups txn python kcat)" ;; esac
+    case "$c" in java|go|groups|txn|python|kcat|consumer-protocol) ;;
+      *) fail "unknown client suite '$c' in CLUSTER_CLIENTS (java go groups txn python kcat consumer-protocol)" ;; esac
   done
 fi
 
@@ -216,6 +222,7 @@ if (( run_clients && ! stopping )); then
       txn)    cmd=(bash "$root/tests/compat/txn/run.sh" "{bootstrap1}") ;;
       python) cmd=(bash "$root/tests/compat/python/run.sh" "{bootstrap1}") ;;
       kcat)   cmd=(bash "$root/tests/compat/kcat/run.sh" "{bootstrap}") ;;
+      consumer-protocol) cmd=(bash "$root/tests/compat/consumer-protocol/run.sh" "{bootstrap}") ;;
     esac
     echo; echo "==> test 7 clients: $c (tests/compat/$c) against a fresh 3-agent cluster"
     t0=$SECONDS; status=0
