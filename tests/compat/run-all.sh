@@ -5,7 +5,7 @@
 #
 # Starts the playground on a free loopback port in a temporary data dir, runs the Java,
 # Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group, KIP-848
-# consumer-protocol,
+# consumer-protocol, fetch-session,
 # transaction, client-quota, ACL (kafka-acls) and replica-tool (kafka-reassign-partitions,
 # kafka-leader-election, kafka-log-dirs) suites and the security suite (its own
 # secure playground: TLS, SASL, ACLs), then franz-go's
@@ -22,6 +22,7 @@ shoal="${1:-$root/target/debug/shoal}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 data="$(mktemp -d "${TMPDIR:-/tmp}/shoal-compat.XXXXXX")"
 port="$(free_port)"
+metrics_port="$(free_port)"
 log="$data/shoal.log"
 pid=""
 cleanup() {
@@ -38,7 +39,7 @@ trap cleanup EXIT
 # KIP-848 groups: a killed member's partitions move after 8 s rather than Kafka's 45.
 SHOAL_CONSUMER_GROUP_SESSION_TIMEOUT=8s SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL=1s \
 timeout "${SHOAL_COMPAT_MAX_SECONDS:-2400}" "$shoal" playground --data-dir "$data/d" \
-  --listen "127.0.0.1:$port" >"$log" 2>&1 &
+  --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   grep -q "Shoal is listening" "$log" 2>/dev/null && break
@@ -65,6 +66,7 @@ suite txn "$here/txn/run.sh" "$bootstrap"
 suite quotas "$here/quotas/run.sh" "$bootstrap"
 suite acls "$here/acls/run.sh" "$bootstrap"
 suite admin-tools "$here/admin-tools/run.sh" "$bootstrap"
+suite fetch-sessions "$here/fetch-sessions/run.sh" "$bootstrap" "http://127.0.0.1:$metrics_port/metrics"
 # Starts its own playground with TLS, SASL and ACLs (the flags differ from the shared one).
 suite security "$here/security/run.sh" "$shoal"
 

@@ -82,6 +82,9 @@ pub struct AgentConfig {
     /// Most record bytes one Fetch answer carries, whatever the client asks for
     /// (Kafka's broker `fetch.max.bytes`); at least one batch is always returned.
     pub fetch_max_bytes: usize,
+    /// Fetch sessions (KIP-227) cached at most, and partitions over all of them.
+    pub fetch_session_cache_slots: usize,
+    pub fetch_session_cache_partitions: usize,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// When set, metrics requests must carry `Authorization: Bearer <token>`
@@ -180,6 +183,8 @@ impl Default for AgentConfig {
             queued_max_request_bytes: 512 * 1024 * 1024,
             max_request_bytes_per_connection: 128 * 1024 * 1024,
             fetch_max_bytes: 16 * 1024 * 1024,
+            fetch_session_cache_slots: 1000,
+            fetch_session_cache_partitions: 200_000,
             metrics_listen: None,
             metrics_token: None,
             group_initial_rebalance_delay: Duration::from_millis(500),

@@ -21,6 +21,7 @@ pub mod compaction;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod groups;
 pub mod jobs;
 pub mod memory;
@@ -114,6 +115,7 @@ pub struct Shared {
     pub topics: topics::TopicCache,
     pub writer: write_path::WritePath,
     pub reader: read_path::ReadPath,
+    pub fetch_sessions: fetch_sessions::FetchSessions,
     pub metrics: Arc<metrics::Metrics>,
     /// Consumer groups this agent coordinates.
     pub groups: groups::Coordinator,
@@ -225,6 +227,10 @@ impl Agent {
             topics: topics::TopicCache::new(meta.clone()),
             writer,
             reader,
+            fetch_sessions: fetch_sessions::FetchSessions::new(
+                config.fetch_session_cache_slots,
+                config.fetch_session_cache_partitions,
+            ),
             metrics: metrics.clone(),
             cluster_id,
             me,

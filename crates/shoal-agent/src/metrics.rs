@@ -61,6 +61,12 @@ pub struct Metrics {
     /// their partitions changed, and those that went back to waiting.
     pub fetch_wakeups_read: AtomicU64,
     pub fetch_wakeups_skipped: AtomicU64,
+    /// Fetch requests by kind (KIP-227): full without a session or starting one, the
+    /// sessions started, incremental ones, and sessions evicted from the cache.
+    pub fetch_full: AtomicU64,
+    pub fetch_session_new: AtomicU64,
+    pub fetch_incremental: AtomicU64,
+    pub fetch_session_evictions: AtomicU64,
     pub requests: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
@@ -244,6 +250,22 @@ impl Metrics {
             &[
                 ("{result=\"read\"}", g(&self.fetch_wakeups_read)),
                 ("{result=\"skipped\"}", g(&self.fetch_wakeups_skipped)),
+            ],
+        );
+        counter(
+            "shoal_fetch_requests_total",
+            "Fetch requests by kind: full (no session, or starting one) and incremental (KIP-227 fetch sessions).",
+            &[
+                ("{kind=\"full\"}", g(&self.fetch_full)),
+                ("{kind=\"incremental\"}", g(&self.fetch_incremental)),
+            ],
+        );
+        counter(
+            "shoal_fetch_sessions_total",
+            "Fetch sessions started, and evicted from the cache (by a newer one, or grown past --fetch-session-cache-partitions).",
+            &[
+                ("{event=\"started\"}", g(&self.fetch_session_new)),
+                ("{event=\"evicted\"}", g(&self.fetch_session_evictions)),
             ],
         );
         counter(

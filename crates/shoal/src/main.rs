@@ -393,6 +393,20 @@ struct Common {
     /// (Kafka's fetch.max.bytes); at least one batch is always returned.
     #[arg(long, env = "SHOAL_FETCH_MAX_BYTES", default_value = "16MiB", value_parser = units::parse_bytes)]
     fetch_max_bytes: u64,
+    /// Incremental fetch sessions (KIP-227) the agent keeps at once (Kafka's
+    /// max.incremental.fetch.session.cache.slots); a new one evicts the least recently
+    /// used. 0: none, every fetch is a full one.
+    #[arg(long, env = "SHOAL_FETCH_SESSION_CACHE_SLOTS", default_value_t = 1000)]
+    fetch_session_cache_slots: usize,
+    /// Partitions all cached fetch sessions may name together (each costs about 200
+    /// bytes); a session larger than this is not cached and its client sends full
+    /// fetches.
+    #[arg(
+        long,
+        env = "SHOAL_FETCH_SESSION_CACHE_PARTITIONS",
+        default_value_t = 200_000
+    )]
+    fetch_session_cache_partitions: usize,
     /// Open connections allowed at once; one more is accepted and closed at once (with
     /// a log line and shoal_connections_refused_total).
     #[arg(long, env = "SHOAL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -612,6 +626,8 @@ impl Common {
             queued_max_request_bytes: self.queued_max_request_bytes as usize,
             max_request_bytes_per_connection: self.max_request_bytes_per_connection as usize,
             fetch_max_bytes: self.fetch_max_bytes as usize,
+            fetch_session_cache_slots: self.fetch_session_cache_slots,
+            fetch_session_cache_partitions: self.fetch_session_cache_partitions,
             max_connections_per_ip: self.max_connections_per_ip as usize,
             connections_max_idle: self.connections_max_idle,
             first_request_timeout: self.first_request_timeout,

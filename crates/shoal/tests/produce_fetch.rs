@@ -10,7 +10,8 @@ use common::{
     encode_batch, fetch_request, record, record_with_headers, values, Agent, Client, FETCH_V,
 };
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record};
 
 const CODECS: [Compression; 5] = [
@@ -392,41 +393,110 @@ fn fetch_by_topic_id_v16() {
     );
 }
 
-/// Fetch session ids and epochs as Kafka reads them (KIP-227). Epoch 0 (open a session)
-/// and -1 (no session, or close the one named) are full fetches whatever the session
-/// id, answered in full with session id 0 (none kept); an incremental fetch (epoch > 0)
-/// names a session the agent cannot have: FETCH_SESSION_ID_NOT_FOUND.
+/// Fetch session ids and epochs as Kafka reads them (KIP-227). Epoch -1 (no session,
+/// or close the one named) is a full, sessionless fetch whatever the session id; epoch 0
+/// opens a session (closing the one named) and is answered in full with its id; later
+/// epochs of that session list only what changed and get only partitions with news.
+/// An unknown session is FETCH_SESSION_ID_NOT_FOUND, a wrong epoch
+/// INVALID_FETCH_SESSION_EPOCH.
 #[test]
 fn fetch_session_ids_and_epochs() {
+    use kafka_protocol::ResponseError;
     let agent = Agent::start(&[]);
     let mut c = agent.connect();
-    c.create_topic("sessions", 1, &[]);
+    c.create_topic("sessions", 2, &[]);
     assert_eq!(c.produce("sessions", 0, &values(&["a", "b"])), (0, 0));
-    for (id, epoch) in [(0, -1), (0, 0), (4242, -1), (4242, 0)] {
+    let full = |c: &mut Client, id: i32, epoch: i32, want: usize| {
         let req = fetch_request("sessions", 0, 0, 0, 1 << 20)
             .with_session_id(id)
             .with_session_epoch(epoch);
         let resp = c.send(&req, FETCH_V);
         assert_eq!(resp.error_code, 0, "session {id} epoch {epoch}");
-        assert_eq!(resp.session_id, 0, "no session is kept");
         let p = &resp.responses[0].partitions[0];
         let records = common::decode_records(p.records.as_ref().unwrap());
         assert_eq!(
             records.len(),
-            2,
+            want,
             "session {id} epoch {epoch}: a full answer"
         );
-    }
-    for (id, epoch) in [(4242, 1), (0, 3)] {
-        let req = fetch_request("sessions", 0, 0, 0, 1 << 20)
+        resp.session_id
+    };
+    assert_eq!(full(&mut c, 0, -1, 2), 0, "epoch -1: no session");
+    assert_eq!(
+        full(&mut c, 4242, -1, 2),
+        0,
+        "epoch -1 with an id some Go clients send"
+    );
+    let id = full(&mut c, 0, 0, 2);
+    assert_ne!(id, 0, "epoch 0 opens a session");
+    // Partition 1 joins the session; partition 0 moves past its records. Only partition
+    // 1 is new to the client (its watermarks were never sent).
+    let incremental = |epoch: i32, parts: Vec<(i32, i64)>| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
             .with_session_id(id)
-            .with_session_epoch(epoch);
-        let resp = c.send(&req, FETCH_V);
-        assert_eq!(
-            resp.error_code,
-            kafka_protocol::ResponseError::FetchSessionIdNotFound.code(),
-            "session {id} epoch {epoch}"
-        );
-        assert!(resp.responses.is_empty());
-    }
+            .with_session_epoch(epoch)
+            .with_topics(if parts.is_empty() {
+                vec![]
+            } else {
+                vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("sessions")))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, offset)| {
+                                FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(offset)
+                                    .with_partition_max_bytes(1 << 20)
+                            })
+                            .collect(),
+                    )]
+            })
+    };
+    let shown = |resp: &FetchResponse| -> Vec<(i32, usize)> {
+        resp.responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    (
+                        p.partition_index,
+                        common::decode_records(p.records.as_ref().unwrap()).len(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let resp = c.send(&incremental(1, vec![(0, 2), (1, 0)]), FETCH_V);
+    assert_eq!((resp.error_code, resp.session_id), (0, id));
+    assert_eq!(shown(&resp), vec![(1, 0)]);
+    // Nothing changed: an empty answer.
+    let resp = c.send(&incremental(2, vec![]), FETCH_V);
+    assert_eq!(shown(&resp), vec![]);
+    // New records in partition 0 come back without the client naming it.
+    assert_eq!(c.produce("sessions", 0, &values(&["c"])), (0, 2));
+    let resp = c.send(&incremental(3, vec![]), FETCH_V);
+    assert_eq!(shown(&resp), vec![(0, 1)]);
+    // A replayed epoch, and a session that does not exist.
+    let resp = c.send(&incremental(3, vec![]), FETCH_V);
+    assert_eq!(
+        resp.error_code,
+        ResponseError::InvalidFetchSessionEpoch.code()
+    );
+    let resp = c.send(&incremental(4, vec![]).with_session_id(id ^ 1), FETCH_V);
+    assert_eq!(
+        resp.error_code,
+        ResponseError::FetchSessionIdNotFound.code()
+    );
+    assert!(resp.responses.is_empty());
+    // Epoch -1 closes it; its next epoch is then unknown.
+    assert_eq!(full(&mut c, id, -1, 3), 0);
+    let resp = c.send(&incremental(4, vec![]), FETCH_V);
+    assert_eq!(
+        resp.error_code,
+        ResponseError::FetchSessionIdNotFound.code()
+    );
 }

@@ -8,12 +8,9 @@
 //! and carry the aborted transactions overlapping what they return, so clients can drop
 //! aborted records (control batches travel with the data, as in Kafka).
 //!
-//! Fetch sessions (KIP-227) are not kept yet: the answer's session id is 0, which tells
-//! clients to keep sending full requests. A full request is one with session epoch 0
-//! (asking for a session) or -1 (none, or closing the one named), whatever its session
-//! id, and is answered in full, as Kafka does; an incremental one (epoch > 0) names a
-//! session this agent cannot have and gets FETCH_SESSION_ID_NOT_FOUND, after which
-//! clients send a full request.
+//! Fetch sessions (KIP-227) are kept by [`crate::fetch_sessions`]: a session's
+//! requests name only the partitions that changed, its answers only the partitions with
+//! something new; every partition of the session is read each round.
 //!
 //! A partition whose next batch is in a corrupt object ([`crate::quarantine`]) answers
 //! CORRUPT_MESSAGE, as Kafka does for a batch failing its CRC; the other partitions of
@@ -31,6 +28,7 @@ use shoal_meta::TopicInfo;
 
 use super::Reply;
 use crate::errors::meta_code;
+use crate::fetch_sessions::Plan;
 use crate::memory::Reservation;
 use crate::metrics::Metrics;
 use crate::read_path::ReadError;
@@ -95,15 +93,47 @@ pub fn refuse(req: FetchRequest, version: i16) -> FetchResponse {
 
 async fn fetch(
     shared: &Shared,
+    mut req: FetchRequest,
+    version: i16,
+    memory: Option<&Reservation>,
+) -> FetchResponse {
+    let plan = if version >= 7 {
+        shared
+            .fetch_sessions
+            .begin(&req, version >= 13, &shared.metrics)
+    } else {
+        Plan::Sessionless
+    };
+    let (session, incremental) = match plan {
+        Plan::Error(code) => {
+            return FetchResponse::default()
+                .with_error_code(code)
+                .with_session_id(0);
+        }
+        Plan::Sessionless => (0, false),
+        Plan::New(id) => (id, false),
+        Plan::Incremental { id, topics } => {
+            req.topics = topics;
+            (id, true)
+        }
+    };
+    let mut resp = fetch_partitions(shared, req, version, memory).await;
+    if session != 0 {
+        shared
+            .fetch_sessions
+            .finish(session, incremental, &mut resp);
+    }
+    resp
+}
+
+/// Reads the partitions of `req.topics` (long-polling as the module doc says) and
+/// answers for each of them.
+async fn fetch_partitions(
+    shared: &Shared,
     req: FetchRequest,
     version: i16,
     memory: Option<&Reservation>,
 ) -> FetchResponse {
-    if !matches!(req.session_epoch, 0 | -1) {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
-    }
     // Resolve topics once: by id from v13, by name before.
     let mut resolved: Vec<(TopicName, uuid::Uuid, Result<Arc<TopicInfo>, i16>)> = Vec::new();
     for t in &req.topics {
