@@ -323,7 +323,8 @@ async fn fetch_partitions(
                 .with_session_id(0);
         }
         // Wait for a report naming one of our partitions, the deadline or the agent's
-        // shutdown (then read once more, so the answer carries current watermarks).
+        // shutdown.
+        let mut reread = false;
         loop {
             tokio::select! {
                 r = signal.changed() => if r.is_err() { return FetchResponse::default().with_responses(responses) },
@@ -332,9 +333,22 @@ async fn fetch_partitions(
             }
             if commits.changed_since(seen, &wanted) {
                 Metrics::add(&shared.metrics.fetch_wakeups_read, 1);
+                reread = true;
                 break;
             }
             Metrics::add(&shared.metrics.fetch_wakeups_skipped, 1);
+        }
+        // At the deadline (or shutdown) with no commit to our partitions since this
+        // round read them, its answer is current: an idle long-poll reads each
+        // partition once, not twice. Otherwise read again, for the new records and
+        // watermarks.
+        if !reread && !commits.changed_since(seen, &wanted) {
+            if let (Some(m), Some(t)) = (memory, taken) {
+                m.keep(t);
+            }
+            return FetchResponse::default()
+                .with_responses(responses)
+                .with_session_id(0);
         }
     }
 }
