@@ -36,7 +36,7 @@ run() {
   "$SHOAL_BIN" playground --data-dir "$work/d" --listen "127.0.0.1:$port" \
     --metrics-listen "127.0.0.1:$mport" "$@" >"$work/$label.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do grep -q "Shoal is listening" "$work/$label.log" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -q "Shoal is listening" "$work/$label.log" 2>/dev/null && break; sleep 0.1; done
   "$py" - "127.0.0.1:$port" "$partitions" <<'PY'
 import sys
 from confluent_kafka import Producer

@@ -15,7 +15,7 @@ step() { echo; echo "==> [$(( ($(date +%s) - started) / 60 )) min $(( ($(date +%
 step "installing test prerequisites"
 bash scripts/install-test-deps.sh
 
-step "fresh release build with protoc hidden, and the playground starts from it"
+step "fresh build with protoc hidden (dev profile in target/ on a fresh clone), and the playground starts from it"
 bash scripts/check-fresh-build.sh
 
 step "cargo fmt --check"

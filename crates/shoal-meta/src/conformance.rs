@@ -1126,6 +1126,25 @@ async fn commit_assigns_contiguous_offsets(s: &dyn MetaStore) {
         s.partition_offsets(t.id, 1).await.unwrap().high_watermark,
         2
     );
+    // Many partitions in one call, in the order asked, an unknown one among them; more
+    // than one backend step holds (SQLite's tasks, etcd's max-txn-ops).
+    let mut asked = Vec::new();
+    for i in 0..700 {
+        asked.push((t.id, i % 2));
+        if i == 350 {
+            asked.push((t.id, 9));
+        }
+    }
+    let got = s.partitions_offsets(&asked).await;
+    assert_eq!(got.len(), asked.len());
+    for ((_, p), o) in asked.iter().zip(&got) {
+        match (p, o) {
+            (0, Ok(o)) => assert_eq!(o.high_watermark, 8),
+            (1, Ok(o)) => assert_eq!(o.high_watermark, 2),
+            (9, Err(MetaError::UnknownPartition { partition: 9, .. })) => {}
+            other => panic!("partition {p}: {other:?}"),
+        }
+    }
 }
 
 async fn commit_skips_unknown_partitions(s: &dyn MetaStore) {

@@ -753,6 +753,30 @@ impl MetaStore for EtcdStore {
         Ok(rec.offsets())
     }
 
+    async fn partitions_offsets(
+        &self,
+        parts: &[(Uuid, i32)],
+    ) -> Vec<Result<PartitionOffsets, MetaError>> {
+        let keys: Vec<String> = parts.iter().map(|(t, p)| self.part_key(*t, *p)).collect();
+        match self.get_many(&keys).await {
+            Ok(kvs) => kvs
+                .iter()
+                .zip(parts)
+                .map(|(kv, (topic_id, partition))| match kv {
+                    Some(kv) => from_json::<PartRec>(kv).map(|r| r.offsets()),
+                    None => Err(MetaError::UnknownPartition {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                    }),
+                })
+                .collect(),
+            Err(e) => parts
+                .iter()
+                .map(|_| Err(MetaError::Backend(e.to_string())))
+                .collect(),
+        }
+    }
+
     async fn index_from(
         &self,
         topic_id: Uuid,

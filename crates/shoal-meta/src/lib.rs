@@ -112,6 +112,21 @@ pub trait MetaStore: Send + Sync + 'static {
         partition: i32,
     ) -> Result<PartitionOffsets, MetaError>;
 
+    /// [`MetaStore::partition_offsets`] of many partitions, in the order given, each with
+    /// its own outcome. Backends answer it in few steps (SQLite: one task per few hundred
+    /// partitions; etcd: one read per `max-txn-ops` keys); this default asks one
+    /// partition at a time. A fetch of many partitions reads its watermarks with it.
+    async fn partitions_offsets(
+        &self,
+        parts: &[(Uuid, i32)],
+    ) -> Vec<Result<PartitionOffsets, MetaError>> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (topic_id, partition) in parts {
+            out.push(self.partition_offsets(*topic_id, *partition).await);
+        }
+        out
+    }
+
     /// Index entries covering offsets `>= from`, in offset order, at most `limit`.
     async fn index_from(
         &self,

@@ -164,6 +164,38 @@ impl SqliteStore {
     }
 }
 
+/// Partitions whose watermarks one blocking task reads in `partitions_offsets`.
+const OFFSETS_PER_TASK: usize = 256;
+
+/// A partition's log start, high watermark and last stable offset.
+fn offsets_in(
+    c: &Connection,
+    topic_id: Uuid,
+    partition: i32,
+) -> Result<PartitionOffsets, MetaError> {
+    c.prepare_cached("SELECT log_start, hwm FROM partitions WHERE topic_id = ?1 AND partition = ?2")
+        .map_err(backend)?
+        .query_row(params![topic_id.as_bytes().as_slice(), partition], |r| {
+            Ok(PartitionOffsets {
+                log_start: r.get(0)?,
+                high_watermark: r.get(1)?,
+                last_stable: 0,
+            })
+        })
+        .optional()
+        .map_err(backend)?
+        .ok_or(MetaError::UnknownPartition {
+            topic_id,
+            partition,
+        })
+        .and_then(|mut o| {
+            let open = producers::first_open_txn(c, topic_id.as_bytes().as_slice(), partition)?;
+            // Records below the log start are gone, open transaction or not.
+            o.last_stable = open.unwrap_or(o.high_watermark).max(o.log_start);
+            Ok(o)
+        })
+}
+
 fn load_topic(tx: &Connection, name: &str) -> Result<Option<TopicInfo>, MetaError> {
     let row = tx
         .query_row(
@@ -514,32 +546,33 @@ impl MetaStore for SqliteStore {
         topic_id: Uuid,
         partition: i32,
     ) -> Result<PartitionOffsets, MetaError> {
-        self.with(move |c| {
-            c.prepare_cached(
-                "SELECT log_start, hwm FROM partitions WHERE topic_id = ?1 AND partition = ?2",
-            )
-            .map_err(backend)?
-            .query_row(params![topic_id.as_bytes().as_slice(), partition], |r| {
-                Ok(PartitionOffsets {
-                    log_start: r.get(0)?,
-                    high_watermark: r.get(1)?,
-                    last_stable: 0,
+        self.with(move |c| offsets_in(c, topic_id, partition)).await
+    }
+
+    async fn partitions_offsets(
+        &self,
+        parts: &[(Uuid, i32)],
+    ) -> Vec<Result<PartitionOffsets, MetaError>> {
+        let mut out = Vec::with_capacity(parts.len());
+        // A few hundred per task: one handoff to the blocking pool each, and commits
+        // waiting for the connection wait only that long.
+        for chunk in parts.chunks(OFFSETS_PER_TASK) {
+            let chunk = chunk.to_vec();
+            let n = chunk.len();
+            let got = self
+                .with(move |c| {
+                    Ok(chunk
+                        .iter()
+                        .map(|(t, p)| offsets_in(c, *t, *p))
+                        .collect::<Vec<_>>())
                 })
-            })
-            .optional()
-            .map_err(backend)?
-            .ok_or(MetaError::UnknownPartition {
-                topic_id,
-                partition,
-            })
-            .and_then(|mut o| {
-                let open = producers::first_open_txn(c, topic_id.as_bytes().as_slice(), partition)?;
-                // Records below the log start are gone, open transaction or not.
-                o.last_stable = open.unwrap_or(o.high_watermark).max(o.log_start);
-                Ok(o)
-            })
-        })
-        .await
+                .await;
+            match got {
+                Ok(v) => out.extend(v),
+                Err(e) => out.extend((0..n).map(|_| Err(MetaError::Backend(e.to_string())))),
+            }
+        }
+        out
     }
 
     async fn index_from(

@@ -163,6 +163,20 @@ async fn fetch_partitions(
         .filter_map(|(t, (_, _, topic))| Some((t, topic.as_ref().ok()?.id)))
         .flat_map(|(t, id)| t.partitions.iter().map(move |p| (id, p.partition)))
         .collect();
+    // The partitions whose watermarks each round reads, in the order the round visits
+    // them: those of known topics with a valid index.
+    let in_range: Vec<(uuid::Uuid, i32)> = req
+        .topics
+        .iter()
+        .zip(&resolved)
+        .filter_map(|(t, (_, _, topic))| Some((t, topic.as_ref().ok()?)))
+        .flat_map(|(t, info)| {
+            t.partitions
+                .iter()
+                .filter(|p| p.partition >= 0 && p.partition < info.partitions)
+                .map(|p| (info.id, p.partition))
+        })
+        .collect();
     let commits = shared.reader.commits();
     let mut signal = commits.subscribe();
     loop {
@@ -181,6 +195,8 @@ async fn fetch_partitions(
         let mut total = 0usize;
         let mut any_error = false;
         let mut responses = Vec::with_capacity(req.topics.len());
+        // Every watermark of the round in one store call, not one per partition.
+        let mut watermarks = shared.meta.partitions_offsets(&in_range).await.into_iter();
         for (t, (name, id, topic)) in req.topics.iter().zip(&resolved) {
             let mut parts = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
@@ -205,7 +221,12 @@ async fn fetch_partitions(
                         continue;
                     }
                 };
-                let offsets = match shared.meta.partition_offsets(topic.id, p.partition).await {
+                let read = watermarks.next().unwrap_or_else(|| {
+                    Err(shoal_meta::MetaError::Backend(
+                        "fewer watermarks than partitions".into(),
+                    ))
+                });
+                let offsets = match read {
                     Ok(o) => o,
                     Err(e) => {
                         any_error = true;
