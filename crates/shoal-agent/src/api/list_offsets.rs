@@ -32,9 +32,26 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     // leader_epoch exists from v4; before that it must stay at its default.
     let epoch = if version >= 4 { 0 } else { -1 };
+    let mut infos = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        infos.push(shared.topics.by_name(t.name.0.as_str()).await);
+    }
+    // Every asked partition's watermarks in one store call, in the order visited below.
+    let valid: Vec<(uuid::Uuid, i32)> = req
+        .topics
+        .iter()
+        .zip(&infos)
+        .filter_map(|(t, info)| Some((t, info.as_ref().ok()?.as_ref()?)))
+        .flat_map(|(t, info)| {
+            t.partitions
+                .iter()
+                .filter(|p| p.partition_index >= 0 && p.partition_index < info.partitions)
+                .map(|p| (info.id, p.partition_index))
+        })
+        .collect();
+    let mut watermarks = shared.meta.partitions_offsets(&valid).await.into_iter();
     let mut topics = Vec::with_capacity(req.topics.len());
-    for t in req.topics {
-        let topic = shared.topics.by_name(t.name.0.as_str()).await;
+    for (t, topic) in req.topics.into_iter().zip(infos) {
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base = ListOffsetsPartitionResponse::default()
@@ -55,12 +72,18 @@ pub async fn handle(
                     continue;
                 }
             };
+            let offsets = watermarks.next().unwrap_or_else(|| {
+                Err(shoal_meta::MetaError::Backend(
+                    "fewer watermarks than partitions".into(),
+                ))
+            });
             match lookup(
                 shared,
                 info,
                 p.partition_index,
                 p.timestamp,
                 req.isolation_level == 1,
+                offsets,
             )
             .await
             {
@@ -81,19 +104,16 @@ pub async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// `(timestamp, offset)` for one partition; `(-1, -1)` when no record matches.
+/// `(timestamp, offset)` for one partition, given its watermarks; `(-1, -1)` when no record matches.
 async fn lookup(
     shared: &Shared,
     topic: &TopicInfo,
     partition: i32,
     target: i64,
     read_committed: bool,
+    offsets: Result<shoal_meta::PartitionOffsets, shoal_meta::MetaError>,
 ) -> Result<(i64, i64), i16> {
-    let offsets = shared
-        .meta
-        .partition_offsets(topic.id, partition)
-        .await
-        .map_err(|e| meta_code(&e))?;
+    let offsets = offsets.map_err(|e| meta_code(&e))?;
     match target {
         LATEST if read_committed => return Ok((-1, offsets.last_stable)),
         LATEST => return Ok((-1, offsets.high_watermark)),
