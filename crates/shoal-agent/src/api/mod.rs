@@ -532,6 +532,22 @@ where
 }
 
 /// `StrBytes` from a `String`.
+/// The partitions an (Txn)OffsetCommit names, by topic id, for the member-epoch check
+/// of consumer-protocol groups; topics not known here are left out (their partitions
+/// are answered UNKNOWN_TOPIC_OR_PARTITION anyway).
+pub(crate) async fn commit_partitions<'a, P: Iterator<Item = i32>>(
+    shared: &Shared,
+    topics: impl Iterator<Item = (&'a str, P)>,
+) -> Vec<crate::groups::consumer::Tp> {
+    let mut out = Vec::new();
+    for (name, partitions) in topics {
+        if let Ok(Some(t)) = shared.topics.by_name(name).await {
+            out.extend(partitions.map(|p| (t.id, p)));
+        }
+    }
+    out
+}
+
 pub(crate) fn sb(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
 }

@@ -42,6 +42,16 @@ pub async fn handle(
     version: i16,
 ) -> OffsetCommitResponse {
     let group = req.group_id.0.as_str().to_string();
+    let partitions = super::commit_partitions(
+        shared,
+        req.topics.iter().map(|t| {
+            (
+                t.name.0.as_str(),
+                t.partitions.iter().map(|p| p.partition_index),
+            )
+        }),
+    )
+    .await;
     let group_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId.code())
     } else if !cluster::coordinates(shared, &group) {
@@ -55,6 +65,7 @@ pub async fn handle(
                 req.member_id.as_str(),
                 req.group_instance_id.as_ref().map(|s| s.as_str()),
                 false,
+                &partitions,
             )
             .err()
     };
@@ -122,7 +133,7 @@ pub async fn handle(
             generation: req.generation_id_or_member_epoch,
             instance: req.group_instance_id.as_ref().map(|s| s.as_str()),
         };
-        if let Err(code) = store(shared, &group, &member, &to_store).await {
+        if let Err(code) = store(shared, &group, &member, &to_store, &partitions).await {
             for (ti, pi) in stored_at {
                 codes[ti][pi] = code;
             }
@@ -165,6 +176,7 @@ async fn store(
     group: &str,
     member: &Member<'_>,
     offsets: &[GroupOffset],
+    partitions: &[crate::groups::consumer::Tp],
 ) -> Result<(), i16> {
     let until = tokio::time::Instant::now() + shared.config.offset_commit_timeout;
     loop {
@@ -191,8 +203,13 @@ async fn store(
         }
         tracing::debug!(group = %group, error = %e, "offset commit: metadata store out of reach; trying again");
         tokio::time::sleep(RETRY_EVERY).await;
-        shared
-            .groups
-            .check_commit(group, member.generation, member.id, member.instance, false)?;
+        shared.groups.check_commit(
+            group,
+            member.generation,
+            member.id,
+            member.instance,
+            false,
+            partitions,
+        )?;
     }
 }

@@ -38,6 +38,16 @@ pub async fn handle(
         })
         .collect();
     let group = req.group_id.0.as_str();
+    let partitions = super::commit_partitions(
+        shared,
+        req.topics.iter().map(|t| {
+            (
+                t.name.0.as_str(),
+                t.partitions.iter().map(|p| p.partition_index),
+            )
+        }),
+    )
+    .await;
     let code = if !cluster::coordinates(shared, group) {
         ResponseError::NotCoordinator.code()
     } else if let Err(code) = shared.groups.check_commit(
@@ -46,6 +56,7 @@ pub async fn handle(
         req.member_id.as_str(),
         req.group_instance_id.as_ref().map(|s| s.as_str()),
         true,
+        &partitions,
     ) {
         code
     } else {

@@ -109,6 +109,9 @@ struct Member {
     regex: Option<String>,
     assignor: Option<String>,
     assigned: BTreeSet<Tp>,
+    /// The member epoch at which each partition it holds (assigned or revoking) was
+    /// given to it (KIP-1251's assignment epochs), for commits from an older epoch.
+    assigned_at: HashMap<Tp, i32>,
     revoking: BTreeSet<Tp>,
     /// When the current revocation was asked for.
     revoking_since: Option<Instant>,
@@ -130,6 +133,7 @@ impl Member {
             regex: None,
             assignor: None,
             assigned: BTreeSet::new(),
+            assigned_at: HashMap::new(),
             revoking: BTreeSet::new(),
             revoking_since: None,
             last_seen: now,
@@ -309,7 +313,11 @@ impl Group {
             return;
         }
         m.assigned = assigned;
+        for tp in &pending {
+            m.assigned_at.insert(*tp, target_epoch);
+        }
         m.assigned.extend(pending);
+        m.assigned_at.retain(|tp, _| m.assigned.contains(tp));
         m.revoking.clear();
         m.revoking_since = None;
         m.state = if unreleased {
@@ -574,16 +582,19 @@ impl ConsumerGroups {
         }
     }
 
-    /// Checks an OffsetCommit or TxnOffsetCommit against a consumer group; `None` if
-    /// `group_id` is no consumer group here. Commits must come from a member at its
-    /// current epoch (STALE_MEMBER_EPOCH otherwise, which clients retry with the new
-    /// one); anonymous commits (no member, epoch -1) only while the group is empty.
+    /// Checks an OffsetCommit or TxnOffsetCommit of `partitions` against a consumer
+    /// group; `None` if `group_id` is no consumer group here. A member commits at its
+    /// current epoch, or at an older one for partitions it has held since that epoch or
+    /// before (KIP-1251: a commit sent before the member learnt of its new epoch is
+    /// still its own); otherwise STALE_MEMBER_EPOCH. Anonymous commits (no member,
+    /// epoch -1) only while the group is empty.
     pub fn check_commit(
         &self,
         group_id: &str,
         epoch: i32,
         member_id: &str,
         transactional: bool,
+        partitions: &[Tp],
     ) -> Option<Result<(), i16>> {
         let mut groups = self.lock();
         let g = groups.get_mut(group_id)?;
@@ -597,7 +608,8 @@ impl ConsumerGroups {
         let Some(m) = g.members.get_mut(member_id) else {
             return Some(Err(ResponseError::UnknownMemberId.code()));
         };
-        if epoch != m.epoch {
+        let held_since_then = |tp: &Tp| m.assigned_at.get(tp).is_some_and(|at| *at <= epoch);
+        if epoch > m.epoch || (epoch < m.epoch && !partitions.iter().all(held_since_then)) {
             return Some(Err(ResponseError::StaleMemberEpoch.code()));
         }
         Some(Ok(()))
@@ -807,6 +819,7 @@ fn join(
         .or_insert_with(|| Member::new(now));
     // A joining member owns nothing: whatever it had, it dropped when it was fenced.
     m.assigned.clear();
+    m.assigned_at.clear();
     m.revoking.clear();
     m.revoking_since = None;
     set_epoch(m, 0);

@@ -145,16 +145,16 @@ fn epochs_out_of_step_are_fenced_and_commits_stale() {
     assert_eq!(fenced.error, ResponseError::FencedMemberEpoch.code());
     let unknown = g.heartbeat(beat("zz", 1, &[]), &topics, now);
     assert_eq!(unknown.error, ResponseError::UnknownMemberId.code());
-    assert_eq!(g.check_commit("g", 1, "a", false), Some(Ok(())));
+    assert_eq!(g.check_commit("g", 1, "a", false, &owned), Some(Ok(())));
     assert_eq!(
-        g.check_commit("g", 0, "a", false),
+        g.check_commit("g", 0, "a", false, &owned),
         Some(Err(ResponseError::StaleMemberEpoch.code()))
     );
     assert_eq!(
-        g.check_commit("g", 1, "zz", false),
+        g.check_commit("g", 1, "zz", false, &owned),
         Some(Err(ResponseError::UnknownMemberId.code()))
     );
-    assert_eq!(g.check_commit("other", 1, "a", false), None);
+    assert_eq!(g.check_commit("other", 1, "a", false, &owned), None);
     // The previous epoch with a subset of the assignment is a lost response: accepted.
     g.heartbeat(join("b", &["orders"]), &topics, now);
     let o = g.heartbeat(beat("a", 1, &owned), &topics, now);
@@ -441,4 +441,38 @@ impl HeartbeatArgs {
         self.member_epoch = -1;
         self
     }
+}
+
+#[test]
+fn a_commit_from_an_older_epoch_counts_for_partitions_held_since() {
+    let g = groups();
+    let now = Instant::now();
+    let mut a = Client::default();
+    a.apply(&g.heartbeat(join("a", &["orders"]), &topics, now));
+    assert_eq!((a.epoch, a.owned.len()), (1, 6));
+    // b joins and leaves: a keeps its three, then gets the other three back at epoch 3.
+    g.heartbeat(join("b", &["orders"]), &topics, now);
+    a.apply(&g.heartbeat(beat("a", 1, &a.owned.clone()), &topics, now));
+    let kept = a.owned.clone();
+    a.apply(&g.heartbeat(beat("a", 1, &kept), &topics, now));
+    g.heartbeat(beat("b", 2, &[]).leaving(), &topics, now);
+    a.apply(&g.heartbeat(beat("a", a.epoch, &a.owned.clone()), &topics, now));
+    assert_eq!((a.epoch, a.owned.len()), (3, 6));
+    let regained: Vec<Tp> = a
+        .owned
+        .iter()
+        .filter(|tp| !kept.contains(tp))
+        .copied()
+        .collect();
+    // A commit sent at epoch 1, before a learnt of epoch 3: fine for what it held then.
+    assert_eq!(g.check_commit("g", 1, "a", false, &kept), Some(Ok(())));
+    assert_eq!(
+        g.check_commit("g", 1, "a", false, &regained),
+        Some(Err(ResponseError::StaleMemberEpoch.code()))
+    );
+    assert_eq!(g.check_commit("g", 3, "a", false, &regained), Some(Ok(())));
+    assert_eq!(
+        g.check_commit("g", 4, "a", false, &kept),
+        Some(Err(ResponseError::StaleMemberEpoch.code()))
+    );
 }

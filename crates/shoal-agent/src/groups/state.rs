@@ -10,7 +10,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
-use super::consumer::{ConsumerGroups, HeartbeatArgs, HeartbeatOutcome, TopicMeta};
+use super::consumer::{ConsumerGroups, HeartbeatArgs, HeartbeatOutcome, TopicMeta, Tp};
 
 const MIN_SESSION: Duration = Duration::from_millis(1000);
 const MAX_SESSION: Duration = Duration::from_secs(30 * 60);
@@ -792,14 +792,15 @@ impl Coordinator {
         member_id: &str,
         instance_id: Option<&str>,
         transactional: bool,
+        partitions: &[Tp],
     ) -> Result<(), i16> {
         let anonymous = generation < 0 && member_id.is_empty();
         if transactional && anonymous && instance_id.is_none() {
             return Ok(());
         }
-        if let Some(r) = self
-            .consumer
-            .check_commit(group_id, generation, member_id, transactional)
+        if let Some(r) =
+            self.consumer
+                .check_commit(group_id, generation, member_id, transactional, partitions)
         {
             return r;
         }

@@ -159,28 +159,28 @@ async fn static_member_rejoin_fences_the_old_id() {
 #[tokio::test]
 async fn commits_are_checked_against_membership() {
     let c = Coordinator::new(Duration::ZERO);
-    assert_eq!(c.check_commit("simple", -1, "", None, false), Ok(()));
+    assert_eq!(c.check_commit("simple", -1, "", None, false, &[]), Ok(()));
     assert_eq!(
-        c.check_commit("simple", 3, "m", None, false),
+        c.check_commit("simple", 3, "m", None, false, &[]),
         Err(ResponseError::IllegalGeneration.code())
     );
     let (a, rx) = join_new(&c, "g");
     rx.await.unwrap();
     assert_eq!(
-        c.check_commit("g", 1, &a, None, false),
+        c.check_commit("g", 1, &a, None, false, &[]),
         Err(ResponseError::RebalanceInProgress.code())
     );
     c.sync("g", 1, &a, None, None, None, vec![])
         .unwrap()
         .await
         .unwrap();
-    assert_eq!(c.check_commit("g", 1, &a, None, false), Ok(()));
+    assert_eq!(c.check_commit("g", 1, &a, None, false, &[]), Ok(()));
     assert_eq!(
-        c.check_commit("g", 0, &a, None, false),
+        c.check_commit("g", 0, &a, None, false, &[]),
         Err(ResponseError::IllegalGeneration.code())
     );
     assert_eq!(
-        c.check_commit("g", -1, "", None, false),
+        c.check_commit("g", -1, "", None, false, &[]),
         Err(ResponseError::UnknownMemberId.code())
     );
     assert_eq!(
