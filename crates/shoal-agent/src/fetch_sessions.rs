@@ -21,7 +21,6 @@
 //! fit, and one larger than the partition bound is not cached at all.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -285,22 +284,24 @@ fn rand_u32() -> u32 {
     Uuid::new_v4().as_u128() as u32
 }
 
-/// The `fetch_*` counters this module keeps, for tests.
-pub fn counts(m: &Metrics) -> (u64, u64, u64) {
-    (
-        m.fetch_full.load(Ordering::Relaxed),
-        m.fetch_session_new.load(Ordering::Relaxed),
-        m.fetch_incremental.load(Ordering::Relaxed),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+
     use kafka_protocol::messages::fetch_request::ForgottenTopic;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 
     const T: Uuid = Uuid::from_u128(7);
+
+    /// The `fetch_*` counters this module keeps.
+    fn counts(m: &Metrics) -> (u64, u64, u64) {
+        (
+            m.fetch_full.load(Ordering::Relaxed),
+            m.fetch_session_new.load(Ordering::Relaxed),
+            m.fetch_incremental.load(Ordering::Relaxed),
+        )
+    }
 
     fn part(p: i32, offset: i64) -> FetchPartition {
         FetchPartition::default()

@@ -156,15 +156,9 @@ async fn fetch_partitions(
         + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let asked = (req.max_bytes.max(0) as usize).min(shared.config.fetch_max_bytes);
     let read_committed = req.isolation_level == 1;
-    let wanted: Vec<(uuid::Uuid, i32)> = req
-        .topics
-        .iter()
-        .zip(&resolved)
-        .filter_map(|(t, (_, _, topic))| Some((t, topic.as_ref().ok()?.id)))
-        .flat_map(|(t, id)| t.partitions.iter().map(move |p| (id, p.partition)))
-        .collect();
-    // The partitions whose watermarks each round reads, in the order the round visits
-    // them: those of known topics with a valid index.
+    // The partitions each round reads, in the order it visits them (those of known
+    // topics with a valid index): their watermarks come in one store call, and a commit
+    // to one of them wakes a waiting round.
     let in_range: Vec<(uuid::Uuid, i32)> = req
         .topics
         .iter()
@@ -352,7 +346,7 @@ async fn fetch_partitions(
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = shared.stopping.cancelled() => break,
             }
-            if commits.changed_since(seen, &wanted) {
+            if commits.changed_since(seen, &in_range) {
                 Metrics::add(&shared.metrics.fetch_wakeups_read, 1);
                 reread = true;
                 break;
@@ -363,7 +357,7 @@ async fn fetch_partitions(
         // round read them, its answer is current: an idle long-poll reads each
         // partition once, not twice. Otherwise read again, for the new records and
         // watermarks.
-        if !reread && !commits.changed_since(seen, &wanted) {
+        if !reread && !commits.changed_since(seen, &in_range) {
             if let (Some(m), Some(t)) = (memory, taken) {
                 m.keep(t);
             }
