@@ -291,6 +291,9 @@ impl MetaStore for Registry {
     async fn save_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<u64, MetaError> {
         self.inner.save_transaction(txn, fence).await
     }
+    async fn save_transaction_unfenced(&self, txn: &Transaction) -> Result<u64, MetaError> {
+        self.inner.save_transaction_unfenced(txn).await
+    }
     async fn stage_txn_offsets(
         &self,
         transactional_id: &str,

@@ -95,6 +95,8 @@ pub struct AgentConfig {
     /// Consumer-protocol groups: session timeout and heartbeat interval.
     pub consumer_group_session_timeout: Duration,
     pub consumer_group_heartbeat_interval: Duration,
+    /// The transaction.version feature level offered (2: transactions v2, KIP-890).
+    pub transaction_version: i16,
     /// How often retention and GC run.
     pub retention_check_interval: Duration,
     /// How long an object no index entry references is kept before GC deletes it.
@@ -189,6 +191,7 @@ impl Default for AgentConfig {
             metrics_token: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
             consumer_group_session_timeout: Duration::from_secs(45),
+            transaction_version: 2,
             consumer_group_heartbeat_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub txn_commits: AtomicU64,
     pub txn_aborts: AtomicU64,
     pub txn_timeouts: AtomicU64,
+    /// Transactions v2 (KIP-890): EndTxn v5 answered, and saves that joined partitions or
+    /// a group to a transaction from Produce v12 or TxnOffsetCommit v5.
+    pub txn_v2_ends: AtomicU64,
+    pub txn_implicit_adds: AtomicU64,
     pub compacted_objects: AtomicU64,
     pub compacted_bytes: AtomicU64,
     pub gc_deleted_objects: AtomicU64,
@@ -171,6 +175,14 @@ impl Metrics {
                 ("{result=\"commit\"}", g(&self.txn_commits)),
                 ("{result=\"abort\"}", g(&self.txn_aborts)),
                 ("{result=\"timeout\"}", g(&self.txn_timeouts)),
+            ],
+        );
+        counter(
+            "shoal_transactions_v2_total",
+            "Transactions v2 (KIP-890): EndTxn v5 answered, and transactions joined by Produce v12 or TxnOffsetCommit v5 (saves of the record; repeats this agent remembers are not counted).",
+            &[
+                ("{event=\"end\"}", g(&self.txn_v2_ends)),
+                ("{event=\"join\"}", g(&self.txn_implicit_adds)),
             ],
         );
         counter(

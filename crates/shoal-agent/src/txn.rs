@@ -24,7 +24,7 @@
 //! elsewhere are answered NOT_COORDINATOR by the API handlers before they reach this
 //! module, and the scan skips them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use kafka_protocol::ResponseError;
@@ -91,13 +91,51 @@ pub fn for_version(e: TxnError, version: i16, fenced_since: i16) -> TxnError {
 
 pub use shoal_meta::clock::now_ms;
 
-/// Per-id ordering for the transactions this agent coordinates.
+/// The epoch of a producer's transaction and the partitions (topic id, partition) seen
+/// to join it through this agent.
+type Joined = (i16, HashSet<(uuid::Uuid, i32)>);
+
+/// Producers whose [`join`]s this agent remembers at most (then it forgets them all).
+const JOINED_PRODUCERS: usize = 10_000;
+
+/// Per-id ordering for the transactions this agent coordinates, and the partitions this
+/// agent saw join transactions v2 (by producer id: the epoch, and the partitions).
 #[derive(Default)]
 pub struct TxnCoordinator {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    joined: Mutex<HashMap<i64, Joined>>,
 }
 
 impl TxnCoordinator {
+    /// Whether every one of `partitions` joined the transaction of `producer_id` at
+    /// `epoch` through this agent. Every v2 end bumps the epoch, so an entry of an
+    /// earlier transaction never matches.
+    fn joined(&self, producer_id: i64, epoch: i16, partitions: &[TxnPartition]) -> bool {
+        let joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        joined.get(&producer_id).is_some_and(|(e, set)| {
+            *e == epoch
+                && partitions
+                    .iter()
+                    .all(|p| set.contains(&(p.topic_id, p.partition)))
+        })
+    }
+
+    fn remember_joined(&self, producer_id: i64, epoch: i16, partitions: &[TxnPartition]) {
+        let mut joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        if joined.len() >= JOINED_PRODUCERS && !joined.contains_key(&producer_id) {
+            joined.clear();
+        }
+        let entry = joined
+            .entry(producer_id)
+            .or_insert_with(|| (epoch, HashSet::new()));
+        if entry.0 != epoch {
+            *entry = (epoch, HashSet::new());
+        }
+        entry
+            .1
+            .extend(partitions.iter().map(|p| (p.topic_id, p.partition)));
+    }
+
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if locks.len() > 10_000 {
@@ -150,6 +188,8 @@ pub async fn init_producer_id(
                 updated_ms: shared.config.clock.now_ms(),
                 partitions: vec![],
                 groups: vec![],
+                next_producer_id: -1,
+                previous_producer_id: -1,
                 version: 0,
             };
             match save(shared, &rec).await {
@@ -230,6 +270,26 @@ fn pid_epoch(rec: &Transaction) -> ProducerIdAndEpoch {
     }
 }
 
+/// The record of `id`; INVALID_PRODUCER_ID_MAPPING when there is none.
+async fn load(shared: &Shared, id: &str) -> Result<Transaction, TxnError> {
+    shared.meta.transaction(id).await?.ok_or_else(|| {
+        TxnError::new(
+            ResponseError::InvalidProducerIdMapping,
+            format!("no producer is registered for transactional id '{id}'; call InitProducerId"),
+        )
+    })
+}
+
+fn not_its_producer(id: &str, producer_id: i64, rec: &Transaction) -> TxnError {
+    TxnError::new(
+        ResponseError::InvalidProducerIdMapping,
+        format!(
+            "producer id {producer_id} does not belong to transactional id '{id}' (current {})",
+            rec.producer_id
+        ),
+    )
+}
+
 /// Loads the record of `id` and checks that the caller is its current producer.
 async fn load_current(
     shared: &Shared,
@@ -237,20 +297,9 @@ async fn load_current(
     producer_id: i64,
     epoch: i16,
 ) -> Result<Transaction, TxnError> {
-    let rec = shared.meta.transaction(id).await?.ok_or_else(|| {
-        TxnError::new(
-            ResponseError::InvalidProducerIdMapping,
-            format!("no producer is registered for transactional id '{id}'; call InitProducerId"),
-        )
-    })?;
+    let rec = load(shared, id).await?;
     if rec.producer_id != producer_id {
-        return Err(TxnError::new(
-            ResponseError::InvalidProducerIdMapping,
-            format!(
-                "producer id {producer_id} does not belong to transactional id '{id}' (current {})",
-                rec.producer_id
-            ),
-        ));
+        return Err(not_its_producer(id, producer_id, &rec));
     }
     if epoch != rec.epoch {
         return Err(TxnError::new(
@@ -324,6 +373,73 @@ pub async fn add_partitions(
     .map(|_| ())
 }
 
+/// Transactions v2 (KIP-890 part 2): adds `partitions` (Produce v12) or `group`
+/// (TxnOffsetCommit v5) to the producer's transaction, beginning one if none is open, as
+/// AddPartitionsToTxn and AddOffsetsToTxn do for older clients. It runs on whichever
+/// agent got the request (the partition's, or the group coordinator), not only on the
+/// transaction's coordinator: the save is unfenced and ordered with the coordinator's
+/// fenced ones by the record's version. The flush commit still checks every
+/// transactional batch against the record, so a stale [`TxnCoordinator::joined`] entry
+/// can only cost a refused batch, never a batch outside its transaction. A transaction
+/// still ending answers CONCURRENT_TRANSACTIONS, which clients retry.
+pub async fn join(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[TxnPartition],
+    group: Option<&str>,
+) -> Result<(), TxnError> {
+    if group.is_none() && shared.txns.joined(producer_id, epoch, partitions) {
+        return Ok(());
+    }
+    let lock = shared.txns.lock_for(id);
+    let _held = lock.lock().await;
+    for _ in 0..CAS_ATTEMPTS {
+        let mut rec = load_current(shared, id, producer_id, epoch).await?;
+        if matches!(rec.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(TxnError::new(
+                ResponseError::ConcurrentTransactions,
+                format!("the previous transaction of '{id}' is still ending; retry"),
+            ));
+        }
+        let missing: Vec<&TxnPartition> = partitions
+            .iter()
+            .filter(|p| !rec.partitions.contains(p))
+            .collect();
+        let group_missing = group.is_some_and(|g| !rec.groups.iter().any(|x| x == g));
+        if rec.state == TxnState::Ongoing && missing.is_empty() && !group_missing {
+            shared.txns.remember_joined(producer_id, epoch, partitions);
+            return Ok(());
+        }
+        let now = shared.config.clock.now_ms();
+        if rec.state != TxnState::Ongoing {
+            rec.state = TxnState::Ongoing;
+            rec.started_ms = now;
+        }
+        rec.partitions.extend(missing.into_iter().cloned());
+        rec.partitions.sort();
+        if let Some(g) = group.filter(|_| group_missing) {
+            rec.groups.push(g.to_string());
+            rec.groups.sort();
+        }
+        rec.updated_ms = now;
+        match shared.meta.save_transaction_unfenced(&rec).await {
+            Ok(_) => {
+                shared.txns.remember_joined(producer_id, epoch, partitions);
+                Metrics::add(&shared.metrics.txn_implicit_adds, 1);
+                return Ok(());
+            }
+            Err(MetaError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TxnError::new(
+        ResponseError::ConcurrentTransactions,
+        format!("transaction '{id}' kept changing; retry"),
+    ))
+}
+
 /// AddOffsetsToTxn: the transaction will commit offsets of `group`.
 pub async fn add_offsets(
     shared: &Shared,
@@ -350,7 +466,11 @@ pub async fn stage_offsets(
     epoch: i16,
     group: &str,
     offsets: &[GroupOffset],
+    v2: bool,
 ) -> Result<(), TxnError> {
+    if v2 {
+        join(shared, id, producer_id, epoch, &[], Some(group)).await?;
+    }
     let lock = shared.txns.lock_for(id);
     let _held = lock.lock().await;
     let rec = load_current(shared, id, producer_id, epoch).await?;
@@ -370,44 +490,145 @@ pub async fn stage_offsets(
 }
 
 /// EndTxn: commits or aborts the ongoing transaction; answers once markers are written
-/// and staged offsets applied. A retry of a finished end succeeds again.
+/// and staged offsets applied. A retry of a finished end succeeds again. `v2` is an
+/// EndTxn v5 (transactions v2, [`end_v2`]). Returns the producer id and epoch the client
+/// goes on with.
 pub async fn end(
     shared: &Shared,
     id: &str,
     producer_id: i64,
     epoch: i16,
     commit: bool,
-) -> Result<(), TxnError> {
+    v2: bool,
+) -> Result<ProducerIdAndEpoch, TxnError> {
     let lock = shared.txns.lock_for(id);
     let _held = lock.lock().await;
+    if v2 {
+        return end_v2(shared, id, producer_id, epoch, commit).await;
+    }
     let rec = load_current(shared, id, producer_id, epoch).await?;
-    let wrong_state = |rec: &Transaction| {
+    let done = match (rec.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let rec = prepare_end(shared, rec, commit, false).await?;
+            finish(shared, rec).await?
+        }
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+            finish(shared, rec).await?
+        }
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => rec,
+        (TxnState::PrepareCommit, false) | (TxnState::PrepareAbort, true) => {
+            let err = wrong_end_state(id, &rec, commit);
+            finish(shared, rec).await?;
+            return Err(err);
+        }
+        _ => return Err(wrong_end_state(id, &rec, commit)),
+    };
+    Ok(pid_epoch(&done))
+}
+
+fn wrong_end_state(id: &str, rec: &Transaction, commit: bool) -> TxnError {
+    TxnError::new(
+        ResponseError::InvalidTxnState,
+        format!(
+            "cannot {} transaction '{id}' in state {}",
+            if commit { "commit" } else { "abort" },
+            rec.state.as_str()
+        ),
+    )
+}
+
+/// Whether the transaction a record ended matches the end asked for.
+fn ended_as(state: TxnState, commit: bool) -> bool {
+    matches!(
+        (state, commit),
+        (TxnState::PrepareCommit | TxnState::CompleteCommit, true)
+            | (TxnState::PrepareAbort | TxnState::CompleteAbort, false)
+    )
+}
+
+/// EndTxn v5 (KIP-890 part 2): every end bumps the epoch, so a zombie's late writes of
+/// the ended transaction are refused, and the answer carries the epoch (or, once the
+/// epoch is exhausted, the new producer id) to go on with. A retry is told apart from the
+/// next end by its epoch: it carries the one before the bump. Aborting when nothing is
+/// open bumps the epoch too (franz-go does it to clear a produce whose outcome it does
+/// not know).
+async fn end_v2(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<ProducerIdAndEpoch, TxnError> {
+    let rec = load(shared, id).await?;
+    let same_id = rec.producer_id == producer_id;
+    // The end being retried bumped the epoch, or switched to a new producer id.
+    let retry = (same_id && i32::from(rec.epoch) == i32::from(epoch) + 1)
+        || (!same_id
+            && rec.previous_producer_id == producer_id
+            && epoch >= i16::MAX - 1
+            && rec.epoch == 0);
+    if !same_id && !retry {
+        return Err(not_its_producer(id, producer_id, &rec));
+    }
+    let fenced = || {
         TxnError::new(
-            ResponseError::InvalidTxnState,
+            ResponseError::ProducerFenced,
             format!(
-                "cannot {} transaction '{id}' in state {}",
-                if commit { "commit" } else { "abort" },
-                rec.state.as_str()
+                "epoch {epoch} of '{id}' was fenced by a newer producer (epoch {})",
+                rec.epoch
             ),
         )
     };
-    match (rec.state, commit) {
-        (TxnState::Ongoing, _) => {
-            let rec = prepare_end(shared, rec, commit, false).await?;
-            finish(shared, rec).await?;
-            Ok(())
+    match rec.state {
+        TxnState::Ongoing if epoch == rec.epoch => {
+            let rec = prepare_end_v2(shared, rec, commit).await?;
+            Ok(pid_epoch(&finish(shared, rec).await?))
         }
-        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-            finish(shared, rec).await.map(|_| ())
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            if same_id && epoch == rec.epoch && !commit =>
+        {
+            // Nothing open: the abort still bumps the epoch (no markers to write).
+            let rec = prepare_end_v2(shared, rec, false).await?;
+            Ok(pid_epoch(&finish(shared, rec).await?))
         }
-        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-        (TxnState::PrepareCommit, false) | (TxnState::PrepareAbort, true) => {
-            let err = wrong_state(&rec);
-            finish(shared, rec).await?;
-            Err(err)
+        TxnState::PrepareCommit | TxnState::PrepareAbort if retry => {
+            let matches = ended_as(rec.state, commit);
+            let err = wrong_end_state(id, &rec, commit);
+            let done = finish(shared, rec).await?;
+            if matches {
+                Ok(pid_epoch(&done))
+            } else {
+                Err(err)
+            }
         }
-        _ => Err(wrong_state(&rec)),
+        TxnState::CompleteCommit | TxnState::CompleteAbort if retry => {
+            if ended_as(rec.state, commit) {
+                Ok(pid_epoch(&rec))
+            } else {
+                Err(wrong_end_state(id, &rec, commit))
+            }
+        }
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            if epoch == rec.epoch =>
+        {
+            Err(wrong_end_state(id, &rec, commit))
+        }
+        _ => Err(fenced()),
     }
+}
+
+/// The decision of a transactions-v2 end: the Prepare state with the epoch bumped, and
+/// a new producer id taken when the epoch is exhausted (switched to by [`finish`]).
+async fn prepare_end_v2(
+    shared: &Shared,
+    mut rec: Transaction,
+    commit: bool,
+) -> Result<Transaction, TxnError> {
+    if rec.epoch >= i16::MAX - 1 && rec.next_producer_id < 0 {
+        rec.next_producer_id = shared.meta.allocate_producer_id().await?;
+    }
+    rec.epoch = rec.epoch.saturating_add(1);
+    prepare_end(shared, rec, commit, false).await
 }
 
 /// Records the decision (Prepare state), bumping the epoch when `fence` (timeouts and
@@ -444,6 +665,14 @@ async fn finish(shared: &Shared, mut rec: Transaction) -> Result<Transaction, Tx
     } else {
         TxnState::CompleteAbort
     };
+    if rec.next_producer_id >= 0 {
+        // Transactions v2 with the epoch exhausted: the next transaction runs under a
+        // new producer id (the markers above were written under the old one).
+        rec.previous_producer_id = rec.producer_id;
+        rec.producer_id = rec.next_producer_id;
+        rec.next_producer_id = -1;
+        rec.epoch = 0;
+    }
     rec.partitions.clear();
     rec.groups.clear();
     rec.started_ms = -1;

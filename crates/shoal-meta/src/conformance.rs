@@ -70,6 +70,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     log_start_and_unreferenced_objects(&*store).await;
     compaction_swaps_entries_atomically(&*store).await;
     late_markers_end_nothing(&*store).await;
+    transaction_records_keep_producer_switches(&*store).await;
     pending_objects_fence_commits(&*store).await;
     client_quotas(&*store).await;
     scram_credentials(&*store).await;
@@ -350,6 +351,15 @@ async fn roles_fence_their_writes(s: &dyn MetaStore) {
     assert!(matches!(
         s.complete_transaction(&r, false, &tf).await,
         Err(MetaError::Fenced(_))
+    ));
+    // A partition's agent adds to the transaction without a claim (transactions v2),
+    // ordered by the version alone.
+    r.state = TxnState::Ongoing;
+    let stale = r.clone();
+    r.version = s.save_transaction_unfenced(&r).await.unwrap();
+    assert!(matches!(
+        s.save_transaction_unfenced(&stale).await,
+        Err(MetaError::Conflict(_))
     ));
     s.release_role(&again).await.unwrap();
 }
@@ -683,6 +693,8 @@ fn txn(id: &str, producer_id: i64, topic: &TopicInfo, state: TxnState) -> Transa
             partition: 0,
         }],
         groups: vec![],
+        next_producer_id: -1,
+        previous_producer_id: -1,
         version: 0,
     }
 }
@@ -901,6 +913,27 @@ async fn pending_objects_fence_commits(s: &dyn MetaStore) {
     assert_eq!(pending("pend-b").await, None);
     assert_eq!(pending("pend-c").await, None);
     s.delete_topic("conf-pending").await.unwrap();
+}
+
+/// The producer ids of a transactions-v2 switch survive a save and a load, saved with or
+/// without a fence.
+async fn transaction_records_keep_producer_switches(s: &dyn MetaStore) {
+    let t = s.create_topic(spec("conf-pid-switch", 1)).await.unwrap();
+    let f = fence(s, "txn:conf-pid-switch").await;
+    let mut r = txn("conf-pid-switch", 7, &t, TxnState::PrepareCommit);
+    r.next_producer_id = 8;
+    r.version = s.save_transaction(&r, &f).await.unwrap();
+    let back = s.transaction("conf-pid-switch").await.unwrap().unwrap();
+    assert_eq!((back.next_producer_id, back.previous_producer_id), (8, -1));
+    r.state = TxnState::Ongoing;
+    r.producer_id = 8;
+    r.next_producer_id = -1;
+    r.previous_producer_id = 7;
+    r.version = s.save_transaction_unfenced(&r).await.unwrap();
+    let back = s.transaction("conf-pid-switch").await.unwrap().unwrap();
+    assert_eq!(back, r);
+    s.release_role(&f).await.unwrap();
+    s.delete_topic("conf-pid-switch").await.unwrap();
 }
 
 /// Two coordinators finishing the same PrepareCommit (a handoff): the second one's marker

@@ -243,6 +243,15 @@ pub(crate) struct TxnRec {
     pub updated_ms: i64,
     pub partitions: Vec<(String, Uuid, i32)>,
     pub groups: Vec<String>,
+    /// Added with transactions v2; records written before have none.
+    #[serde(default = "no_producer")]
+    pub next_pid: i64,
+    #[serde(default = "no_producer")]
+    pub previous_pid: i64,
+}
+
+fn no_producer() -> i64 {
+    -1
 }
 
 impl TxnRec {
@@ -260,6 +269,8 @@ impl TxnRec {
                 .map(|p| (p.topic.clone(), p.topic_id, p.partition))
                 .collect(),
             groups: t.groups.clone(),
+            next_pid: t.next_producer_id,
+            previous_pid: t.previous_producer_id,
         }
     }
 
@@ -284,6 +295,8 @@ impl TxnRec {
                 })
                 .collect(),
             groups: self.groups,
+            next_producer_id: self.next_pid,
+            previous_producer_id: self.previous_pid,
             version,
         })
     }

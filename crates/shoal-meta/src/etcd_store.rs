@@ -1226,7 +1226,11 @@ impl MetaStore for EtcdStore {
     }
 
     async fn save_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<u64, MetaError> {
-        self.store_transaction(txn, None, fence).await
+        self.store_transaction(txn, None, Some(fence)).await
+    }
+
+    async fn save_transaction_unfenced(&self, txn: &Transaction) -> Result<u64, MetaError> {
+        self.store_transaction(txn, None, None).await
     }
 
     async fn stage_txn_offsets(
@@ -1246,7 +1250,7 @@ impl MetaStore for EtcdStore {
         commit: bool,
         fence: &Fence,
     ) -> Result<u64, MetaError> {
-        self.store_transaction(txn, Some(commit), fence).await
+        self.store_transaction(txn, Some(commit), Some(fence)).await
     }
 
     async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, i32)>, MetaError> {

@@ -137,7 +137,7 @@ impl EtcdStore {
         &self,
         t: &Transaction,
         settle: Option<bool>,
-        fence: &Fence,
+        fence: Option<&Fence>,
     ) -> Result<u64, MetaError> {
         let key = self.txn_key(&t.transactional_id);
         let compare = Compare::version(key.as_str(), CompareOp::Equal, t.version as i64);
@@ -181,28 +181,33 @@ impl EtcdStore {
                         t.transactional_id
                     )));
                 }
+                let fence = fence.ok_or_else(|| {
+                    MetaError::Backend("a transaction is settled only by its coordinator".into())
+                })?;
                 self.apply_fenced(applied, fence).await?;
             } else {
                 ops.extend(applied);
             }
         }
-        let role = self.role_key(&fence.role);
+        let mut when = vec![compare];
+        let mut or_else = Vec::new();
+        if let Some(fence) = fence {
+            when.push(fence_compare(self, fence));
+            or_else.push(TxnOp::get(self.role_key(&fence.role), None));
+        }
         let resp = self
             .client
-            .txn(
-                Txn::new()
-                    .when([compare, fence_compare(self, fence)])
-                    .and_then(ops)
-                    .or_else([TxnOp::get(role.as_str(), None)]),
-            )
+            .txn(Txn::new().when(when).and_then(ops).or_else(or_else))
             .await
             .map_err(backend)?;
         if resp.succeeded {
             return Ok(t.version + 1);
         }
-        let claim = gets(&resp).into_iter().flatten().next();
-        if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
-            return Err(MetaError::Fenced(fence.role.clone()));
+        if let Some(fence) = fence {
+            let claim = gets(&resp).into_iter().flatten().next();
+            if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
+                return Err(MetaError::Fenced(fence.role.clone()));
+            }
         }
         Err(MetaError::Conflict(format!(
             "transaction '{}'",

@@ -259,6 +259,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// exist yet); returns the new version. [`MetaError::Conflict`] otherwise.
     async fn save_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<u64, MetaError>;
 
+    /// [`MetaStore::save_transaction`] without a role fence, for an agent that is not the
+    /// id's coordinator: with transactions v2 (KIP-890) the agent of a partition adds the
+    /// partition (or the group agent a group) to the ongoing transaction itself. The
+    /// version compare alone orders the save with the coordinator's fenced ones.
+    async fn save_transaction_unfenced(&self, txn: &Transaction) -> Result<u64, MetaError>;
+
     /// Stages offsets a transaction will commit for a group when it commits.
     async fn stage_txn_offsets(
         &self,

@@ -74,8 +74,26 @@ CREATE TABLE IF NOT EXISTS acls (
 ) WITHOUT ROWID;
 ";
 
-/// Added after the first release: when GC first saw an object unreferenced.
-const OBJECTS_UNREFERENCED: &str = "ALTER TABLE objects ADD COLUMN unreferenced_ms INTEGER";
+/// Columns added after the first release, with the statement that adds each to an
+/// older file: when GC first saw an object unreferenced; the producer ids of a
+/// transactions-v2 switch (KIP-890).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    (
+        "objects",
+        "unreferenced_ms",
+        "ALTER TABLE objects ADD COLUMN unreferenced_ms INTEGER",
+    ),
+    (
+        "transactions",
+        "next_producer_id",
+        "ALTER TABLE transactions ADD COLUMN next_producer_id INTEGER NOT NULL DEFAULT -1",
+    ),
+    (
+        "transactions",
+        "previous_producer_id",
+        "ALTER TABLE transactions ADD COLUMN previous_producer_id INTEGER NOT NULL DEFAULT -1",
+    ),
+];
 
 /// Consumes the pending record of object `key` inside a commit: it must exist and not be
 /// fenced when `required` (a flush), and must not be fenced in any case (compaction).
@@ -136,12 +154,14 @@ impl SqliteStore {
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.execute_batch(producers::SCHEMA).map_err(backend)?;
-        let has_mark: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'unreferenced_ms'")
-            .and_then(|mut s| s.exists([]))
-            .map_err(backend)?;
-        if !has_mark {
-            conn.execute_batch(OBJECTS_UNREFERENCED).map_err(backend)?;
+        for (table, column, add) in ADDED_COLUMNS {
+            let present: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
+                .and_then(|mut s| s.exists(params![table, column]))
+                .map_err(backend)?;
+            if !present {
+                conn.execute_batch(add).map_err(backend)?;
+            }
         }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -1058,6 +1078,10 @@ impl MetaStore for SqliteStore {
             Ok(v)
         })
         .await
+    }
+
+    async fn save_transaction_unfenced(&self, txn: &Transaction) -> Result<u64, MetaError> {
+        self.save_transaction(txn, &Fence::sole("")).await
     }
 
     async fn stage_txn_offsets(

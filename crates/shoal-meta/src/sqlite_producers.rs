@@ -268,24 +268,38 @@ pub(crate) fn load_transaction(
 ) -> Result<Option<Transaction>, MetaError> {
     let row = c
         .prepare_cached(
-            "SELECT producer_id, epoch, state, timeout_ms, started_ms, updated_ms, version \
+            "SELECT producer_id, epoch, state, timeout_ms, started_ms, updated_ms, version, \
+             next_producer_id, previous_producer_id \
              FROM transactions WHERE transactional_id = ?1",
         )
         .map_err(backend)?
         .query_row(params![transactional_id], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i16>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i32>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i16>(1)?,
+                    r.get::<_, String>(2)?,
+                ),
+                (
+                    r.get::<_, i32>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ),
+                (
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                ),
             ))
         })
         .optional()
         .map_err(backend)?;
-    let Some((producer_id, epoch, state, timeout_ms, started_ms, updated_ms, version)) = row else {
+    let Some((
+        (producer_id, epoch, state),
+        (timeout_ms, started_ms, updated_ms),
+        (version, next_producer_id, previous_producer_id),
+    )) = row
+    else {
         return Ok(None);
     };
     let state = TxnState::parse(&state)
@@ -334,6 +348,8 @@ pub(crate) fn load_transaction(
         updated_ms,
         partitions,
         groups,
+        next_producer_id,
+        previous_producer_id,
         version: version as u64,
     }))
 }
@@ -363,8 +379,9 @@ pub(crate) fn save_transaction(tx: &Connection, t: &Transaction) -> Result<u64, 
     let version = t.version + 1;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO transactions \
-         (transactional_id, producer_id, epoch, state, timeout_ms, started_ms, updated_ms, version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (transactional_id, producer_id, epoch, state, timeout_ms, started_ms, updated_ms, version, \
+          next_producer_id, previous_producer_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .map_err(backend)?
     .execute(params![
@@ -375,7 +392,9 @@ pub(crate) fn save_transaction(tx: &Connection, t: &Transaction) -> Result<u64, 
         t.timeout_ms,
         t.started_ms,
         t.updated_ms,
-        version as i64
+        version as i64,
+        t.next_producer_id,
+        t.previous_producer_id
     ])
     .map_err(backend)?;
     tx.execute(

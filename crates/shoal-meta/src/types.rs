@@ -243,6 +243,12 @@ pub struct Transaction {
     pub partitions: Vec<TxnPartition>,
     /// Consumer groups whose offsets the transaction commits.
     pub groups: Vec<String>,
+    /// Transactions v2 (KIP-890): the producer id the end under way switches to because
+    /// the epoch is exhausted, allocated when the end was decided (-1: none).
+    pub next_producer_id: i64,
+    /// Transactions v2: the producer id before the last switch, so that a retried end
+    /// from it is recognised (-1: none).
+    pub previous_producer_id: i64,
     /// Bumped by the store on every save; saves compare it (optimistic concurrency).
     pub version: u64,
 }

@@ -97,14 +97,14 @@ impl Cursor<'_> {
 
 /// How many decoded elements a Produce request (header included, as it follows the
 /// frame's size prefix) holds: topics, partitions and tagged fields. `None` when the
-/// bytes are not a Produce request of a version Shoal accepts (3 to 11), or do not walk.
+/// bytes are not a Produce request of a version Shoal accepts (3 to 12), or do not walk.
 pub fn produce_elements(frame: &[u8]) -> Option<usize> {
     let mut c = Cursor { b: frame, at: 0 };
     if c.i16()? != PRODUCE {
         return None;
     }
     let version = c.i16()?;
-    if !(3..=11).contains(&version) {
+    if !(3..=12).contains(&version) {
         return None;
     }
     let flexible = version >= 9;
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn counts_topics_and_partitions_in_every_version() {
-        for version in 3..=11 {
+        for version in 3..=12 {
             let bytes = encode(&request(3, 4), version);
             assert_eq!(produce_elements(&bytes), Some(3 + 3 * 4), "v{version}");
         }
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_refused_and_nothing_panics() {
-        for version in [3, 8, 9, 11] {
+        for version in [3, 8, 9, 11, 12] {
             let bytes = encode(&request(2, 3), version);
             for cut in 0..bytes.len() {
                 assert_eq!(

@@ -457,6 +457,12 @@ struct Common {
     /// they learn of a new assignment (Kafka's group.consumer.heartbeat.interval.ms).
     #[arg(long, env = "SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = units::parse_duration)]
     consumer_group_heartbeat_interval: Duration,
+    /// The transaction.version feature this agent finalizes for clients. 2 offers
+    /// transactions v2 (KIP-890: Produce v12 adds partitions, TxnOffsetCommit v5 adds
+    /// groups, EndTxn v5 bumps the epoch every transaction), which Kafka 4.x clients use
+    /// when offered; 0 or 1 keeps every client on the older protocol.
+    #[arg(long, env = "SHOAL_TRANSACTION_VERSION", default_value_t = 2, value_parser = clap::value_parser!(i16).range(0..=2))]
+    transaction_version: i16,
     /// How often retention (retention.ms, retention.bytes) and object GC run.
     #[arg(long, env = "SHOAL_RETENTION_CHECK_INTERVAL", default_value = "5m", value_parser = units::parse_duration)]
     retention_check_interval: Duration,
@@ -646,6 +652,7 @@ impl Common {
             cluster_secret,
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             consumer_group_session_timeout: self.consumer_group_session_timeout,
+            transaction_version: self.transaction_version,
             consumer_group_heartbeat_interval: self.consumer_group_heartbeat_interval,
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,

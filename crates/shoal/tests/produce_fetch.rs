@@ -29,7 +29,7 @@ fn api_versions_lists_the_implemented_apis() {
     let resp = c.api_versions();
     assert_eq!(resp.error_code, 0);
     let expected = [
-        (ApiKey::Produce, 3, 11),
+        (ApiKey::Produce, 3, 12),
         (ApiKey::Fetch, 4, 16),
         (ApiKey::ListOffsets, 1, 8),
         (ApiKey::Metadata, 0, 12),
@@ -54,11 +54,11 @@ fn api_versions_lists_the_implemented_apis() {
         (ApiKey::ConsumerGroupHeartbeat, 0, 1),
         (ApiKey::ConsumerGroupDescribe, 0, 1),
         (ApiKey::OffsetDelete, 0, 0),
-        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::InitProducerId, 0, 5),
         (ApiKey::AddPartitionsToTxn, 0, 3),
-        (ApiKey::AddOffsetsToTxn, 0, 3),
-        (ApiKey::EndTxn, 0, 3),
-        (ApiKey::TxnOffsetCommit, 0, 3),
+        (ApiKey::AddOffsetsToTxn, 0, 4),
+        (ApiKey::EndTxn, 0, 5),
+        (ApiKey::TxnOffsetCommit, 0, 5),
         (ApiKey::DescribeProducers, 0, 0),
         (ApiKey::DescribeTransactions, 0, 0),
         (ApiKey::ListTransactions, 0, 1),

@@ -430,3 +430,195 @@ fn txn_offset_commits_are_fenced_by_the_group_generation() {
     );
     assert_eq!(commit("", -1), NONE, "no group identity: not checked");
 }
+
+/// EndTxn v5 (transactions v2): (error code, producer id, epoch) to go on with.
+fn end_txn_v2(c: &mut Client, txn: &str, pid: i64, epoch: i16, commit: bool) -> (i16, i64, i16) {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(sb(txn)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let r = c.send(&req, 5);
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+/// A transactional Produce at `version` naming `txn`; the partition's answer.
+fn produce_txn(
+    c: &mut Client,
+    version: i16,
+    txn: &str,
+    topic: &str,
+    p: i32,
+    records: Bytes,
+) -> (i16, i64) {
+    let req = produce_request(topic, vec![(p, records)])
+        .with_transactional_id(Some(TransactionalId(sb(txn))));
+    let r = c.send(&req, version);
+    let part = &r.responses[0].partition_responses[0];
+    (part.error_code, part.base_offset)
+}
+
+/// TxnOffsetCommit at `version` of one offset of `topic` partition 0; its error code.
+fn txn_offset_commit(
+    c: &mut Client,
+    version: i16,
+    txn: &str,
+    (pid, epoch): (i64, i16),
+    group: &str,
+    (topic, offset): (&str, i64),
+) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, TxnOffsetCommitRequest};
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(sb(txn)))
+        .with_group_id(GroupId(sb(group)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)])]);
+    c.send(&req, version).topics[0].partitions[0].error_code
+}
+
+/// Transactions v2 (KIP-890 part 2), as Kafka 4.x clients use them once ApiVersions
+/// finalizes transaction.version 2: Produce v12 and TxnOffsetCommit v5 join the
+/// transaction themselves, every EndTxn v5 bumps the epoch (so the ended transaction's
+/// zombie writes are refused) and answers with it, a retry is told apart from the next
+/// end, an abort with nothing open still bumps, and an exhausted epoch moves the
+/// producer to a new id. Older versions keep their rules.
+#[test]
+fn transactions_v2_join_by_produce_and_bump_the_epoch_at_every_end() {
+    use shoal_meta::{MetaStore, SqliteStore, TxnState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start_in(dir.path(), &[]);
+    let mut c = agent.connect();
+    let versions = c.api_versions();
+    let tv = versions
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .map(|f| f.max_version_level);
+    assert_eq!(tv, Some(2), "transactions v2 is finalized");
+    assert!(versions.finalized_features_epoch >= 0);
+
+    c.create_topic("tv2", 2, &[]);
+    let (_, pid, e) = init_producer_id(&mut c, Some("t-v2"), 60_000);
+    // v11 keeps the old rule: the partition must have been added first.
+    let b = |epoch, seq, tag| producer_batch(pid, epoch, seq, 2, true, tag);
+    assert_eq!(
+        produce_txn(&mut c, 11, "t-v2", "tv2", 1, b(e, 0, "old")).0,
+        INVALID_TXN_STATE
+    );
+    // v12 adds it itself.
+    assert_eq!(
+        produce_txn(&mut c, 12, "t-v2", "tv2", 0, b(e, 0, "a")),
+        (NONE, 0)
+    );
+    assert_eq!(
+        produce_txn(&mut c, 12, "t-v2", "tv2", 0, b(e, 2, "b")),
+        (NONE, 2)
+    );
+    assert_eq!(
+        produce_txn(&mut c, 12, "t-v2", "tv2", 1, b(e, 0, "c")),
+        (NONE, 0)
+    );
+    // TxnOffsetCommit v4 needs AddOffsetsToTxn; v5 does it itself.
+    let ids = (pid, e);
+    assert_eq!(
+        txn_offset_commit(&mut c, 4, "t-v2", ids, "g-v2", ("tv2", 7)),
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        txn_offset_commit(&mut c, 5, "t-v2", ids, "g-v2", ("tv2", 7)),
+        NONE
+    );
+    assert_eq!(
+        fetch_committed(&mut c, "tv2", 0).1,
+        0,
+        "open: LSO held back"
+    );
+
+    // The end bumps the epoch and says so; a retry (the old epoch) gets the same answer.
+    assert_eq!(end_txn_v2(&mut c, "t-v2", pid, e, true), (NONE, pid, e + 1));
+    assert_eq!(end_txn_v2(&mut c, "t-v2", pid, e, true), (NONE, pid, e + 1));
+    assert_eq!(
+        end_txn_v2(&mut c, "t-v2", pid, e, false).0,
+        INVALID_TXN_STATE
+    );
+    let (hw, lso, aborted, _) = fetch_committed(&mut c, "tv2", 0);
+    assert_eq!((hw, lso), (5, 5), "four records and the commit marker");
+    assert!(aborted.is_empty());
+    // A zombie of the ended transaction can no longer write.
+    assert_eq!(
+        produce_txn(&mut c, 12, "t-v2", "tv2", 0, b(e, 4, "zombie")).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    // Nothing open: a commit is refused, an abort bumps the epoch.
+    assert_eq!(
+        end_txn_v2(&mut c, "t-v2", pid, e + 1, true).0,
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        end_txn_v2(&mut c, "t-v2", pid, e + 1, false),
+        (NONE, pid, e + 2)
+    );
+    // The next transaction runs at the new epoch, sequences from 0.
+    assert_eq!(
+        produce_txn(&mut c, 12, "t-v2", "tv2", 0, b(e + 2, 0, "d")),
+        (NONE, 5)
+    );
+    assert_eq!(
+        end_txn_v2(&mut c, "t-v2", pid, e + 2, false),
+        (NONE, pid, e + 3)
+    );
+    let (_, lso, aborted, _) = fetch_committed(&mut c, "tv2", 5);
+    assert_eq!(lso, 8, "two records and the abort marker");
+    assert_eq!(aborted, vec![(pid, 5)]);
+    agent.terminate();
+
+    // An exhausted epoch: the end moves the producer to a new id, epoch 0.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = dir.path().join("metadata.db");
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).unwrap();
+        let offsets = store.group_offsets("g-v2").await.unwrap();
+        assert_eq!(offsets.len(), 1);
+        assert_eq!(offsets[0].offset, 7, "the v5 offset was committed");
+        let mut rec = store.transaction("t-v2").await.unwrap().unwrap();
+        assert_eq!(rec.state, TxnState::CompleteAbort);
+        rec.epoch = i16::MAX - 1;
+        store
+            .save_transaction(&rec, &shoal_meta::Fence::sole("txn:t-v2"))
+            .await
+            .unwrap();
+    });
+    let mut agent = Agent::start_in(dir.path(), &[]);
+    let mut c = agent.connect();
+    let last = i16::MAX - 1;
+    assert_eq!(
+        produce_txn(&mut c, 12, "t-v2", "tv2", 1, b(last, 0, "e")).0,
+        NONE
+    );
+    let (code, pid2, epoch2) = end_txn_v2(&mut c, "t-v2", pid, last, true);
+    assert_eq!(code, NONE);
+    assert_ne!(pid2, pid, "a new producer id");
+    assert_eq!(epoch2, 0);
+    assert_eq!(
+        end_txn_v2(&mut c, "t-v2", pid, last, true),
+        (NONE, pid2, 0),
+        "a retry from the old producer id"
+    );
+    let b2 = producer_batch(pid2, 0, 0, 1, true, "f");
+    assert_eq!(produce_txn(&mut c, 12, "t-v2", "tv2", 1, b2).0, NONE);
+    assert_eq!(end_txn_v2(&mut c, "t-v2", pid2, 0, true), (NONE, pid2, 1));
+    let (_, lso, _, _) = fetch_committed(&mut c, "tv2", 0);
+    assert_eq!(lso, 8, "partition 0 untouched");
+    agent.terminate();
+}

@@ -79,7 +79,7 @@ impl Reply {
 
 /// The APIs and version ranges Shoal implements.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
@@ -104,11 +104,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::AddPartitionsToTxn, 0, 3),
-    (ApiKey::AddOffsetsToTxn, 0, 3),
-    (ApiKey::EndTxn, 0, 3),
-    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
@@ -373,7 +373,7 @@ async fn dispatch(
                 }
             }
         }
-        RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(r, v)),
+        RequestKind::ApiVersions(r) => Reply::now(api_versions::handle(shared, r, v)),
         RequestKind::Metadata(mut r) => {
             let (denied, asked) = authz::metadata(shared, &who, &mut r, v).await;
             let resp = metadata::handle(shared, client_id, &conn.listener.name, r, v).await;

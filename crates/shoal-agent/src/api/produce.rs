@@ -6,6 +6,7 @@
 //! The answer waits for the flush's commit; acks=0 gets no answer at all. A partition
 //! whose data is refused gets its error code and the others in the request go on.
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -15,13 +16,14 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
-use shoal_meta::{BatchKind, ProducerBatch};
+use shoal_meta::{BatchKind, ProducerBatch, TxnPartition};
 use shoal_wire::{batch, records};
 
 use super::{sb, Reply};
 use crate::errors::meta_code;
 use crate::metrics::Metrics;
 use crate::topics::{log_append_time, max_message_bytes};
+use crate::txn;
 use crate::write_path::{request_deadline, AckReceiver, BatchToWrite, PartitionAppend};
 use crate::Shared;
 
@@ -114,11 +116,15 @@ pub fn refuse(req: ProduceRequest) -> Reply {
 pub async fn handle(
     shared: &Arc<Shared>,
     req: ProduceRequest,
-    _version: i16,
+    version: i16,
     frame_len: usize,
 ) -> Reply {
     let acks = req.acks;
     let req_timeout = req.timeout_ms;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    // Produce v12 (transactions v2): the request itself adds its partitions to the
+    // producer's transaction: (transactional id, producer id, epoch), partitions.
+    let mut joins: Vec<(usize, TxnPartition)> = Vec::new();
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Slot>)> = Vec::new();
     let mut appends: Vec<PartitionAppend> = Vec::new();
     for td in req.topic_data {
@@ -159,6 +165,16 @@ pub async fn handle(
             let ratio = shared.config.max_decompression_ratio;
             match prepare(topic, pd.records, acks, ratio) {
                 Ok((batches, lat)) => {
+                    if version >= 12 && transactional(&batches) {
+                        joins.push((
+                            appends.len(),
+                            TxnPartition {
+                                topic: name.clone(),
+                                topic_id: topic.id,
+                                partition: p,
+                            },
+                        ));
+                    }
                     slots.push(Slot::Pending {
                         partition: p,
                         idx: appends.len(),
@@ -178,6 +194,12 @@ pub async fn handle(
             }
         }
         topics.push((td.name, slots));
+    }
+    if !joins.is_empty() {
+        let refused = join_transaction(shared, transactional_id.as_deref(), &appends, &joins).await;
+        if let Some(refused) = refused {
+            drop_refused(&mut topics, &mut appends, &joins, refused);
+        }
     }
     let bytes: u64 = appends
         .iter()
@@ -245,6 +267,94 @@ pub async fn handle(
             ProduceResponse::default().with_responses(responses),
         )))
     }))
+}
+
+/// Whether the partition's batches are transactional data (all of a request's batches
+/// come from one producer).
+fn transactional(batches: &[BatchToWrite]) -> bool {
+    batches.iter().any(|b| {
+        matches!(
+            b.producer,
+            Some(ProducerBatch {
+                kind: BatchKind::Data {
+                    transactional: true
+                },
+                ..
+            })
+        )
+    })
+}
+
+/// Joins the partitions of a Produce v12 to the producer's transaction
+/// ([`txn::join`]); `None` when they joined, else why not, for all of them.
+async fn join_transaction(
+    shared: &Shared,
+    transactional_id: Option<&str>,
+    appends: &[PartitionAppend],
+    joins: &[(usize, TxnPartition)],
+) -> Option<(i16, String)> {
+    let Some(id) = transactional_id else {
+        return Some((
+            ResponseError::InvalidTxnState.code(),
+            "transactional records need the request's transactional id".to_string(),
+        ));
+    };
+    let producer = appends[joins[0].0]
+        .batches
+        .iter()
+        .find_map(|b| b.producer)?;
+    let partitions: Vec<TxnPartition> = joins.iter().map(|(_, p)| p.clone()).collect();
+    let e = txn::join(
+        shared,
+        id,
+        producer.producer_id,
+        producer.epoch,
+        &partitions,
+        None,
+    )
+    .await
+    .err()?;
+    tracing::debug!(transactional_id = id, error = %e.message, "produce could not join the transaction");
+    // Produce's codes for what the coordinator refused; its unavailability is retriable.
+    let code = match e.error {
+        ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        ResponseError::CoordinatorNotAvailable | ResponseError::NotCoordinator => {
+            ResponseError::NotEnoughReplicas
+        }
+        other => other,
+    };
+    Some((code.code(), e.message))
+}
+
+/// Answers the joined partitions with `refused` and leaves their data out of the write.
+fn drop_refused(
+    topics: &mut [(kafka_protocol::messages::TopicName, Vec<Slot>)],
+    appends: &mut Vec<PartitionAppend>,
+    joins: &[(usize, TxnPartition)],
+    (code, message): (i16, String),
+) {
+    let refused: HashSet<usize> = joins.iter().map(|(i, _)| *i).collect();
+    let mut remap = Vec::with_capacity(appends.len());
+    let mut kept = 0;
+    for i in 0..appends.len() {
+        remap.push((!refused.contains(&i)).then(|| {
+            kept += 1;
+            kept - 1
+        }));
+    }
+    let mut i = 0;
+    appends.retain(|_| {
+        i += 1;
+        !refused.contains(&(i - 1))
+    });
+    for slot in topics.iter_mut().flat_map(|(_, slots)| slots.iter_mut()) {
+        if let Slot::Pending { partition, idx } = *slot {
+            *slot = match remap[idx] {
+                Some(idx) => Slot::Pending { partition, idx },
+                None => Slot::Done(error(partition, code, message.clone())),
+            };
+        }
+    }
 }
 
 /// Validates one partition's records and turns them into batches to write: each

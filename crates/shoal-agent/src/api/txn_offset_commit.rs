@@ -106,6 +106,8 @@ async fn stage(
         req.producer_epoch,
         req.group_id.0.as_str(),
         offsets,
+        // v5 (transactions v2) also does what AddOffsetsToTxn did.
+        version >= 5,
     )
     .await
     {
