@@ -97,6 +97,9 @@ pub struct AgentConfig {
     pub consumer_group_heartbeat_interval: Duration,
     /// The transaction.version feature level offered (2: transactions v2, KIP-890).
     pub transaction_version: i16,
+    /// Idle transactional ids and empty groups' offsets are forgotten after these.
+    pub transactional_id_expiration: Duration,
+    pub offsets_retention: Duration,
     /// How often retention and GC run.
     pub retention_check_interval: Duration,
     /// How long an object no index entry references is kept before GC deletes it.
@@ -192,6 +195,8 @@ impl Default for AgentConfig {
             group_initial_rebalance_delay: Duration::from_millis(500),
             consumer_group_session_timeout: Duration::from_secs(45),
             transaction_version: 2,
+            transactional_id_expiration: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
             consumer_group_heartbeat_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(10 * 60),

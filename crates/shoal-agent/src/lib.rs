@@ -377,6 +377,24 @@ impl Agent {
                 Ok(())
             });
         }
+        {
+            // Expiry of what clients stopped using: idle transactional ids and the offsets
+            // of long-empty groups, each by its coordinator.
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut every = tokio::time::interval(shared.config.retention_check_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = every.tick() => {
+                            txn::TxnCoordinator::expire_ids(&shared).await;
+                            api::delete_groups::expire(&shared).await;
+                        }
+                    }
+                }
+            });
+        }
         if shared.config.roles.jobs {
             if shared.config.compaction_target_bytes > 0 {
                 tasks.spawn(jobs::run_compaction(

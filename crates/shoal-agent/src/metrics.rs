@@ -32,6 +32,9 @@ pub struct Metrics {
     /// a group to a transaction from Produce v12 or TxnOffsetCommit v5.
     pub txn_v2_ends: AtomicU64,
     pub txn_implicit_adds: AtomicU64,
+    /// Transactional ids and groups' committed offsets forgotten by expiry.
+    pub txn_ids_expired: AtomicU64,
+    pub group_offsets_expired: AtomicU64,
     pub compacted_objects: AtomicU64,
     pub compacted_bytes: AtomicU64,
     pub gc_deleted_objects: AtomicU64,
@@ -183,6 +186,14 @@ impl Metrics {
             &[
                 ("{event=\"end\"}", g(&self.txn_v2_ends)),
                 ("{event=\"join\"}", g(&self.txn_implicit_adds)),
+            ],
+        );
+        counter(
+            "shoal_expired_total",
+            "Forgotten by expiry: idle transactional ids (--transactional-id-expiration), and the committed offsets of empty groups (--offsets-retention), counted in groups.",
+            &[
+                ("{what=\"transactional_id\"}", g(&self.txn_ids_expired)),
+                ("{what=\"group_offsets\"}", g(&self.group_offsets_expired)),
             ],
         );
         counter(

@@ -769,6 +769,56 @@ impl TxnCoordinator {
         }
     }
 
+    /// Forgets the transactional ids this agent coordinates that have no transaction
+    /// open and have not changed for `--transactional-id-expiration` (Kafka's
+    /// `transactional.id.expiration.ms`), so the metadata store does not keep every id
+    /// ever used. A later InitProducerId of the id gets a new producer id.
+    pub async fn expire_ids(shared: &Shared) {
+        let all = match shared.meta.transactions().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "transactional id expiry could not read the metadata store");
+                return;
+            }
+        };
+        let max_idle = shared.config.transactional_id_expiration.as_millis() as i64;
+        let idle = |rec: &Transaction, now: i64| {
+            matches!(
+                rec.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now - rec.updated_ms > max_idle
+        };
+        let view = crate::cluster::ClusterView::of(shared);
+        let mut forgotten = 0u64;
+        for rec in all {
+            let now = shared.config.clock.now_ms();
+            if !idle(&rec, now) || !view.coordinates(&rec.transactional_id) {
+                continue;
+            }
+            let id = rec.transactional_id.clone();
+            let lock = shared.txns.lock_for(&id);
+            let Ok(_held) = lock.try_lock() else { continue };
+            let result = async {
+                let fence = roles::txn_fence(shared, &id).await?;
+                let deleted = shared.meta.delete_transaction(&rec, &fence).await;
+                roles::check(shared, &fence, deleted)
+            }
+            .await;
+            match result {
+                Ok(()) => forgotten += 1,
+                // It changed since the scan read it: in use again.
+                Err(MetaError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "could not expire a transactional id")
+                }
+            }
+        }
+        if forgotten > 0 {
+            tracing::info!(ids = forgotten, "forgot idle transactional ids");
+            Metrics::add(&shared.metrics.txn_ids_expired, forgotten);
+        }
+    }
+
     /// The scan: aborts transactions past their timeout (fencing their producer) and
     /// finishes ends an earlier agent left half done. Runs about once a second, and only
     /// for the transactional ids this agent coordinates (their other coordinators scan

@@ -932,6 +932,21 @@ async fn transaction_records_keep_producer_switches(s: &dyn MetaStore) {
     r.version = s.save_transaction_unfenced(&r).await.unwrap();
     let back = s.transaction("conf-pid-switch").await.unwrap().unwrap();
     assert_eq!(back, r);
+    // Expiry forgets the record, but only the version it looked at.
+    let mut stale = r.clone();
+    stale.version -= 1;
+    assert!(matches!(
+        s.delete_transaction(&stale, &f).await,
+        Err(MetaError::Conflict(_))
+    ));
+    s.delete_transaction(&r, &f).await.unwrap();
+    assert_eq!(s.transaction("conf-pid-switch").await.unwrap(), None);
+    assert!(!s
+        .transactions()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.transactional_id == "conf-pid-switch"));
     s.release_role(&f).await.unwrap();
     s.delete_topic("conf-pid-switch").await.unwrap();
 }

@@ -1233,6 +1233,10 @@ impl MetaStore for EtcdStore {
         self.store_transaction(txn, None, None).await
     }
 
+    async fn delete_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<(), MetaError> {
+        self.forget_transaction(txn, fence).await
+    }
+
     async fn stage_txn_offsets(
         &self,
         transactional_id: &str,

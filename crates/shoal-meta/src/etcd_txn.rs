@@ -215,6 +215,45 @@ impl EtcdStore {
         )))
     }
 
+    pub(crate) async fn forget_transaction(
+        &self,
+        t: &Transaction,
+        fence: &Fence,
+    ) -> Result<(), MetaError> {
+        let key = self.txn_key(&t.transactional_id);
+        let mut ops = vec![
+            TxnOp::delete(key.as_str(), None),
+            TxnOp::delete(self.txnpid_key(t.producer_id), None),
+        ];
+        if t.previous_producer_id >= 0 {
+            ops.push(TxnOp::delete(self.txnpid_key(t.previous_producer_id), None));
+        }
+        let resp = self
+            .client
+            .txn(
+                Txn::new()
+                    .when([
+                        Compare::version(key.as_str(), CompareOp::Equal, t.version as i64),
+                        fence_compare(self, fence),
+                    ])
+                    .and_then(ops)
+                    .or_else([TxnOp::get(self.role_key(&fence.role), None)]),
+            )
+            .await
+            .map_err(backend)?;
+        if resp.succeeded {
+            return Ok(());
+        }
+        let claim = gets(&resp).into_iter().flatten().next();
+        if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
+            return Err(MetaError::Fenced(fence.role.clone()));
+        }
+        Err(MetaError::Conflict(format!(
+            "transaction '{}'",
+            t.transactional_id
+        )))
+    }
+
     pub(crate) async fn stage_offsets(
         &self,
         transactional_id: &str,

@@ -265,6 +265,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// version compare alone orders the save with the coordinator's fenced ones.
     async fn save_transaction_unfenced(&self, txn: &Transaction) -> Result<u64, MetaError>;
 
+    /// Forgets the record of `txn.transactional_id` (Kafka's
+    /// `transactional.id.expiration.ms`) if it still has `txn.version`:
+    /// [`MetaError::Conflict`] otherwise. The next InitProducerId of the id starts afresh.
+    async fn delete_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<(), MetaError>;
+
     /// Stages offsets a transaction will commit for a group when it commits.
     async fn stage_txn_offsets(
         &self,

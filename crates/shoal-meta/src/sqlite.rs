@@ -1084,6 +1084,16 @@ impl MetaStore for SqliteStore {
         self.save_transaction(txn, &Fence::sole("")).await
     }
 
+    async fn delete_transaction(&self, txn: &Transaction, _fence: &Fence) -> Result<(), MetaError> {
+        let (id, version) = (txn.transactional_id.clone(), txn.version);
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            producers::delete_transaction(&tx, &id, version)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
     async fn stage_txn_offsets(
         &self,
         transactional_id: &str,

@@ -432,6 +432,34 @@ pub(crate) fn save_transaction(tx: &Connection, t: &Transaction) -> Result<u64, 
     Ok(version)
 }
 
+/// Deletes a transaction record (and its partitions and groups) if it still has
+/// `version`.
+pub(crate) fn delete_transaction(
+    tx: &Connection,
+    transactional_id: &str,
+    version: u64,
+) -> Result<(), MetaError> {
+    let n = tx
+        .execute(
+            "DELETE FROM transactions WHERE transactional_id = ?1 AND version = ?2",
+            params![transactional_id, version as i64],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(MetaError::Conflict(format!(
+            "transaction '{transactional_id}'"
+        )));
+    }
+    for table in ["txn_partitions", "txn_groups"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE transactional_id = ?1"),
+            params![transactional_id],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn stage_offsets(
     tx: &Connection,
     transactional_id: &str,

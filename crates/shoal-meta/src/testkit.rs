@@ -227,6 +227,9 @@ impl MetaStore for FaultyMeta {
     async fn save_transaction_unfenced(&self, txn: &Transaction) -> Result<u64, MetaError> {
         self.inner.save_transaction_unfenced(txn).await
     }
+    async fn delete_transaction(&self, txn: &Transaction, fence: &Fence) -> Result<(), MetaError> {
+        self.inner.delete_transaction(txn, fence).await
+    }
     async fn stage_txn_offsets(
         &self,
         transactional_id: &str,

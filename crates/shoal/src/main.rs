@@ -463,6 +463,16 @@ struct Common {
     /// when offered; 0 or 1 keeps every client on the older protocol.
     #[arg(long, env = "SHOAL_TRANSACTION_VERSION", default_value_t = 2, value_parser = clap::value_parser!(i16).range(0..=2))]
     transaction_version: i16,
+    /// A transactional id with no transaction open and no change for this long is
+    /// forgotten (Kafka's transactional.id.expiration.ms); checked at every retention
+    /// check.
+    #[arg(long, env = "SHOAL_TRANSACTIONAL_ID_EXPIRATION", default_value = "7d", value_parser = units::parse_duration)]
+    transactional_id_expiration: Duration,
+    /// A consumer group with no members whose newest offset commit is older than this
+    /// loses its committed offsets (Kafka's offsets.retention.minutes); checked at every
+    /// retention check.
+    #[arg(long, env = "SHOAL_OFFSETS_RETENTION", default_value = "7d", value_parser = units::parse_duration)]
+    offsets_retention: Duration,
     /// How often retention (retention.ms, retention.bytes) and object GC run.
     #[arg(long, env = "SHOAL_RETENTION_CHECK_INTERVAL", default_value = "5m", value_parser = units::parse_duration)]
     retention_check_interval: Duration,
@@ -653,6 +663,8 @@ impl Common {
             group_initial_rebalance_delay: self.group_initial_rebalance_delay,
             consumer_group_session_timeout: self.consumer_group_session_timeout,
             transaction_version: self.transaction_version,
+            transactional_id_expiration: self.transactional_id_expiration,
+            offsets_retention: self.offsets_retention,
             consumer_group_heartbeat_interval: self.consumer_group_heartbeat_interval,
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,

@@ -302,3 +302,97 @@ fn requests_for_unknown_members_and_groups_get_error_codes() {
     assert!(!r.member_id.is_empty());
     c.assert_healthy("after-groups");
 }
+
+/// What clients stopped using is forgotten, as Kafka's offsets.retention.minutes and
+/// transactional.id.expiration.ms do: the offsets of a group with no members and no
+/// recent commit, and a transactional id with nothing open. A group with a member keeps
+/// its offsets however old they are.
+#[test]
+fn empty_groups_offsets_and_idle_transactional_ids_expire() {
+    use kafka_protocol::messages::{
+        DescribeTransactionsRequest, InitProducerIdRequest, ProducerId, TransactionalId,
+    };
+    let agent = Agent::start(&[
+        "--offsets-retention",
+        "2s",
+        "--transactional-id-expiration",
+        "2s",
+        "--retention-check-interval",
+        "500ms",
+    ]);
+    let mut c = agent.connect();
+    c.create_topic("exp", 1, &[]);
+
+    // A standalone commit (no members), and a group with a member.
+    let r = c.send(&commit("g-empty", -1, "", "exp", 0, 5, ""), 8);
+    assert_eq!(commit_code(&r), 0);
+    let first = c.send(&join("g-live", ""), 5);
+    let member = first.member_id.as_str().to_string();
+    let joined = c.send(&join("g-live", &member), 5);
+    assert_eq!(joined.error_code, 0);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(gid("g-live"))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(sb(&member))
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(sb(&member))
+            .with_assignment(Bytes::new())]);
+    assert_eq!(c.send(&sync, 3).error_code, 0);
+    let r = c.send(
+        &commit("g-live", joined.generation_id, &member, "exp", 0, 9, ""),
+        8,
+    );
+    assert_eq!(commit_code(&r), 0);
+    let init = |c: &mut common::Client| {
+        let r = c.send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(sb("t-exp"))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        );
+        assert_eq!(r.error_code, 0);
+        r.producer_id.0
+    };
+    let pid = init(&mut c);
+    let described = |c: &mut common::Client| {
+        c.send(
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(sb("t-exp"))]),
+            0,
+        )
+        .transaction_states[0]
+            .error_code
+    };
+    assert_eq!(described(&mut c), 0);
+    assert_eq!(fetch_offset(&mut c, "g-empty").len(), 1);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(gid("g-live"))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(sb(&member));
+        c.send(&heartbeat, 3);
+        let empty_gone = fetch_offset(&mut c, "g-empty").is_empty();
+        let id_gone = described(&mut c) == ResponseError::TransactionalIdNotFound.code();
+        if empty_gone && id_gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not expired: g-empty offsets gone {empty_gone}, t-exp gone {id_gone}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        fetch_offset(&mut c, "g-live")
+            .iter()
+            .map(|o| o.2)
+            .collect::<Vec<_>>(),
+        vec![9],
+        "the group with a member keeps its offsets"
+    );
+    assert_ne!(init(&mut c), pid, "an expired id starts afresh");
+}

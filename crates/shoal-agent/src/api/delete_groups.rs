@@ -1,5 +1,6 @@
 //! DeleteGroups: remove empty groups and their committed offsets (only groups this agent
-//! coordinates; the others get NOT_COORDINATOR).
+//! coordinates; the others get NOT_COORDINATOR). Also the expiry of empty groups'
+//! offsets ([`expire`]).
 
 use std::sync::Arc;
 
@@ -49,5 +50,55 @@ async fn delete_one(shared: &Shared, name: &str) -> i16 {
             Ok(_) => ResponseError::GroupIdNotFound.code(),
             Err(e) => meta_code(&e),
         },
+    }
+}
+
+/// Forgets the committed offsets of the groups this agent coordinates that have no
+/// members, no transaction's offsets staged, and no commit newer than
+/// `--offsets-retention` (Kafka's `offsets.retention.minutes`; Kafka counts from when the
+/// group became empty, which is at or after its last commit for groups that commit until
+/// they leave). Groups with members keep every offset.
+pub async fn expire(shared: &Arc<Shared>) {
+    let groups = match shared.meta.offset_groups().await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "offset expiry could not read the metadata store");
+            return;
+        }
+    };
+    let retention = shared.config.offsets_retention.as_millis() as i64;
+    let view = ClusterView::of(shared);
+    for name in groups {
+        if !view.coordinates(&name) || shared.groups.has_members(&name) {
+            continue;
+        }
+        let result = async {
+            let newest = shared
+                .meta
+                .group_offsets(&name)
+                .await?
+                .iter()
+                .map(|o| o.commit_timestamp)
+                .max();
+            let now = shared.config.clock.now_ms();
+            if newest.is_none_or(|t| now - t <= retention)
+                || !shared.meta.pending_txn_offsets(&name).await?.is_empty()
+                || shared.groups.remove_if_empty(&name).is_err()
+            {
+                return Ok(false);
+            }
+            delete_offsets(shared, &name).await
+        }
+        .await;
+        match result {
+            Ok(true) => {
+                tracing::info!(group = %name, "expired the offsets of an empty group");
+                crate::metrics::Metrics::add(&shared.metrics.group_offsets_expired, 1);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(group = %name, error = %e, "could not expire a group's offsets")
+            }
+        }
     }
 }

@@ -898,6 +898,11 @@ impl Coordinator {
         }
     }
 
+    /// Whether the group has members on this agent, of either protocol.
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.subscribed_topics(group_id).is_some()
+    }
+
     /// Topics that a group's members subscribe to (consumer protocol), or None if the
     /// group has no members.
     pub fn subscribed_topics(&self, group_id: &str) -> Option<Vec<String>> {
