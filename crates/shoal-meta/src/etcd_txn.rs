@@ -203,16 +203,7 @@ impl EtcdStore {
         if resp.succeeded {
             return Ok(t.version + 1);
         }
-        if let Some(fence) = fence {
-            let claim = gets(&resp).into_iter().flatten().next();
-            if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
-                return Err(MetaError::Fenced(fence.role.clone()));
-            }
-        }
-        Err(MetaError::Conflict(format!(
-            "transaction '{}'",
-            t.transactional_id
-        )))
+        Err(refused(&resp, fence, t))
     }
 
     pub(crate) async fn forget_transaction(
@@ -244,14 +235,7 @@ impl EtcdStore {
         if resp.succeeded {
             return Ok(());
         }
-        let claim = gets(&resp).into_iter().flatten().next();
-        if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
-            return Err(MetaError::Fenced(fence.role.clone()));
-        }
-        Err(MetaError::Conflict(format!(
-            "transaction '{}'",
-            t.transactional_id
-        )))
+        Err(refused(&resp, Some(fence), t))
     }
 
     pub(crate) async fn stage_offsets(
@@ -299,4 +283,16 @@ impl EtcdStore {
         out.dedup();
         Ok(out)
     }
+}
+
+/// Why a conditional write of transaction `t` failed: the role's claim (read by the
+/// failed branch) is not `fence` any more, or else the record's version moved on.
+fn refused(resp: &shoal_etcd::TxnResponse, fence: Option<&Fence>, t: &Transaction) -> MetaError {
+    if let Some(fence) = fence {
+        let claim = gets(resp).into_iter().flatten().next();
+        if claim.map_or(0, |kv| kv.create_revision()) != fence.epoch {
+            return MetaError::Fenced(fence.role.clone());
+        }
+    }
+    MetaError::Conflict(format!("transaction '{}'", t.transactional_id))
 }
