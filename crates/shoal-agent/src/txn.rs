@@ -440,6 +440,23 @@ pub async fn join(
     ))
 }
 
+/// AddPartitionsToTxn v4+ with `verify_only` (KIP-890 part 1): which of `partitions`
+/// the producer's ongoing transaction does not list (all of them when none is ongoing).
+pub async fn verify_partitions(
+    shared: &Shared,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[TxnPartition],
+) -> Result<Vec<TxnPartition>, TxnError> {
+    let rec = load_current(shared, id, producer_id, epoch).await?;
+    Ok(partitions
+        .iter()
+        .filter(|p| rec.state != TxnState::Ongoing || !rec.partitions.contains(p))
+        .cloned()
+        .collect())
+}
+
 /// AddOffsetsToTxn: the transaction will commit offsets of `group`.
 pub async fn add_offsets(
     shared: &Shared,

@@ -55,7 +55,7 @@ fn api_versions_lists_the_implemented_apis() {
         (ApiKey::ConsumerGroupDescribe, 0, 1),
         (ApiKey::OffsetDelete, 0, 0),
         (ApiKey::InitProducerId, 0, 5),
-        (ApiKey::AddPartitionsToTxn, 0, 3),
+        (ApiKey::AddPartitionsToTxn, 0, 5),
         (ApiKey::AddOffsetsToTxn, 0, 4),
         (ApiKey::EndTxn, 0, 5),
         (ApiKey::TxnOffsetCommit, 0, 5),

@@ -622,3 +622,40 @@ fn transactions_v2_join_by_produce_and_bump_the_epoch_at_every_end() {
     assert_eq!(lso, 8, "partition 0 untouched");
     agent.terminate();
 }
+
+/// AddPartitionsToTxn v4 (the batched form Kafka's brokers send the coordinator): each
+/// transaction of the request on its own; `verify_only` checks without adding.
+#[test]
+fn batched_add_partitions_to_txn_adds_and_verifies() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("batched", 2, &[]);
+    let (_, pid, epoch) = init_producer_id(&mut c, Some("t-batched"), 60_000);
+    let mut send = |verify_only: bool, topic: &str, p: i32| {
+        let t = AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(sb("t-batched")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_verify_only(verify_only)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![p])]);
+        let r = c.send(
+            &AddPartitionsToTxnRequest::default().with_transactions(vec![t]),
+            4,
+        );
+        assert_eq!(r.error_code, NONE);
+        let t = &r.results_by_transaction[0];
+        assert_eq!(t.transactional_id.as_str(), "t-batched");
+        t.topic_results[0].results_by_partition[0].partition_error_code
+    };
+    assert_eq!(send(true, "batched", 0), INVALID_TXN_STATE, "not added yet");
+    assert_eq!(send(false, "batched", 0), NONE);
+    assert_eq!(send(true, "batched", 0), NONE);
+    assert_eq!(send(true, "batched", 1), INVALID_TXN_STATE);
+    assert_eq!(send(false, "nope", 0), UNKNOWN_TOPIC_OR_PARTITION);
+    let r = c.produce_batch("batched", 0, producer_batch(pid, epoch, 0, 1, true, "b"));
+    assert_eq!(r.error_code, NONE, "the v4 add let the partition in");
+}

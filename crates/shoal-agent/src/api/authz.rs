@@ -574,6 +574,14 @@ pub fn txn_request(shared: &Shared, who: &Caller, request: &RequestKind) -> Opti
                     .into(),
             )
         }
+        // v4+, the batched form brokers send: ClusterAction, as in Kafka.
+        RequestKind::AddPartitionsToTxn(r) if !r.transactions.is_empty() => {
+            (!authorize_cluster(shared, who, Op::ClusterAction)).then(|| {
+                AddPartitionsToTxnResponse::default()
+                    .with_error_code(CLUSTER_DENIED)
+                    .into()
+            })
+        }
         RequestKind::AddPartitionsToTxn(r) => {
             use add_partitions_to_txn_response::{
                 AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
