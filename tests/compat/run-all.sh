@@ -56,7 +56,7 @@ suite() {
   echo; echo "==> compat suite: $name"
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }
-suite java "$here/java/run.sh" "$bootstrap"
+suite java "$here/jvm/run.sh" basic "$bootstrap"
 suite python "$here/python/run.sh" "$bootstrap"
 suite go "$here/go/run.sh" "$bootstrap"
 suite kcat "$here/kcat/run.sh" "$bootstrap"

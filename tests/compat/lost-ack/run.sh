@@ -24,8 +24,8 @@ py="$(bash "$root/tests/compat/python/venv.sh")"
 # The Java producer: Maven build into the cache (offline when ~/.m2 has everything).
 java_cp=""
 if [[ ",${LOST_ACK_CLIENTS:-confluent,java}," == *",java,"* ]]; then
-  source "$root/tests/compat/java-suite.sh"
-  if ! java_suite_build lost-ack "$here/java" "${SHOAL_CACHE:-$HOME/.cache/shoal}/lost-ack-java-build"; then
+  source "$root/tests/compat/jvm/lib.sh"
+  if ! jvm_build lost-ack lost-ack; then
     echo "lost-ack: failed: the Java producer did not build (or set LOST_ACK_CLIENTS=confluent)"
     exit 1
   fi

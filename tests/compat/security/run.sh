@@ -229,11 +229,11 @@ PY
 }
 
 java_checks() {
-  source "$here/../java-suite.sh"
-  java_suite_build java-security "$here/java" "${SHOAL_CACHE:-$HOME/.cache/shoal}/java-security-build" || return 1
+  source "$here/../jvm/lib.sh"
+  jvm_build java-security security || return 1
   jvm_opts=(-Xmx512m "-Dorg.slf4j.simpleLogger.defaultLogLevel=${SHOAL_COMPAT_LOG_LEVEL:-off}")
   [[ "${SHOAL_COMPAT_VERBOSE:-0}" == 1 ]] && jvm_opts+=(-Dcompat.verbose=true)
-  java_suite_run java-security 600 dev.shoal.compat.security.SecurityCompat \
+  jvm_run java-security 600 dev.shoal.compat.security.SecurityCompat \
     "$sasl_bootstrap" "$ssl_bootstrap" "$certs" "$records"
 }
 
