@@ -56,8 +56,8 @@ import dev.shoal.compat.harness.Suite;
  * <p>Usage: {@code java dev.shoal.compat.basic.JavaCompat BOOTSTRAP}. Assumes topic auto-creation
  * is off and consumer groups may be missing (consumers use assign(), no group.id). Every check is
  * one pass or one fail; the last line printed is {@code java-compat: N passed, M failed} and the
- * exit code is 1 when anything failed. Built with any kafka-clients from 3.9 on (run-all.sh runs
- * it with the default 4.x client and with 3.9.1).
+ * exit code is 1 when anything failed. Builds with kafka-clients 3.9 as well as 4.x (run-all.sh
+ * runs it with the pom's 4.x client and again with 3.9.1); keep it that way.
  */
 public final class JavaCompat extends Suite {
 

@@ -15,6 +15,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 import org.apache.kafka.clients.consumer.CommitFailedException;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
+import org.apache.kafka.clients.consumer.CloseOptions;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -179,7 +180,7 @@ final class GroupMember {
         } finally {
             if (c != null) {
                 try {
-                    c.close(Duration.ofSeconds(10));
+                    c.close(CloseOptions.timeout(Duration.ofSeconds(10)));
                 } catch (Throwable t) {
                     if (error == null) {
                         error = t;

@@ -23,8 +23,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
 
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
-import org.apache.kafka.clients.admin.ConsumerGroupListing;
-import org.apache.kafka.clients.admin.ListConsumerGroupsOptions;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.ListGroupsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.OffsetSpec;
@@ -39,7 +39,7 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
-import org.apache.kafka.common.ConsumerGroupState;
+import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.GroupIdNotFoundException;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
@@ -57,7 +57,7 @@ import dev.shoal.compat.harness.Suite;
  * OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete).
  *
  * <p>Usage: {@code java dev.shoal.compat.groups.GroupsCompat BOOTSTRAP}. Assumes topic
- * auto-creation is off and no idempotent producer. Every check is one pass or one fail; the last
+ * auto-creation is off. Every check is one pass or one fail; the last
  * line printed is {@code java-groups: N passed, M failed} and the exit code is 1 when anything
  * failed. {@code -Dcompat.only=REGEX} runs only the checks whose name matches.
  */
@@ -107,6 +107,9 @@ public final class GroupsCompat extends Suite {
     static Properties consumerProps(String bootstrap, String group, String clientId, Map<String, Object> extra) {
         Properties p = Clients.consumer(bootstrap, clientId);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        // The classic protocol, said outright: the 4.x default, but the KIP-848 protocol
+        // ("consumer") has its own suite, ../../consumer-protocol.
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
         p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, Integer.toString(SESSION_MS));
         p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, Integer.toString(HEARTBEAT_MS));
         // Also the rebalance timeout: how long the coordinator waits for members to rejoin.
@@ -248,7 +251,7 @@ public final class GroupsCompat extends Suite {
             require(union.size() == partitions && total == partitions,
                     "assignments %s do not split the %d partitions", local, partitions);
             ConsumerGroupDescription d = describe(group);
-            require(d.state() == ConsumerGroupState.STABLE, "group state %s, want STABLE", d.state());
+            require(d.groupState() == GroupState.STABLE, "group state %s, want STABLE", d.groupState());
             require(d.members().size() == ms.size(), "describe shows %d members, want %d: %s",
                     d.members().size(), ms.size(), describedAssignments(d));
             Map<String, Set<Integer>> described = describedAssignments(d);
@@ -307,8 +310,8 @@ public final class GroupsCompat extends Suite {
     void awaitEmpty(String group) throws Exception {
         eventually(WAIT, () -> {
             ConsumerGroupDescription d = describe(group);
-            require(d.state() == ConsumerGroupState.EMPTY && d.members().isEmpty(),
-                    "group state %s with %d members, want EMPTY with none", d.state(), d.members().size());
+            require(d.groupState() == GroupState.EMPTY && d.members().isEmpty(),
+                    "group state %s with %d members, want EMPTY with none", d.groupState(), d.members().size());
         });
     }
 
@@ -593,9 +596,9 @@ public final class GroupsCompat extends Suite {
         s3.stop(Duration.ofSeconds(30)); // a static member's close() sends no LeaveGroup
         require(s3.error == null, "s3 failed: %s", s3.error);
         ConsumerGroupDescription d1 = describe(group);
-        require(d1.members().size() == 3 && d1.state() == ConsumerGroupState.STABLE,
+        require(d1.members().size() == 3 && d1.groupState() == GroupState.STABLE,
                 "after s3 closed (without leaving) the group is %s with %d members, want STABLE with 3",
-                d1.state(), d1.members().size());
+                d1.groupState(), d1.members().size());
         GroupMember s3b = member("s3-restarted", topic, group, ledger, staticProps.apply("s3"));
         eventually(WAIT, () -> {
             require(s3b.error == null, "restarted s3 failed: %s", s3b.error);
@@ -618,8 +621,8 @@ public final class GroupsCompat extends Suite {
         require(GroupMember.partitions(s1.assignment).equals(a1) && GroupMember.partitions(s2.assignment).equals(a2),
                 "the other members' partitions changed");
         ConsumerGroupDescription d2 = describe(group);
-        require(d2.state() == ConsumerGroupState.STABLE && d2.members().size() == 3,
-                "group %s with %d members after the restart", d2.state(), d2.members().size());
+        require(d2.groupState() == GroupState.STABLE && d2.members().size() == 3,
+                "group %s with %d members after the restart", d2.groupState(), d2.members().size());
         info("%d records consumed, %d duplicates", ledger.producedCount(), ledger.duplicates());
 
         // Static members do not leave when closed; the admin client removes them (LeaveGroup by instance id).
@@ -643,7 +646,7 @@ public final class GroupsCompat extends Suite {
         final Ledger ledger = new Ledger();
         final List<GroupMember> ms = new ArrayList<>();
 
-        check("admin: listConsumerGroups / describeConsumerGroups of an active group", () -> {
+        check("admin: listGroups(consumer groups) / describeConsumerGroups of an active group", () -> {
             createTopic(topic, 3);
             produceKeyed(topic, ledger, 0, 30);
             // Keep the members running into the next checks: members.clear() is avoided by
@@ -658,23 +661,23 @@ public final class GroupsCompat extends Suite {
             awaitAllConsumedAndCommitted(group, topic, 3, ledger);
             ready[0] = true;
 
-            Collection<ConsumerGroupListing> all = get(admin.listConsumerGroups().all());
-            ConsumerGroupListing l = all.stream().filter(x -> x.groupId().equals(group)).findFirst().orElse(null);
-            require(l != null, "listConsumerGroups (%d groups) does not contain %s", all.size(), group);
+            Collection<GroupListing> all = get(admin.listGroups(ListGroupsOptions.forConsumerGroups()).all());
+            GroupListing l = all.stream().filter(x -> x.groupId().equals(group)).findFirst().orElse(null);
+            require(l != null, "listGroups (%d consumer groups) does not contain %s", all.size(), group);
             require(!l.isSimpleConsumerGroup(), "listed as a simple consumer group");
-            require(l.state().isEmpty() || l.state().get() == ConsumerGroupState.STABLE, "listed state %s", l.state());
-            Collection<ConsumerGroupListing> stable = get(admin.listConsumerGroups(
-                    new ListConsumerGroupsOptions().inStates(Set.of(ConsumerGroupState.STABLE))).all());
+            require(l.groupState().isEmpty() || l.groupState().get() == GroupState.STABLE, "listed state %s", l.groupState());
+            Collection<GroupListing> stable = get(admin.listGroups(
+                    ListGroupsOptions.forConsumerGroups().inGroupStates(Set.of(GroupState.STABLE))).all());
             require(stable.stream().anyMatch(x -> x.groupId().equals(group)),
-                    "listConsumerGroups(inStates=STABLE) does not contain %s", group);
-            Collection<ConsumerGroupListing> empty = get(admin.listConsumerGroups(
-                    new ListConsumerGroupsOptions().inStates(Set.of(ConsumerGroupState.EMPTY))).all());
+                    "listGroups(inGroupStates=STABLE) does not contain %s", group);
+            Collection<GroupListing> empty = get(admin.listGroups(
+                    ListGroupsOptions.forConsumerGroups().inGroupStates(Set.of(GroupState.EMPTY))).all());
             require(empty.stream().noneMatch(x -> x.groupId().equals(group)),
-                    "listConsumerGroups(inStates=EMPTY) contains the active group %s", group);
+                    "listGroups(inGroupStates=EMPTY) contains the active group %s", group);
 
             ConsumerGroupDescription d = describe(group);
             require(d.groupId().equals(group), "describe groupId %s", d.groupId());
-            require(d.state() == ConsumerGroupState.STABLE, "state %s", d.state());
+            require(d.groupState() == GroupState.STABLE, "state %s", d.groupState());
             require(!d.isSimpleConsumerGroup(), "described as a simple consumer group");
             require("range".equals(d.partitionAssignor()), "partitionAssignor %s, want range", d.partitionAssignor());
             require(d.coordinator() != null && d.coordinator().id() >= 0, "coordinator %s", d.coordinator());
@@ -725,13 +728,13 @@ public final class GroupsCompat extends Suite {
         check("admin: deleteConsumerGroups of an empty group, then it is gone", () -> {
             require(ready[0], "group was not set up");
             get(admin.deleteConsumerGroups(List.of(group)).all());
-            Collection<ConsumerGroupListing> all = get(admin.listConsumerGroups().all());
+            Collection<GroupListing> all = get(admin.listGroups(ListGroupsOptions.forConsumerGroups()).all());
             require(all.stream().noneMatch(x -> x.groupId().equals(group)), "deleted group still listed");
             require(committedOffsets(group).isEmpty(), "deleted group still has offsets %s", committedOffsets(group));
             try {
                 ConsumerGroupDescription d = describe(group);
-                require(d.state() == ConsumerGroupState.DEAD && d.members().isEmpty(),
-                        "deleted group described as %s with %d members", d.state(), d.members().size());
+                require(d.groupState() == GroupState.DEAD && d.members().isEmpty(),
+                        "deleted group described as %s with %d members", d.groupState(), d.members().size());
             } catch (ExecutionException e) {
                 require(e.getCause() instanceof GroupIdNotFoundException, "describe of a deleted group: %s",
                         e.getCause());
@@ -756,11 +759,11 @@ public final class GroupsCompat extends Suite {
             get(admin.alterConsumerGroupOffsets(fresh, Map.of(tp0, new OffsetAndMetadata(2))).all());
             got = get(admin.listConsumerGroupOffsets(fresh).partitionsToOffsetAndMetadata());
             require(got.get(tp0).offset() == 2 && got.get(tp1).offset() == 7, "after the second alter: %s", got);
-            Collection<ConsumerGroupListing> all = get(admin.listConsumerGroups().all());
+            Collection<GroupListing> all = get(admin.listGroups(ListGroupsOptions.forConsumerGroups()).all());
             require(all.stream().anyMatch(x -> x.groupId().equals(fresh)), "group %s (offsets only) not listed", fresh);
             ConsumerGroupDescription d = describe(fresh);
-            require(d.state() == ConsumerGroupState.EMPTY && d.members().isEmpty(), "described as %s with %d members",
-                    d.state(), d.members().size());
+            require(d.groupState() == GroupState.EMPTY && d.members().isEmpty(), "described as %s with %d members",
+                    d.groupState(), d.members().size());
             // A consumer of that group starts where the offsets say.
             try (KafkaConsumer<String, String> c = new KafkaConsumer<>(consumerProps(bootstrap, fresh, "e-fresh",
                     Map.of()), new StringDeserializer(), new StringDeserializer())) {
@@ -812,9 +815,9 @@ public final class GroupsCompat extends Suite {
         produceTo(topic, 0, 5);
         produceTo(topic, 1, 5);
         ConsumerGroupDescription d = describe(group);
-        require(d.members().isEmpty() && d.state() == ConsumerGroupState.EMPTY, "group is %s with %d members",
-                d.state(), d.members().size());
-        Collection<ConsumerGroupListing> all = get(admin.listConsumerGroups().all());
+        require(d.members().isEmpty() && d.groupState() == GroupState.EMPTY, "group is %s with %d members",
+                d.groupState(), d.members().size());
+        Collection<GroupListing> all = get(admin.listGroups(ListGroupsOptions.forConsumerGroups()).all());
         require(all.stream().anyMatch(x -> x.groupId().equals(group)), "group %s not listed", group);
         try (KafkaConsumer<String, String> c = new KafkaConsumer<>(consumerProps(bootstrap, group, "f2", Map.of()),
                 new StringDeserializer(), new StringDeserializer())) {
@@ -877,8 +880,8 @@ public final class GroupsCompat extends Suite {
     @Override
     protected void deleteGroups(Collection<String> created) throws Exception {
         Set<String> groups = new HashSet<>(created);
-        Set<String> existing = get(admin.listConsumerGroups().all()).stream()
-                .map(ConsumerGroupListing::groupId).collect(Collectors.toSet());
+        Set<String> existing = get(admin.listGroups(ListGroupsOptions.forConsumerGroups()).all()).stream()
+                .map(GroupListing::groupId).collect(Collectors.toSet());
         groups.retainAll(existing);
         for (String g : groups) {
             try {

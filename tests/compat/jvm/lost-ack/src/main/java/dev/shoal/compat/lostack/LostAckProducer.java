@@ -49,7 +49,7 @@ public final class LostAckProducer {
             props.put(ProducerConfig.ACKS_CONFIG, "all");
             props.put(ProducerConfig.RETRIES_CONFIG, Integer.toString(Integer.MAX_VALUE));
         }
-        // (idempotent: nothing else set -- the 3.9 defaults are enable.idempotence=true, acks=all)
+        // (idempotent: nothing else set -- the 3.x and 4.x defaults are enable.idempotence=true, acks=all)
 
         AtomicLong delivered = new AtomicLong();
         AtomicLong failed = new AtomicLong();

@@ -24,6 +24,7 @@ import org.apache.kafka.clients.admin.TransactionDescription;
 import org.apache.kafka.clients.admin.TransactionListing;
 import org.apache.kafka.clients.admin.TransactionState;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.CloseOptions;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -104,7 +105,7 @@ public final class TxnCompat extends Suite {
                 if (c instanceof KafkaProducer) {
                     ((KafkaProducer<?, ?>) c).close(Duration.ofSeconds(5));
                 } else if (c instanceof KafkaConsumer) {
-                    ((KafkaConsumer<?, ?>) c).close(Duration.ofSeconds(5));
+                    ((KafkaConsumer<?, ?>) c).close(CloseOptions.timeout(Duration.ofSeconds(5)));
                 } else {
                     c.close();
                 }
@@ -184,7 +185,7 @@ public final class TxnCompat extends Suite {
     // ------------------------------------------------------------------ 1: idempotent producer
 
     /**
-     * The default producer (3.x: enable.idempotence=true, acks=all, 5 in-flight requests per
+     * The default producer (3.x and 4.x: enable.idempotence=true, acks=all, 5 in-flight requests per
      * connection) writes 2000 keyed records in many small batches to 3 partitions. Every record is
      * in the log exactly once, per partition in send order, at contiguous offsets.
      */
