@@ -2,7 +2,7 @@
 # Retries after lost Produce acknowledgements must not duplicate records (idempotent producer).
 #
 #   tests/compat/lost-ack/run.sh [PATH_TO_SHOAL]   own Shoal playground (default target/debug/shoal)
-#   tests/compat/lost-ack/run.sh --kafka           own throw-away Apache Kafka 3.9.1 instead
+#   tests/compat/lost-ack/run.sh --kafka           own throw-away Apache Kafka 4.3.1 instead
 #
 # See README.md. Last line: `lost-ack: passed` or `lost-ack: failed: REASON`.
 # Environment: LOST_ACK_CLIENTS (confluent,java), LOST_ACK_RECORDS (5000),
