@@ -18,7 +18,7 @@ if [[ -z "${SHOAL_BIN:-}" ]]; then
   cargo build --release -q -p shoal
   SHOAL_BIN=target/release/shoal
 fi
-libs="$(bench/kafka/fetch-kafka.sh 4)"
+libs="$(bench/kafka/fetch-kafka.sh)"
 py="$(bash tests/compat/python/venv.sh)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 work="$(mktemp -d "${TMPDIR:-/tmp}/shoal-fetch-sessions.XXXXXX")"

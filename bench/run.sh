@@ -43,7 +43,9 @@ if [[ "${SKIP_KAFKA:-}" != 1 ]]; then
   echo "==> Apache Kafka" >&2
   kport="$(free_port)"
   kpid="$(SHOAL_KAFKA_WATCH_PID=$$ bench/kafka/start-kafka.sh "$kport" "$work/kafka")"
-  target/release/shoal-bench --bootstrap "127.0.0.1:$kport" --label apache-kafka-3.9.1 \
+  kversion="$(basename "$(ls "$(bench/kafka/fetch-kafka.sh)"/kafka_2.13-*.jar | head -n1)" .jar)"
+  kversion="${kversion#kafka_2.13-}"
+  target/release/shoal-bench --bootstrap "127.0.0.1:$kport" --label "apache-kafka-$kversion" \
     --pid "$kpid" "${bench_args[@]}" | tee "$work/kafka.out"
   results+=("$(grep '^RESULT' "$work/kafka.out")")
 fi

@@ -2,7 +2,7 @@
 # What TLS and SASL cost: produce and catch-up consume over PLAINTEXT and over SASL_SSL
 # (SCRAM-SHA-512), against the Shoal playground and Apache Kafka 4.3.1, in one run, with one
 # client: Kafka 4.3.1's own kafka-producer-perf-test and kafka-consumer-perf-test (jars from
-# bench/kafka/fetch-kafka.sh 4), configured with --producer.config / --consumer.config.
+# bench/kafka/fetch-kafka.sh), configured with --producer.config / --consumer.config.
 #
 #   bench/tls.sh                       release build of Shoal, then both servers
 #   SHOAL_BIN=path/to/shoal bench/tls.sh
@@ -23,7 +23,7 @@ root="$(pwd)"
 records="${RECORDS:-200000}"
 size="${RECORD_SIZE:-1024}"
 partitions="${PARTITIONS:-4}"
-libs="$(bench/kafka/fetch-kafka.sh 4)"
+libs="$(bench/kafka/fetch-kafka.sh)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/shoal-tls-bench.XXXXXX")"
 certs="$work/certs"
 shoal_pid=""
@@ -48,7 +48,7 @@ ssl.truststore.location=$certs/truststore.p12
 ssl.truststore.password=changeit
 EOF
 tool() {
-  java -Xmx512m "-Dlog4j2.configurationFile=$root/tests/compat/security/tools-log4j2.properties" \
+  java -Xmx512m "-Dlog4j2.configurationFile=$root/bench/kafka/tools-log4j2.properties" \
     -cp "$libs/*" "$@"
 }
 

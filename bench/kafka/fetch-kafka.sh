@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Gather the jars of Apache Kafka (broker + tools, version pinned in pom.xml next to this
-# script) from Maven Central into a cache directory, and print that directory on stdout.
+# Gather the jars of Apache Kafka 4.x (broker, tools and clients, version pinned in pom.xml
+# next to this script) from Maven Central into a cache directory, and print that directory on
+# stdout.
 #
 #   bench/kafka/fetch-kafka.sh            # -> ${SHOAL_CACHE:-$HOME/.cache/shoal}/kafka-libs
 #   java -cp "$(bench/kafka/fetch-kafka.sh)/*" kafka.Kafka ...
-#   bench/kafka/fetch-kafka.sh 4          # Kafka 4.x (pom-4.xml) -> .../kafka4-libs
+#   bench/kafka/fetch-kafka.sh 4          # the same (from when a 3.9 broker was the default)
 #
 # Idempotent: when the cache already holds the jars for this exact pom.xml it does nothing.
 # Everything but the final path goes to stderr.
@@ -14,10 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${SHOAL_CACHE:-$HOME/.cache/shoal}"
 pom="$here/pom.xml"
 libs="$cache/kafka-libs"
-if [[ "${1:-}" == 4 ]]; then
-  pom="$here/pom-4.xml"
-  libs="$cache/kafka4-libs"
-fi
+case "${1:-}" in ""|4) ;; *) echo "usage: $0 [4]" >&2; exit 2 ;; esac
 marker="$libs/.shoal-complete"
 
 command -v mvn >/dev/null 2>&1 || { echo "fetch-kafka: mvn (Maven) is not on PATH" >&2; exit 1; }

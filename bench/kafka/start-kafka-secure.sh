@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a single-node Apache Kafka 4.3.1 (KRaft, combined broker+controller; jars from
-# fetch-kafka.sh 4) with SASL_SSL, SSL (client certificates required) and PLAINTEXT
+# fetch-kafka.sh) with SASL_SSL, SSL (client certificates required) and PLAINTEXT
 # listeners, in the background. The reference setup for tests/compat/security and bench/tls.sh.
 #
 #   bench/kafka/start-kafka-secure.sh CERT_DIR DATA_DIR SASL_SSL_PORT SSL_PORT PLAINTEXT_PORT
@@ -42,7 +42,7 @@ for p in "$p_sasl" "$p_ssl" "$p_plain"; do
   ! port_in_use "$p" || { echo "start-kafka-secure: 127.0.0.1:$p is already in use" >&2; exit 1; }
 done
 cport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
-libs="$("$here/fetch-kafka.sh" 4)"
+libs="$("$here/fetch-kafka.sh")"
 
 plain_users=""
 scram_args=()
@@ -102,21 +102,8 @@ if [[ "$authorizer" == acl ]]; then
 fi
 [[ -z "${SHOAL_KAFKA_EXTRA_PROPS:-}" ]] || printf '%s\n' "$SHOAL_KAFKA_EXTRA_PROPS" >>"$data/server.properties"
 
-cat >"$data/log4j2.properties" <<'LOG'
-rootLogger.level=INFO
-rootLogger.appenderRef.stdout.ref=STDOUT
-appender.stdout.type=Console
-appender.stdout.name=STDOUT
-appender.stdout.layout.type=PatternLayout
-appender.stdout.layout.pattern=[%d] %p %m (%c)%n
-logger.request.name=kafka.request.logger
-logger.request.level=WARN
-logger.raft.name=org.apache.kafka.raft
-logger.raft.level=WARN
-LOG
-
 jvm=(java "-Xmx${SHOAL_KAFKA_HEAP:-1g}" -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$data/log4j2.properties")
+     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/broker-log4j2.properties")
 echo "===== start-kafka-secure.sh $(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$log"
 if [[ ! -f "$data/logs/meta.properties" ]]; then
   cluster_id="$("${jvm[@]}" -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>>"$log" | tail -n1)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start a real single-node Apache Kafka (KRaft, combined broker+controller) in the background.
+# Start a real single-node Apache Kafka 4.x (KRaft, combined broker+controller; jars from
+# fetch-kafka.sh) in the background.
 #
 #   bench/kafka/start-kafka.sh PORT DATA_DIR
 #
@@ -99,20 +100,8 @@ if [[ -n "${SHOAL_KAFKA_EXTRA_PROPS:-}" ]]; then
   printf '%s\n' "$SHOAL_KAFKA_EXTRA_PROPS" >>"$data/server.properties"
 fi
 
-cat >"$data/log4j.properties" <<'EOF'
-log4j.rootLogger=INFO, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.kafka.controller=INFO
-log4j.logger.state.change.logger=WARN
-log4j.logger.org.apache.kafka.raft=WARN
-log4j.logger.org.apache.kafka.controller=INFO
-EOF
-
 jvm=(java "-Xmx$heap" -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
-     "-Dlog4j.configuration=file:$data/log4j.properties" "-Dkafka.logs.dir=$data")
+     "-Dlog4j2.configurationFile=$here/broker-log4j2.properties" "-Dkafka.logs.dir=$data")
 # shellcheck disable=SC2206
 [[ -n "${SHOAL_KAFKA_JVM_OPTS:-}" ]] && jvm+=(${SHOAL_KAFKA_JVM_OPTS})
 

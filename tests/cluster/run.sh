@@ -51,7 +51,7 @@
 #                    are reported), no agent panics.
 #   7 clients      the third-party client suites in their own languages, each against its
 #                    own fresh cluster (its own etcd, MinIO and 3 agents, tests/cluster/serve.py):
-#                    java (tests/compat/java: the Java client, bootstrap.servers = all 3
+#                    java (tests/compat/jvm basic: the Java client, bootstrap.servers = all 3
 #                    agents), go (tests/compat/go: franz-go), groups (tests/compat/groups:
 #                    consumer groups with Java, confluent-kafka, kafka-python, franz-go), txn
 #                    (tests/compat/txn: idempotence and transactions with Java, confluent-kafka,
@@ -216,7 +216,7 @@ if (( run_clients && ! stopping )); then
   for c in $clients; do
     (( stopping )) && break
     case "$c" in
-      java)   cmd=(bash "$root/tests/compat/java/run.sh" "{bootstrap}") ;;
+      java)   cmd=(bash "$root/tests/compat/jvm/run.sh" basic "{bootstrap}") ;;
       go)     cmd=(bash "$root/tests/compat/go/run.sh" "{bootstrap1}") ;;
       groups) cmd=(bash "$root/tests/compat/groups/run.sh" "{bootstrap1}") ;;
       txn)    cmd=(bash "$root/tests/compat/txn/run.sh" "{bootstrap1}") ;;
@@ -224,7 +224,7 @@ if (( run_clients && ! stopping )); then
       kcat)   cmd=(bash "$root/tests/compat/kcat/run.sh" "{bootstrap}") ;;
       consumer-protocol) cmd=(bash "$root/tests/compat/consumer-protocol/run.sh" "{bootstrap}") ;;
     esac
-    echo; echo "==> test 7 clients: $c (tests/compat/$c) against a fresh 3-agent cluster"
+    echo; echo "==> test 7 clients: $c (tests/compat/${c/#java/jvm basic}) against a fresh 3-agent cluster"
     t0=$SECONDS; status=0
     run_child timeout -k 30 $(( client_limit + 90 )) "$py" -u "$here/serve.py" --agents 3 \
       --shoal "$shoal" --minio "$minio" --etcd "$etcd" --batch-timeout 50ms \

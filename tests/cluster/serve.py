@@ -2,7 +2,7 @@
 on loopback (the processes of tests/cluster/cluster.py).
 
     python3 tests/cluster/serve.py [--agents 3] [options] -- COMMAND ARGS...
-    e.g. python3 tests/cluster/serve.py --agents 3 -- bash tests/compat/java/run.sh {bootstrap}
+    e.g. python3 tests/cluster/serve.py --agents 3 -- bash tests/compat/jvm/run.sh basic {bootstrap}
 
 Starts etcd and MinIO (a bucket), then N agents (`--batch-timeout 50ms`, compaction and
 everything else at their defaults, all in one agent group and no zone), waits until the

@@ -26,7 +26,7 @@ echo "run-against-kafka: Apache Kafka on 127.0.0.1:$port" >&2
 
 rc=0
 if [[ "$what" == java || "$what" == all ]]; then
-  "$here/java/run.sh" "127.0.0.1:$port" || rc=$?
+  "$here/jvm/run.sh" basic "127.0.0.1:$port" || rc=$?
 fi
 if [[ "$what" == franz-go || "$what" == all ]]; then
   frc=0

@@ -3,9 +3,9 @@
 #
 #   tests/compat/run-all.sh [PATH_TO_SHOAL_BINARY]     (default: target/debug/shoal)
 #
-# Starts the playground on a free loopback port in a temporary data dir, runs the Java,
-# Python (confluent-kafka + kafka-python), Go (franz-go), kcat, consumer-group, KIP-848
-# consumer-protocol, fetch-session,
+# Starts the playground on a free loopback port in a temporary data dir, runs the Java
+# (kafka-clients 4.3.1, and the basic suite again with 3.9.1), Python (confluent-kafka +
+# kafka-python), Go (franz-go), kcat, consumer-group, KIP-848 consumer-protocol, fetch-session,
 # transaction, client-quota, ACL (kafka-acls) and replica-tool (kafka-reassign-partitions,
 # kafka-leader-election, kafka-log-dirs) suites and the security suite (its own
 # secure playground: TLS, SASL, ACLs), then franz-go's
@@ -56,7 +56,9 @@ suite() {
   echo; echo "==> compat suite: $name"
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }
-suite java "$here/java/run.sh" "$bootstrap"
+suite java "$here/jvm/run.sh" basic "$bootstrap"
+# The same checks with a client from before Kafka 4.0: older clients must keep working.
+suite java-3.9 env SHOAL_KAFKA_CLIENTS=3.9.1 "$here/jvm/run.sh" basic "$bootstrap"
 suite python "$here/python/run.sh" "$bootstrap"
 suite go "$here/go/run.sh" "$bootstrap"
 suite kcat "$here/kcat/run.sh" "$bootstrap"

@@ -4,7 +4,7 @@
 #   tests/compat/acls/run.sh BOOTSTRAP
 #
 # kafka-acls (org.apache.kafka.tools.AclCommand from Apache Kafka 4.3.1, jars via
-# bench/kafka/fetch-kafka.sh 4): --add literal and prefixed, allow and deny bindings for
+# bench/kafka/fetch-kafka.sh): --add literal and prefixed, allow and deny bindings for
 # topics, groups and transactional ids; --list them (all, by resource, by principal);
 # --remove them again and check they are gone. Every binding names principals of its
 # own (User:compat-acl-*), and all are removed on exit, so with `--authorizer acl` other

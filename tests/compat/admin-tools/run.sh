@@ -7,7 +7,7 @@
 #
 # kafka-reassign-partitions (--list, --generate, --execute, --verify, --cancel),
 # kafka-leader-election (preferred and unclean, known and unknown partitions) and
-# kafka-log-dirs (--describe), jars via bench/kafka/fetch-kafka.sh 4. Uses one topic,
+# kafka-log-dirs (--describe), jars via bench/kafka/fetch-kafka.sh. Uses one topic,
 # compat-admin-tools, deleted again at the end. Last line: `admin-tools: N passed, M failed`.
 set -euo pipefail
 

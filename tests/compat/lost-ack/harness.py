@@ -6,7 +6,7 @@
 The server listens on a private port and advertises the proxy's port, so every client
 connection goes through proxy.py, which drops the response to every 7th Produce request
 (after the server handled it) and closes the connection. Producers: confluent-kafka
-(librdkafka) and the Java client 3.9.1, each idempotent (must give every record exactly
+(librdkafka) and the Java client 4.3.1, each idempotent (must give every record exactly
 once, in order) and non-idempotent with retries (duplicates expected; counted).
 
 Last line: `lost-ack: passed` or `lost-ack: failed: REASON`; exit status 0 / 1.

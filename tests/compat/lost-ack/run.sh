@@ -2,7 +2,7 @@
 # Retries after lost Produce acknowledgements must not duplicate records (idempotent producer).
 #
 #   tests/compat/lost-ack/run.sh [PATH_TO_SHOAL]   own Shoal playground (default target/debug/shoal)
-#   tests/compat/lost-ack/run.sh --kafka           own throw-away Apache Kafka 3.9.1 instead
+#   tests/compat/lost-ack/run.sh --kafka           own throw-away Apache Kafka 4.3.1 instead
 #
 # See README.md. Last line: `lost-ack: passed` or `lost-ack: failed: REASON`.
 # Environment: LOST_ACK_CLIENTS (confluent,java), LOST_ACK_RECORDS (5000),
@@ -24,8 +24,8 @@ py="$(bash "$root/tests/compat/python/venv.sh")"
 # The Java producer: Maven build into the cache (offline when ~/.m2 has everything).
 java_cp=""
 if [[ ",${LOST_ACK_CLIENTS:-confluent,java}," == *",java,"* ]]; then
-  source "$root/tests/compat/java-suite.sh"
-  if ! java_suite_build lost-ack "$here/java" "${SHOAL_CACHE:-$HOME/.cache/shoal}/lost-ack-java-build"; then
+  source "$root/tests/compat/jvm/lib.sh"
+  if ! jvm_build lost-ack lost-ack; then
     echo "lost-ack: failed: the Java producer did not build (or set LOST_ACK_CLIENTS=confluent)"
     exit 1
   fi

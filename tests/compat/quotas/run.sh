@@ -4,7 +4,7 @@
 #   tests/compat/quotas/run.sh BOOTSTRAP
 #
 # kafka-configs (kafka.admin.ConfigCommand from Apache Kafka 4.3.1, jars via
-# bench/kafka/fetch-kafka.sh 4): --alter/--describe/--delete-config for --entity-type
+# bench/kafka/fetch-kafka.sh): --alter/--describe/--delete-config for --entity-type
 # clients and users, by name and --entity-default, a user+client pair, an unknown key
 # refused. Then a confluent-kafka (librdkafka) producer over its producer_byte_rate is
 # throttled (throttle callback fires, throughput bounded by the quota, nothing lost).

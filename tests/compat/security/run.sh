@@ -37,7 +37,7 @@ else
   [[ -x "$shoal" ]] || { echo "security: no shoal binary at $1" >&2; exit 2; }
 fi
 records="${SHOAL_SECURITY_RECORDS:-200}"
-libs="$("$root/bench/kafka/fetch-kafka.sh" 4)"
+libs="$("$root/bench/kafka/fetch-kafka.sh")"
 py="$(bash "$here/../python/venv.sh")"
 users=(admin:admin-secret alice:alice-secret bob:bob-secret)
 
@@ -112,7 +112,7 @@ ssl.truststore.type=PKCS12
 ssl.truststore.location=$certs/truststore.p12
 ssl.truststore.password=changeit
 EOF
-quiet_log=(-Dlog4j2.configurationFile="$here/tools-log4j2.properties")
+quiet_log=(-Dlog4j2.configurationFile="$root/bench/kafka/tools-log4j2.properties")
 acls() {
   java "${quiet_log[@]}" -cp "$libs/*" org.apache.kafka.tools.AclCommand \
     --bootstrap-server "$sasl_bootstrap" --command-config "$tmp/admin.properties" "$@"
@@ -229,11 +229,11 @@ PY
 }
 
 java_checks() {
-  source "$here/../java-suite.sh"
-  java_suite_build java-security "$here/java" "${SHOAL_CACHE:-$HOME/.cache/shoal}/java-security-build" || return 1
+  source "$here/../jvm/lib.sh"
+  jvm_build java-security security || return 1
   jvm_opts=(-Xmx512m "-Dorg.slf4j.simpleLogger.defaultLogLevel=${SHOAL_COMPAT_LOG_LEVEL:-off}")
   [[ "${SHOAL_COMPAT_VERBOSE:-0}" == 1 ]] && jvm_opts+=(-Dcompat.verbose=true)
-  java_suite_run java-security 600 dev.shoal.compat.security.SecurityCompat \
+  jvm_run java-security 600 dev.shoal.compat.security.SecurityCompat \
     "$sasl_bootstrap" "$ssl_bootstrap" "$certs" "$records"
 }
 

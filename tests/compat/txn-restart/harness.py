@@ -1,7 +1,7 @@
 """Exactly-once consume-transform-produce across crashes (see README.md).
 
   harness.py shoal PATH_TO_SHOAL      own Shoal playground (SIGKILLed and restarted once)
-  harness.py kafka                    own throw-away Apache Kafka 3.9.1 (the same)
+  harness.py kafka                    own throw-away Apache Kafka 4.3.1 (the same)
 
 Last line: `txn-restart: passed` or `txn-restart: failed: REASON`; exit status 0 / 1.
 """

@@ -1,5 +1,5 @@
 """Start / SIGKILL / restart / stop the server under test: a Shoal playground or a
-throw-away Apache Kafka 3.9.1 (bench/kafka/start-kafka.sh). Both listen on 127.0.0.1 only
+throw-away Apache Kafka 4.3.1 (bench/kafka/start-kafka.sh). Both listen on 127.0.0.1 only
 and cannot outlive the test: Shoal gets PR_SET_PDEATHSIG (it is SIGKILLed when the Python
 process that started it dies), Kafka gets start-kafka.sh's watchdog (SHOAL_KAFKA_WATCH_PID =
 this process, SHOAL_KAFKA_MAX_SECONDS as a hard limit).

@@ -37,21 +37,20 @@ $SHOAL_KAFKA_EXTRA_PROPS}"
 
 if [[ "${SHOAL_TXN_KAFKA_REQUEST_LOG:-0}" == 1 ]]; then
   keep=1
-  # The last -Dlog4j.configuration on the java command line wins over start-kafka.sh's own.
-  cat >"$data/log4j-requests.properties" <<LOG4J
-log4j.rootLogger=INFO, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.org.apache.kafka.raft=WARN
-log4j.appender.requests=org.apache.log4j.FileAppender
-log4j.appender.requests.File=$data/requests.log
-log4j.appender.requests.layout=org.apache.log4j.PatternLayout
-log4j.appender.requests.layout.ConversionPattern=[%d] %m%n
-log4j.logger.kafka.request.logger=DEBUG, requests
-log4j.additivity.kafka.request.logger=false
+  # The last -Dlog4j2.configurationFile on the java command line wins over start-kafka.sh's own:
+  # the broker's file plus one that sends the request logger to DATA_DIR/requests.log.
+  cat >"$data/log4j2-requests.properties" <<LOG4J
+appender.requests.type=File
+appender.requests.name=REQUESTS
+appender.requests.fileName=$data/requests.log
+appender.requests.layout.type=PatternLayout
+appender.requests.layout.pattern=[%d] %m%n
+logger.request.name=kafka.request.logger
+logger.request.level=DEBUG
+logger.request.additivity=false
+logger.request.appenderRef.requests.ref=REQUESTS
 LOG4J
-  export SHOAL_KAFKA_JVM_OPTS="${SHOAL_KAFKA_JVM_OPTS:-} -Dlog4j.configuration=file:$data/log4j-requests.properties"
+  export SHOAL_KAFKA_JVM_OPTS="${SHOAL_KAFKA_JVM_OPTS:-} -Dlog4j2.configurationFile=$root/bench/kafka/broker-log4j2.properties,$data/log4j2-requests.properties"
 fi
 
 SHOAL_KAFKA_WATCH_PID=$$ SHOAL_KAFKA_MAX_SECONDS="${SHOAL_KAFKA_MAX_SECONDS:-1800}" \

@@ -5,7 +5,7 @@
 #
 #   tests/compat/txn/run.sh BOOTSTRAP            e.g. tests/compat/txn/run.sh 127.0.0.1:9092
 #
-# Runs java/run.sh (kafka-clients 3.9.1), python/run.sh (confluent-kafka) and go/run.sh
+# Runs ../jvm/run.sh txn (the Java client), python/run.sh (confluent-kafka) and go/run.sh
 # (franz-go), one after the other. Last line: `txn-compat: N passed, M failed` (counting
 # suites). Exit code: non-zero if any suite failed.
 #
@@ -20,10 +20,14 @@ bootstrap="$1"
 passed=0; failed=0; failures=()
 start=$SECONDS
 for suite in ${SHOAL_TXN_SUITES:-java python go}; do
-  case "$suite" in java|python|go) ;; *) echo "unknown suite '$suite'" >&2; exit 2 ;; esac
+  case "$suite" in
+    java) cmd=("$here/../jvm/run.sh" txn "$bootstrap") ;;
+    python|go) cmd=("$here/$suite/run.sh" "$bootstrap") ;;
+    *) echo "unknown suite '$suite'" >&2; exit 2 ;;
+  esac
   echo; echo "==> txn-compat suite: $suite"
   t0=$SECONDS
-  if "$here/$suite/run.sh" "$bootstrap"; then
+  if "${cmd[@]}"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1)); failures+=("$suite")
