@@ -30,7 +30,10 @@
 //!   `metadata_history` ([`MetaStore::compact_history`]; etcd keeps every revision
 //!   until compacted, and stops accepting writes when its database reaches its quota).
 //!
-//! Each kind of pass (retention + GC + history, compaction) is claimed through the metadata store
+//! Retention applies to topics whose `cleanup.policy` includes `delete` (compact-only
+//! topics are left to the cleaner, [`crate::cleaner`]).
+//!
+//! Each kind of pass (retention + GC + history, compaction, cleaning) is claimed through the metadata store
 //! before it runs ([`MetaStore::claim_job`]), so with several agents on one store only
 //! the holder of the claim works; a claim not renewed (its agent died) expires after
 //! three intervals and another agent takes over. Compaction itself is in
@@ -55,7 +58,7 @@ use crate::Shared;
 /// Claims `job` for this agent for three `interval`s (at least 30 s). The holder is the
 /// agent's node id, so an agent restarted after a crash takes its claim back at once.
 /// Errors count as not holding it.
-async fn claim(shared: &Shared, job: &str, interval: Duration) -> bool {
+pub(crate) async fn claim(shared: &Shared, job: &str, interval: Duration) -> bool {
     let ttl = (interval * 3).max(Duration::from_secs(30)).as_millis() as i64;
     let holder = format!("node-{}", shared.config.node_id);
     match shared.meta.claim_job(job, &holder, now_ms(), ttl).await {
@@ -106,7 +109,8 @@ pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
             config_i64(&topic, "retention.ms"),
             config_i64(&topic, "retention.bytes"),
         );
-        if ms < 0 && bytes < 0 {
+        // A compact-only topic keeps its data until the cleaner drops it (Kafka's rule).
+        if (ms < 0 && bytes < 0) || !crate::cleaner::deletes(&topic) {
             continue;
         }
         for p in 0..topic.partitions {
@@ -219,7 +223,8 @@ pub async fn gc_pass(
     }
     let mut listing = store
         .list(Some(&Path::from("data")))
-        .chain(store.list(Some(&Path::from("compacted"))));
+        .chain(store.list(Some(&Path::from("compacted"))))
+        .chain(store.list(Some(&Path::from("cleaned"))));
     while let Some(listed) = listing.next().await {
         let key = listed?.location.to_string();
         if pending_keys.contains(&key) || watch.committed.contains(&key) {
