@@ -70,8 +70,10 @@ suite admin-tools "$here/admin-tools/run.sh" "$bootstrap"
 suite fetch-sessions "$here/fetch-sessions/run.sh" "$bootstrap" "http://127.0.0.1:$metrics_port/metrics"
 # Starts its own playground with TLS, SASL and ACLs (the flags differ from the shared one).
 suite security "$here/security/run.sh" "$shoal"
-# Starts its own playground with a short cleaner interval, and restarts it.
+# Start their own server with a short cleaner interval, and restart it: a playground,
+# then an agent on a throw-away etcd.
 suite compaction "$here/compaction/run.sh" "$shoal"
+suite compaction-etcd "$here/compaction/run.sh" "$shoal" --etcd
 
 if [[ "${SHOAL_SKIP_FRANZ_SUITE:-}" != 1 ]]; then
   echo; echo "==> franz-go's own integration suite (measurement; see docs/compatibility.md)"

@@ -39,12 +39,15 @@
 //! stamps its batch with a delete horizon of now + `delete.retention.ms` (Kafka's
 //! KIP-534 batch attribute); a later pass past the horizon drops it.
 //!
-//! **Transactions.** Transactional batches and transaction markers are copied as they
-//! are and their records never enter the key map: committed transactional records are
-//! not deduplicated, and aborted ones are not removed (read_committed consumers still
-//! skip them through the aborted-transaction records). Kafka removes aborted data and,
-//! later, the markers; Shoal does not yet. The cleaned range never passes the last stable
-//! offset.
+//! **Transactions.** The cleaned range never passes the last stable offset, so every
+//! transactional batch in it belongs to a finished transaction: aborted if the
+//! partition's aborted-transaction records ([`shoal_meta::AbortedTxn`]) list its producer
+//! over its offset, else committed. As in Kafka, committed records are cleaned like any
+//! others and aborted ones are removed (their batches become empty runs) and never enter
+//! the key map. Transaction markers are kept as they are (Kafka drops them once their
+//! transaction's data is gone and the delete horizon has passed; Shoal keeps them, a
+//! batch of one small record per transaction and partition), so read_committed consumers
+//! still see every abort marker that ends an aborted-transaction record.
 //!
 //! The cleaner runs as one claimed job ([`run`]), so two agents never clean at once;
 //! its GETs and PUTs are counted apart from the fetch path's.
@@ -57,7 +60,9 @@ use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
-use shoal_meta::{IndexEntry, MetaError, MetaStore, ObjectRef, PartitionEntry, TopicInfo};
+use shoal_meta::{
+    AbortedTxn, IndexEntry, MetaError, MetaStore, ObjectRef, PartitionEntry, TopicInfo,
+};
 use shoal_object::ObjectBuilder;
 use shoal_wire::batch::{self, BatchError, BatchHeader};
 use shoal_wire::records::{self, Limits};
@@ -269,19 +274,35 @@ pub enum Rewritten {
     },
 }
 
+/// Whether the batch with header `h` at offset `base` holds data of an aborted
+/// transaction (`aborted`: the partition's aborted-transaction records).
+pub fn is_aborted(h: &BatchHeader, base: i64, aborted: &[AbortedTxn]) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == h.producer_id && a.first_offset <= base && base <= a.last_offset
+        })
+}
+
 /// Rewrites one stored batch at offset `base` against the key map (see the module
-/// docs); also returns how many records it dropped.
+/// docs); `aborted`: see [`is_aborted`]. Also returns how many records it dropped.
 pub fn rewrite_batch(
     b: &[u8],
     base: i64,
     map: &KeyMap,
+    aborted: &[AbortedTxn],
     now_ms: i64,
     delete_retention_ms: i64,
     limits: Limits,
 ) -> Result<(Rewritten, u64), BatchError> {
     let h = BatchHeader::parse(b)?;
-    if h.is_control() || h.is_transactional() {
+    if h.is_control() {
         return Ok((Rewritten::Same { horizon: None }, 0));
+    }
+    if is_aborted(&h, base, aborted) {
+        let (span, timestamp) = (h.offset_span(), h.max_timestamp);
+        let dropped = h.records_count.max(0) as u64;
+        return Ok((Rewritten::Empty { span, timestamp }, dropped));
     }
     if h.records_count == 0 {
         let timestamp = h.max_timestamp;
@@ -494,6 +515,17 @@ pub async fn clean_partition(
     let limits = Limits {
         max_uncompressed: ctx.settings.max_uncompressed,
     };
+    // Aborted transactions over the range (it ends below the last stable offset, so
+    // every transaction in it is finished).
+    let taken = &entries[..plan.clean + plan.dirty];
+    let aborted = match (taken.first(), taken.last()) {
+        (Some(first), Some(last)) => {
+            ctx.meta
+                .aborted_transactions(topic.id, partition, first.base_offset, last.end_offset)
+                .await?
+        }
+        _ => Vec::new(),
+    };
     // 1. The key map of the dirty range; its bodies are kept for the rewrite while they fit.
     let mut map = KeyMap::with_budget(ctx.settings.dedupe_buffer_bytes);
     let mut kept: HashMap<usize, Bytes> = HashMap::new();
@@ -505,7 +537,7 @@ pub async fn clean_partition(
         for (base, range) in batches(&body, e)? {
             let b = &body[range];
             let h = BatchHeader::parse(b)?;
-            if h.is_control() || h.is_transactional() || h.records_count == 0 {
+            if h.is_control() || h.records_count == 0 || is_aborted(&h, base, &aborted) {
                 continue;
             }
             let region = records::records_region(b, limits)?;
@@ -548,8 +580,15 @@ pub async fn clean_partition(
         group.changed |= !e.object_key.starts_with(CLEANED_PREFIX);
         for (base, range) in batches(&body, e)? {
             let b = &body[range.clone()];
-            let (what, dropped) =
-                rewrite_batch(b, base, &map, now_ms, policy.delete_retention_ms, limits)?;
+            let (what, dropped) = rewrite_batch(
+                b,
+                base,
+                &map,
+                &aborted,
+                now_ms,
+                policy.delete_retention_ms,
+                limits,
+            )?;
             stats.records_removed += dropped;
             let span = BatchHeader::parse(b)?.offset_span();
             match what {

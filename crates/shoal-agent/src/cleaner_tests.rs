@@ -6,7 +6,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use object_store::memory::InMemory;
-use shoal_meta::{SegmentAppend, SqliteStore, TopicSpec};
+use shoal_meta::{AbortedTxn, SegmentAppend, SqliteStore, TopicSpec};
 
 use super::*;
 
@@ -140,7 +140,7 @@ fn rewriting_a_batch_keeps_the_latest_per_key_and_stamps_tombstones() {
     for (k, o) in [("a", 12), ("b", 100), ("c", 13)] {
         assert!(map.put(k.as_bytes(), o));
     }
-    let (out, dropped) = rewrite_batch(&b, 10, &map, 50_000, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite_batch(&b, 10, &map, &[], 50_000, 1_000, LIMITS).unwrap();
     assert_eq!(dropped, 2, "a@10, b@11");
     let Rewritten::New { batch, horizon } = out else {
         panic!("{out:?}")
@@ -161,14 +161,85 @@ fn rewriting_a_batch_keeps_the_latest_per_key_and_stamps_tombstones() {
 
     // Nothing superseded, no tombstone: the batch is kept byte for byte.
     let plain = batch_of(&[("x", Some("1"))], 1, Compression::Lz4);
-    let (out, dropped) = rewrite_batch(&plain, 0, &map, 50_000, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite_batch(&plain, 0, &map, &[], 50_000, 1_000, LIMITS).unwrap();
     assert_eq!((out, dropped), (Rewritten::Same { horizon: None }, 0));
 
     // Every record superseded: an empty run.
     let old = batch_of(&[("a", Some("0")), ("b", Some("0"))], 1, Compression::Gzip);
-    let (out, dropped) = rewrite_batch(&old, 0, &map, 50_000, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite_batch(&old, 0, &map, &[], 50_000, 1_000, LIMITS).unwrap();
     assert_eq!(dropped, 2);
     assert!(matches!(out, Rewritten::Empty { span: 2, .. }), "{out:?}");
+}
+
+#[test]
+fn aborted_transactional_data_goes_committed_is_cleaned_markers_stay() {
+    let txn_batch = |producer_id: i64| {
+        let recs: Vec<Record> = [("a", "1"), ("b", "1")]
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: true,
+                producer_id,
+                producer_epoch: 0,
+                ..rec(Some(k), Some(v), i as i64, 100)
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    };
+    let mut map = KeyMap::with_budget(1 << 20);
+    assert!(map.put(b"a", 50));
+    let aborted = [AbortedTxn {
+        producer_id: 9,
+        first_offset: 10,
+        last_offset: 20,
+    }];
+    // Producer 9's batch at 10 is aborted: every record goes.
+    let (out, dropped) =
+        rewrite_batch(&txn_batch(9), 10, &map, &aborted, 0, 1_000, LIMITS).unwrap();
+    assert_eq!(
+        (out, dropped),
+        (
+            Rewritten::Empty {
+                span: 2,
+                timestamp: 100
+            },
+            2
+        )
+    );
+    assert!(is_aborted(
+        &BatchHeader::parse(&txn_batch(9)).unwrap(),
+        20,
+        &aborted
+    ));
+    assert!(!is_aborted(
+        &BatchHeader::parse(&txn_batch(9)).unwrap(),
+        21,
+        &aborted
+    ));
+    // Producer 8's (committed) batch is cleaned like any other and stays transactional.
+    let (out, dropped) =
+        rewrite_batch(&txn_batch(8), 10, &map, &aborted, 0, 1_000, LIMITS).unwrap();
+    assert_eq!(dropped, 1, "a@10 is superseded by a@50");
+    let Rewritten::New { batch, .. } = out else {
+        panic!("{out:?}")
+    };
+    let h = BatchHeader::parse(&batch).unwrap();
+    assert!(h.is_transactional() && !h.is_control());
+    assert_eq!((h.producer_id, h.records_count, h.offset_span()), (8, 1, 2));
+    // A marker is kept as it is, even an abort marker.
+    let marker = batch::control_batch(9, 0, false, 0, 100);
+    let (out, dropped) = rewrite_batch(&marker, 21, &map, &aborted, 0, 1_000, LIMITS).unwrap();
+    assert_eq!((out, dropped), (Rewritten::Same { horizon: None }, 0));
 }
 
 #[test]

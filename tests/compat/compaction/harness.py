@@ -1,6 +1,9 @@
 """Compacted topics (cleanup.policy=compact) through a real client (see README.md).
 
-  harness.py PATH_TO_SHOAL
+  harness.py PATH_TO_SHOAL [--etcd]
+
+With --etcd the server is `shoal agent` on a throw-away etcd (metadata) and a local
+directory (objects) instead of the playground's SQLite.
 
 Starts its own Shoal playground with a 1 s cleaner interval, then with confluent-kafka:
 1. a record without a key is refused with INVALID_RECORD on a compacted topic;
@@ -19,6 +22,7 @@ Last line: `compaction: passed` or `compaction: failed: REASON`; exit status 0 /
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,11 +80,12 @@ def produce(bootstrap, topic, records):
     return errors
 
 
-def read_all(bootstrap, topic, partitions):
+def read_all(bootstrap, topic, partitions, isolation="read_uncommitted"):
     """Reads every partition from the beginning to its high watermark: per partition the
     list of (offset, key, value), and the high watermarks."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compaction-check-{time.time()}",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "isolation.level": isolation})
     try:
         hw = {}
         for p in range(partitions):
@@ -131,6 +136,21 @@ def keyless_refused(bootstrap, topic):
           f"a keyless record on a compacted topic got {err}, not INVALID_RECORD")
 
 
+def transactions(bootstrap, topic, latest):
+    """One committed transaction (key-1's latest value) and one aborted (three keys)."""
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "compaction-txn"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, key=b"key-1", value=b"txn:committed", partition=1 % PARTITIONS)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for k in (2, 3, 11):
+        p.produce(topic, key=f"key-{k}".encode(), value=b"txn:aborted", partition=k % PARTITIONS)
+    p.flush(30)
+    p.abort_transaction(30)
+    latest[b"key-1"] = b"txn:committed"
+
+
 def changelog(bootstrap, metrics_url):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = "changelog"
@@ -156,15 +176,19 @@ def changelog(bootstrap, metrics_url):
         latest[key] = value
     errors = produce(bootstrap, topic, records)
     check(not errors, f"produce errors: {errors}")
+    transactions(bootstrap, topic, latest)
     live = {k: v for k, v in latest.items() if v is not None}
     deleted = {k for k, v in latest.items() if v is None}
     written_at = time.time()
     # Wait for cleaning: the log holds only each key's latest record (tombstones included),
     # then, past delete.retention.ms, only the live keys.
+    # Read uncommitted: the aborted transaction's records must be gone too.
     deadline = time.time() + 90
     last = None
+    hw0 = None
     while True:
         data, hw = read_all(bootstrap, topic, PARTITIONS)
+        hw0 = hw0 or hw
         got = {}
         for p, recs in data.items():
             offsets = [o for o, _, _ in recs]
@@ -182,7 +206,9 @@ def changelog(bootstrap, metrics_url):
         time.sleep(1)
     check(time.time() - written_at >= DELETE_RETENTION_MS / 1000,
           "tombstones went before delete.retention.ms had passed")
-    check(sum(hw.values()) == RECORDS, f"high watermarks add up to {sum(hw.values())}, not {RECORDS}")
+    check(hw == hw0 and sum(hw.values()) > RECORDS, f"high watermarks moved: {hw0} then {hw}")
+    committed, _ = read_all(bootstrap, topic, PARTITIONS, "read_committed")
+    check(sorted(committed.items()) == sorted(data.items()), "read_committed reads another log")
     gets = metric(metrics_url, "shoal_cleaner_total", "gets")
     puts = metric(metrics_url, "shoal_cleaner_total", "puts")
     cleaned = metric(metrics_url, "shoal_cleaner_total", "cleaned_bytes")
@@ -245,15 +271,46 @@ def connect_configs(server, metrics_url):
     print(f"connect-configs: {len(records)} records, {len(data[0])} after cleaning and restart")
 
 
+def start_etcd(work):
+    """A throw-away etcd on loopback ports (the `etcd` binary on PATH); its URL."""
+    client, peer = servers.free_port(), servers.free_port()
+    c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    log = open(os.path.join(work, "etcd.log"), "ab")
+    proc = subprocess.Popen(
+        ["etcd", "--name", "t", "--data-dir", os.path.join(work, "etcd"),
+         "--listen-client-urls", c, "--advertise-client-urls", c,
+         "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
+         "--initial-cluster", f"t={p}"],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=servers.die_with_parent)
+    deadline = time.time() + 20
+    while not servers.port_open(client):
+        check(proc.poll() is None and time.time() < deadline, "etcd did not start")
+        time.sleep(0.1)
+    return proc, f"etcd://127.0.0.1:{client}/compaction"
+
+
 def main():
     binary = sys.argv[1]
+    etcd_mode = len(sys.argv) > 2 and sys.argv[2] == "--etcd"
     work = tempfile.mkdtemp(prefix="shoal-compaction.")
     metrics_port = servers.free_port()
     os.environ["SHOAL_CLEANER_INTERVAL"] = "1s"
     os.environ["SHOAL_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    server = servers.ShoalServer(binary, work, servers.free_port())
+    etcd = None
+    args = None
     ok = False
+    if etcd_mode:
+        # An agent on etcd metadata and a local object store instead of the playground.
+        try:
+            etcd, url = start_etcd(work)
+        except Failed as exc:
+            print(f"compaction: failed: {exc}")
+            return 1
+        store = os.path.join(work, "objects")
+        os.makedirs(store)
+        args = ["agent", "--metadata", url, "--object-store", f"file://{store}"]
+    server = servers.ShoalServer(binary, work, servers.free_port(), args=args)
     try:
         server.start()
         changelog(server.bootstrap, metrics_url)
@@ -264,6 +321,9 @@ def main():
         print(f"compaction: failed: {exc}")
     finally:
         server.stop()
+        if etcd is not None:
+            etcd.kill()
+            etcd.wait(10)
         if ok and os.environ.get("COMPACTION_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
         else:
