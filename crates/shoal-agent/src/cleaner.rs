@@ -430,8 +430,8 @@ fn batches(body: &[u8], e: &IndexEntry) -> anyhow::Result<Vec<(i64, std::ops::Ra
     Ok(out)
 }
 
-/// All index entries of a partition from its log start.
-async fn all_entries(
+/// All index entries of a partition from offset `from`, in offset order.
+pub(crate) async fn all_entries(
     meta: &dyn MetaStore,
     topic: Uuid,
     partition: i32,

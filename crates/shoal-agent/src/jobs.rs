@@ -70,8 +70,6 @@ pub(crate) async fn claim(shared: &Shared, job: &str, interval: Duration) -> boo
     }
 }
 
-/// Index entries read per page while measuring a partition.
-const PAGE: usize = 1000;
 /// Objects deleted per GC pass at most.
 const GC_BATCH: usize = 1000;
 
@@ -115,19 +113,8 @@ pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
         }
         for p in 0..topic.partitions {
             let offsets = shared.meta.partition_offsets(topic.id, p).await?;
-            let mut entries = Vec::new();
-            let mut from = offsets.log_start;
-            loop {
-                let page = shared.meta.index_from(topic.id, p, from, PAGE).await?;
-                let done = page.len() < PAGE;
-                if let Some(last) = page.last() {
-                    from = last.end_offset;
-                }
-                entries.extend(page);
-                if done {
-                    break;
-                }
-            }
+            let entries =
+                crate::cleaner::all_entries(&*shared.meta, topic.id, p, offsets.log_start).await?;
             if let Some(start) = retention_start(&entries, now_ms(), ms, bytes) {
                 if start > offsets.log_start {
                     let now_start = shared.meta.advance_log_start(topic.id, p, start).await?;

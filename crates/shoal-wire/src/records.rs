@@ -71,6 +71,17 @@ pub fn for_each_record(
     for_each_record_with(batch, limits, true, &mut f)
 }
 
+/// A whole batch's header and the (possibly compressed) records region after it.
+fn header_and_body(batch: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let body = batch
+        .get(HEADER_LEN..header.total_len())
+        .ok_or(BatchError::Structure(
+            "batchLength runs past the end of the data",
+        ))?;
+    Ok((header, body))
+}
+
 /// [`for_each_record`]; `dense`: offset deltas must run 0, 1, 2, ... (else the caller
 /// checks them).
 fn for_each_record_with(
@@ -79,12 +90,7 @@ fn for_each_record_with(
     dense: bool,
     f: &mut PerRecord<'_>,
 ) -> Result<(), BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    let body = batch
-        .get(HEADER_LEN..header.total_len())
-        .ok_or(BatchError::Structure(
-            "batchLength runs past the end of the data",
-        ))?;
+    let (header, body) = header_and_body(batch)?;
     let count = header.records_count;
     match header.compression() {
         0 => walk(body, count, u64::MAX, dense, f),
@@ -147,12 +153,7 @@ pub fn records_region(
     batch: &[u8],
     limits: Limits,
 ) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    let body = batch
-        .get(HEADER_LEN..header.total_len())
-        .ok_or(BatchError::Structure(
-            "batchLength runs past the end of the data",
-        ))?;
+    let (header, body) = header_and_body(batch)?;
     let limit = limits.max_uncompressed;
     let read_all = |mut r: Box<dyn Read + '_>| -> Result<Vec<u8>, BatchError> {
         let mut out = Vec::new();
