@@ -7,8 +7,9 @@
 # (kafka-clients 4.3.1, and the basic suite again with 3.9.1), Python (confluent-kafka +
 # kafka-python), Go (franz-go), kcat, consumer-group, KIP-848 consumer-protocol, fetch-session,
 # transaction, client-quota, ACL (kafka-acls) and replica-tool (kafka-reassign-partitions,
-# kafka-leader-election, kafka-log-dirs) suites and the security suite (its own
-# secure playground: TLS, SASL, ACLs), then franz-go's
+# kafka-leader-election, kafka-log-dirs) suites, the security suite (its own
+# secure playground: TLS, SASL, ACLs) and the compacted-topic suite (its own playground),
+# then franz-go's
 # own integration suite as a measurement (its pass count is reported, not required).
 # The playground is stopped on exit whatever happens. Exit code: non-zero if any of the
 # required suites failed. Last line: `compat: N passed, M failed` (suites).
@@ -71,6 +72,10 @@ suite admin-tools "$here/admin-tools/run.sh" "$bootstrap"
 suite fetch-sessions "$here/fetch-sessions/run.sh" "$bootstrap" "http://127.0.0.1:$metrics_port/metrics"
 # Starts its own playground with TLS, SASL and ACLs (the flags differ from the shared one).
 suite security "$here/security/run.sh" "$shoal"
+# Start their own server with a short cleaner interval, and restart it: a playground,
+# then an agent on a throw-away etcd.
+suite compaction "$here/compaction/run.sh" "$shoal"
+suite compaction-etcd "$here/compaction/run.sh" "$shoal" --etcd
 
 if [[ "${SHOAL_SKIP_FRANZ_SUITE:-}" != 1 ]]; then
   echo; echo "==> franz-go's own integration suite (measurement; see docs/compatibility.md)"

@@ -123,6 +123,10 @@ pub struct AgentConfig {
     pub compaction_interval: Duration,
     /// Size compaction merges small objects up to; 0 turns compaction off.
     pub compaction_target_bytes: u64,
+    /// How often the log cleaner looks at compacted topics; zero turns it off.
+    pub cleaner_interval: Duration,
+    /// Memory for one cleaning pass's key map (Kafka's `log.cleaner.dedupe.buffer.size`).
+    pub cleaner_dedupe_buffer_bytes: u64,
     /// A chunk GET slower than this gets a second, identical GET (hedging).
     pub hedge_after: Duration,
     /// Where the internal chunk endpoint for peer agents binds; `None`: the listen
@@ -207,6 +211,8 @@ impl Default for AgentConfig {
             offset_commit_timeout: Duration::from_secs(20),
             compaction_interval: Duration::from_secs(10),
             compaction_target_bytes: 64 * 1024 * 1024,
+            cleaner_interval: Duration::from_secs(15),
+            cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
             hedge_after: Duration::from_millis(400),
             peer_listen: None,
             listeners: Vec::new(),

@@ -30,7 +30,10 @@
 //!   `metadata_history` ([`MetaStore::compact_history`]; etcd keeps every revision
 //!   until compacted, and stops accepting writes when its database reaches its quota).
 //!
-//! Each kind of pass (retention + GC + history, compaction) is claimed through the metadata store
+//! Retention applies to topics whose `cleanup.policy` includes `delete` (compact-only
+//! topics are left to the cleaner, [`crate::cleaner`]).
+//!
+//! Each kind of pass (retention + GC + history, compaction, cleaning) is claimed through the metadata store
 //! before it runs ([`MetaStore::claim_job`]), so with several agents on one store only
 //! the holder of the claim works; a claim not renewed (its agent died) expires after
 //! three intervals and another agent takes over. Compaction itself is in
@@ -55,7 +58,7 @@ use crate::Shared;
 /// Claims `job` for this agent for three `interval`s (at least 30 s). The holder is the
 /// agent's node id, so an agent restarted after a crash takes its claim back at once.
 /// Errors count as not holding it.
-async fn claim(shared: &Shared, job: &str, interval: Duration) -> bool {
+pub(crate) async fn claim(shared: &Shared, job: &str, interval: Duration) -> bool {
     let ttl = (interval * 3).max(Duration::from_secs(30)).as_millis() as i64;
     let holder = format!("node-{}", shared.config.node_id);
     match shared.meta.claim_job(job, &holder, now_ms(), ttl).await {
@@ -67,8 +70,6 @@ async fn claim(shared: &Shared, job: &str, interval: Duration) -> bool {
     }
 }
 
-/// Index entries read per page while measuring a partition.
-const PAGE: usize = 1000;
 /// Objects deleted per GC pass at most.
 const GC_BATCH: usize = 1000;
 
@@ -106,24 +107,14 @@ pub async fn retention_pass(shared: &Shared) -> Result<u64, MetaError> {
             config_i64(&topic, "retention.ms"),
             config_i64(&topic, "retention.bytes"),
         );
-        if ms < 0 && bytes < 0 {
+        // A compact-only topic keeps its data until the cleaner drops it (Kafka's rule).
+        if (ms < 0 && bytes < 0) || !crate::cleaner::deletes(&topic) {
             continue;
         }
         for p in 0..topic.partitions {
             let offsets = shared.meta.partition_offsets(topic.id, p).await?;
-            let mut entries = Vec::new();
-            let mut from = offsets.log_start;
-            loop {
-                let page = shared.meta.index_from(topic.id, p, from, PAGE).await?;
-                let done = page.len() < PAGE;
-                if let Some(last) = page.last() {
-                    from = last.end_offset;
-                }
-                entries.extend(page);
-                if done {
-                    break;
-                }
-            }
+            let entries =
+                crate::cleaner::all_entries(&*shared.meta, topic.id, p, offsets.log_start).await?;
             if let Some(start) = retention_start(&entries, now_ms(), ms, bytes) {
                 if start > offsets.log_start {
                     let now_start = shared.meta.advance_log_start(topic.id, p, start).await?;
@@ -219,7 +210,8 @@ pub async fn gc_pass(
     }
     let mut listing = store
         .list(Some(&Path::from("data")))
-        .chain(store.list(Some(&Path::from("compacted"))));
+        .chain(store.list(Some(&Path::from("compacted"))))
+        .chain(store.list(Some(&Path::from("cleaned"))));
     while let Some(listed) = listing.next().await {
         let key = listed?.location.to_string();
         if pending_keys.contains(&key) || watch.committed.contains(&key) {

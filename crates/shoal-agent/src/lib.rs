@@ -15,6 +15,7 @@
 //! the other agents (who leads what, who coordinates what).
 
 pub mod api;
+pub mod cleaner;
 pub mod cluster;
 pub mod commits;
 pub mod compaction;
@@ -398,6 +399,13 @@ impl Agent {
         if shared.config.roles.jobs {
             if shared.config.compaction_target_bytes > 0 {
                 tasks.spawn(jobs::run_compaction(
+                    shared.clone(),
+                    jobs_store.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            if !shared.config.cleaner_interval.is_zero() {
+                tasks.spawn(cleaner::run(
                     shared.clone(),
                     jobs_store.clone(),
                     shutdown.clone(),

@@ -40,6 +40,14 @@ pub struct Metrics {
     pub gc_deleted_objects: AtomicU64,
     pub compaction_gets: AtomicU64,
     pub compaction_puts: AtomicU64,
+    /// The log cleaner's own object-store requests and bytes (see [`crate::cleaner`]).
+    pub cleaner_gets: AtomicU64,
+    pub cleaner_puts: AtomicU64,
+    pub cleaner_read_bytes: AtomicU64,
+    pub cleaner_written_bytes: AtomicU64,
+    /// Bytes of index entries passes went over, and records they dropped.
+    pub cleaner_cleaned_bytes: AtomicU64,
+    pub cleaner_removed_records: AtomicU64,
     pub fetched_bytes: AtomicU64,
     /// Objects put in quarantine ([`crate::quarantine`]), by who found them corrupt; the
     /// objects quarantined now (a gauge); reads that failed on a cached or peer copy and
@@ -204,6 +212,18 @@ impl Metrics {
                 ("{what=\"bytes\"}", g(&self.compacted_bytes)),
                 ("{what=\"gets\"}", g(&self.compaction_gets)),
                 ("{what=\"puts\"}", g(&self.compaction_puts)),
+            ],
+        );
+        counter(
+            "shoal_cleaner_total",
+            "Log cleaner (cleanup.policy=compact): bytes of the log it went over, records it dropped, bytes it read and wrote, and its own object-store GETs and PUTs (not in shoal_object_store_requests_total).",
+            &[
+                ("{what=\"cleaned_bytes\"}", g(&self.cleaner_cleaned_bytes)),
+                ("{what=\"removed_records\"}", g(&self.cleaner_removed_records)),
+                ("{what=\"read_bytes\"}", g(&self.cleaner_read_bytes)),
+                ("{what=\"written_bytes\"}", g(&self.cleaner_written_bytes)),
+                ("{what=\"gets\"}", g(&self.cleaner_gets)),
+                ("{what=\"puts\"}", g(&self.cleaner_puts)),
             ],
         );
         counter(

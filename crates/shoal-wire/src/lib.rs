@@ -17,3 +17,4 @@ pub mod batch;
 pub mod frame;
 pub mod records;
 pub mod request;
+pub mod retain;

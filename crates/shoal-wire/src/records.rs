@@ -29,6 +29,9 @@ use crate::batch::{BatchError, BatchHeader, HEADER_LEN};
 /// compress with zstd's default levels, whose windows are at most 2^21 on their inputs.
 pub const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
+/// What a record walk calls with each record's index and fields.
+type PerRecord<'a> = dyn FnMut(i32, &RecordMeta) -> Result<ControlFlow<()>, BatchError> + 'a;
+
 /// Bounds on reading one batch's records.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -65,38 +68,119 @@ pub fn for_each_record(
     limits: Limits,
     mut f: impl FnMut(i32, &RecordMeta) -> Result<ControlFlow<()>, BatchError>,
 ) -> Result<(), BatchError> {
+    for_each_record_with(batch, limits, true, &mut f)
+}
+
+/// A whole batch's header and the (possibly compressed) records region after it.
+fn header_and_body(batch: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
     let header = BatchHeader::parse(batch)?;
     let body = batch
         .get(HEADER_LEN..header.total_len())
         .ok_or(BatchError::Structure(
             "batchLength runs past the end of the data",
         ))?;
+    Ok((header, body))
+}
+
+/// [`for_each_record`]; `dense`: offset deltas must run 0, 1, 2, ... (else the caller
+/// checks them).
+fn for_each_record_with(
+    batch: &[u8],
+    limits: Limits,
+    dense: bool,
+    f: &mut PerRecord<'_>,
+) -> Result<(), BatchError> {
+    let (header, body) = header_and_body(batch)?;
     let count = header.records_count;
     match header.compression() {
-        0 => walk(body, count, u64::MAX, &mut f),
+        0 => walk(body, count, u64::MAX, dense, f),
         1 => walk(
             buffered(flate2::read::GzDecoder::new(body)),
             count,
             limits.max_uncompressed,
-            &mut f,
+            dense,
+            f,
         ),
         2 => {
             let inflated = snappy(body, limits.max_uncompressed)?;
-            walk(inflated.as_slice(), count, limits.max_uncompressed, &mut f)
+            walk(
+                inflated.as_slice(),
+                count,
+                limits.max_uncompressed,
+                dense,
+                f,
+            )
         }
         3 => {
             let decoder = lz4::Decoder::new(body).map_err(decompress_error)?;
-            walk(buffered(decoder), count, limits.max_uncompressed, &mut f)
+            walk(buffered(decoder), count, limits.max_uncompressed, dense, f)
         }
         4 => {
             let mut decoder = zstd::stream::read::Decoder::new(body).map_err(decompress_error)?;
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(decompress_error)?;
-            walk(buffered(decoder), count, limits.max_uncompressed, &mut f)
+            walk(buffered(decoder), count, limits.max_uncompressed, dense, f)
         }
         _ => Err(BatchError::Invalid("unknown compression codec")),
     }
+}
+
+/// [`for_each_record`] for batches read back from storage, which the log cleaner may
+/// have rewritten: offset deltas must only increase (a cleaned batch keeps its records'
+/// offsets, with gaps where records were removed) instead of running 0, 1, 2, ...
+pub fn for_each_stored_record(
+    batch: &[u8],
+    limits: Limits,
+    mut f: impl FnMut(i32, &RecordMeta) -> Result<ControlFlow<()>, BatchError>,
+) -> Result<(), BatchError> {
+    let mut last = -1;
+    for_each_record_with(batch, limits, false, &mut |i, m| {
+        if m.offset_delta <= last {
+            return Err(BatchError::Record {
+                index: i,
+                why: "offset delta out of sequence",
+            });
+        }
+        last = m.offset_delta;
+        f(i, m)
+    })
+}
+
+/// The records region of a whole batch, decompressed, refusing to inflate past
+/// `limits.max_uncompressed` (an uncompressed batch's region is borrowed as it is).
+pub fn records_region(
+    batch: &[u8],
+    limits: Limits,
+) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+    let (header, body) = header_and_body(batch)?;
+    let limit = limits.max_uncompressed;
+    let read_all = |mut r: Box<dyn Read + '_>| -> Result<Vec<u8>, BatchError> {
+        let mut out = Vec::new();
+        r.by_ref()
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(decompress_error)?;
+        if out.len() as u64 > limit {
+            return Err(BatchError::TooLarge { limit });
+        }
+        Ok(out)
+    };
+    let inflated = match header.compression() {
+        0 => return Ok(std::borrow::Cow::Borrowed(body)),
+        1 => read_all(Box::new(flate2::read::GzDecoder::new(body)))?,
+        2 => snappy(body, limit)?,
+        3 => read_all(Box::new(lz4::Decoder::new(body).map_err(decompress_error)?))?,
+        4 => {
+            let mut decoder = zstd::stream::read::Decoder::new(body).map_err(decompress_error)?;
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(decompress_error)?;
+            read_all(Box::new(decoder))?
+        }
+        _ => return Err(BatchError::Invalid("unknown compression codec")),
+    };
+    Ok(std::borrow::Cow::Owned(inflated))
 }
 
 /// [`for_each_record`] with nothing to do per record: the produce-side check.
@@ -207,7 +291,8 @@ fn walk<R: Read>(
     stream: R,
     count: i32,
     limit: u64,
-    f: &mut impl FnMut(i32, &RecordMeta) -> Result<ControlFlow<()>, BatchError>,
+    dense: bool,
+    f: &mut PerRecord<'_>,
 ) -> Result<(), BatchError> {
     let mut r = Counted {
         inner: stream,
@@ -226,7 +311,7 @@ fn walk<R: Read>(
             Err(RecordFault::Stop(stop)) => return Err(stopped(stop, index, limit)),
             Err(RecordFault::Invalid(why)) => return Err(BatchError::Record { index, why }),
         };
-        if meta.offset_delta != index {
+        if dense && meta.offset_delta != index {
             return Err(BatchError::Record {
                 index,
                 why: "offset delta out of sequence",

@@ -514,6 +514,14 @@ struct Common {
     /// Compaction merges small objects into objects of up to this size (0: off).
     #[arg(long, env = "SHOAL_COMPACTION_TARGET_BYTES", default_value = "64MiB", value_parser = units::parse_bytes)]
     compaction_target_bytes: u64,
+    /// How often the log cleaner looks for compacted topics (cleanup.policy=compact)
+    /// with enough dirty data to clean (0s: off).
+    #[arg(long, env = "SHOAL_CLEANER_INTERVAL", default_value = "15s", value_parser = units::parse_duration)]
+    cleaner_interval: Duration,
+    /// Memory for one cleaning pass's key map, 32 bytes a key (as Kafka's
+    /// log.cleaner.dedupe.buffer.size); a pass cleans as much dirty data as its keys fit.
+    #[arg(long, env = "SHOAL_CLEANER_DEDUPE_BUFFER", default_value = "128MiB", value_parser = units::parse_bytes)]
+    cleaner_dedupe_buffer: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "SHOAL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -675,6 +683,8 @@ impl Common {
             metadata_history: self.metadata_history,
             compaction_interval: self.compaction_interval,
             compaction_target_bytes: self.compaction_target_bytes,
+            cleaner_interval: self.cleaner_interval,
+            cleaner_dedupe_buffer_bytes: self.cleaner_dedupe_buffer,
             peer_listen: self.peer_listen,
             hedge_after: self.hedge_after,
             quota_window_num: self.quota_window_num,

@@ -43,7 +43,10 @@ def die_with_parent():
 class ShoalServer:
     kind = "shoal"
 
-    def __init__(self, binary, workdir, port, advertise=None):
+    def __init__(self, binary, workdir, port, advertise=None, args=None):
+        """`args`: the subcommand and its flags instead of a playground on `workdir`
+        (e.g. `agent --metadata ...`); the listen address is added either way."""
+        self.args = args
         self.binary = binary
         self.data_dir = os.path.join(workdir, "shoal-data")
         self.log_path = os.path.join(workdir, "shoal.log")
@@ -53,8 +56,8 @@ class ShoalServer:
         self.bootstrap = f"127.0.0.1:{port}"
 
     def start(self, timeout=30):
-        cmd = [self.binary, "playground", "--data-dir", self.data_dir,
-               "--listen", f"127.0.0.1:{self.port}"]
+        args = self.args or ["playground", "--data-dir", self.data_dir]
+        cmd = [self.binary, *args, "--listen", f"127.0.0.1:{self.port}"]
         if self.advertise:
             cmd += ["--advertise", self.advertise]
         log = open(self.log_path, "ab")

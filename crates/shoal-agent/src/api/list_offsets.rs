@@ -181,7 +181,7 @@ fn find_in_segment(
             max_uncompressed: (b.range.len().max(max_bytes) as u64).saturating_mul(ratio),
         };
         let mut found = None;
-        records::for_each_record(&data[b.range.clone()], limits, |_, r| {
+        records::for_each_stored_record(&data[b.range.clone()], limits, |_, r| {
             let ts = b.header.base_timestamp.saturating_add(r.timestamp_delta);
             let hit = if exact { ts == want } else { ts >= want };
             if hit {

@@ -376,6 +376,7 @@ fn prepare(
     let limit = max_message_bytes(topic);
     let lat = if log_append_time(topic) { now_ms() } else { -1 };
     let window = (lat < 0).then(|| timestamp_window(topic, now_ms()));
+    let compacted = crate::cleaner::is_compacted(topic);
     let limits = records::Limits {
         max_uncompressed: (limit as u64).saturating_mul(ratio),
     };
@@ -400,6 +401,7 @@ fn prepare(
         let base_ts = info.header.base_timestamp;
         let mut late_or_early = false;
         records::for_each_record(&records[info.range.clone()], limits, |index, r| {
+            crate::cleaner::check_key(compacted, index, r.key_len)?;
             let ts = base_ts.saturating_add(r.timestamp_delta);
             match window {
                 Some((lo, hi)) if !(lo..=hi).contains(&ts) => {
