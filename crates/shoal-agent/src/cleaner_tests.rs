@@ -1,9 +1,8 @@
 use std::collections::BTreeMap;
 
 use bytes::BytesMut;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 use object_store::memory::InMemory;
 use shoal_meta::{AbortedTxn, SegmentAppend, SqliteStore, TopicSpec};
@@ -81,22 +80,14 @@ fn a_pass_is_due_for_enough_dirty_data() {
 }
 
 fn rec(key: Option<&str>, value: Option<&str>, offset: i64, ts: i64) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
+    // The encoder starts a new batch where sequences do not follow on.
+    crate::test_util::record(
+        key.map(str::as_bytes),
+        value.map(str::as_bytes),
         offset,
-        // The encoder starts a new batch where sequences do not follow on.
-        sequence: offset as i32,
-        timestamp: ts,
-        delete_horizon: false,
-        key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-        value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-        headers: IndexMap::new(),
-    }
+        offset as i32,
+        ts,
+    )
 }
 
 /// One batch of `(key, value)` records with offset deltas 0, 1, ...
