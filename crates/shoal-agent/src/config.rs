@@ -95,6 +95,9 @@ pub struct AgentConfig {
     /// Consumer-protocol groups: session timeout and heartbeat interval.
     pub consumer_group_session_timeout: Duration,
     pub consumer_group_heartbeat_interval: Duration,
+    /// Which online conversions between classic and consumer-protocol groups are
+    /// allowed (Kafka's group.consumer.migration.policy).
+    pub group_migration_policy: MigrationPolicy,
     /// The transaction.version feature level offered (2: transactions v2, KIP-890).
     pub transaction_version: i16,
     /// Idle transactional ids and empty groups' offsets are forgotten after these.
@@ -198,6 +201,7 @@ impl Default for AgentConfig {
             metrics_token: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
             consumer_group_session_timeout: Duration::from_secs(45),
+            group_migration_policy: MigrationPolicy::Bidirectional,
             transaction_version: 2,
             transactional_id_expiration: Duration::from_secs(7 * 24 * 3600),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
@@ -356,5 +360,51 @@ mod tests {
         assert!(err.contains("unknown role 'consume'"), "{err}");
         assert!("".parse::<Roles>().is_err());
         assert!(" , ".parse::<Roles>().is_err());
+    }
+}
+
+/// Kafka's `group.consumer.migration.policy`: whether a running classic group of
+/// consumers is upgraded to the consumer protocol when a consumer-protocol member joins
+/// it, and whether a consumer group whose consumer-protocol members all left goes back
+/// to the classic protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    Bidirectional,
+    Upgrade,
+    Downgrade,
+    Disabled,
+}
+
+impl MigrationPolicy {
+    pub fn upgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
+        )
+    }
+
+    pub fn downgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
+}
+
+impl std::str::FromStr for MigrationPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "bidirectional" => MigrationPolicy::Bidirectional,
+            "upgrade" => MigrationPolicy::Upgrade,
+            "downgrade" => MigrationPolicy::Downgrade,
+            "disabled" => MigrationPolicy::Disabled,
+            other => {
+                return Err(format!(
+                    "unknown migration policy {other:?}; use bidirectional, upgrade, downgrade or disabled"
+                ))
+            }
+        })
     }
 }

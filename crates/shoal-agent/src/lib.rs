@@ -221,6 +221,10 @@ impl Agent {
                 .with_consumer_timeouts(
                     config.consumer_group_session_timeout,
                     config.consumer_group_heartbeat_interval,
+                )
+                .with_migration(
+                    config.group_migration_policy.upgrade(),
+                    config.group_migration_policy.downgrade(),
                 ),
             txns: txn::TxnCoordinator::default(),
             roles: cluster::roles::Roles::default(),

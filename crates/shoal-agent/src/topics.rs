@@ -23,6 +23,24 @@ pub struct Snapshot {
     pub sorted: Vec<Arc<TopicInfo>>,
 }
 
+impl Snapshot {
+    /// Every topic as the group coordinator's assignors see it (name, id, partitions).
+    pub fn group_topics(&self) -> Vec<(String, crate::groups::consumer::TopicMeta)> {
+        self.sorted
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    crate::groups::consumer::TopicMeta {
+                        id: t.id,
+                        partitions: t.partitions,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 pub struct TopicCache {
     meta: Arc<dyn MetaStore>,
     /// The snapshot, when it was loaded, and the generation it was loaded in.

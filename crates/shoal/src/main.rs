@@ -457,6 +457,18 @@ struct Common {
     /// they learn of a new assignment (Kafka's group.consumer.heartbeat.interval.ms).
     #[arg(long, env = "SHOAL_CONSUMER_GROUP_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = units::parse_duration)]
     consumer_group_heartbeat_interval: Duration,
+    /// Online conversion of running groups between the classic and the consumer
+    /// protocol (Kafka's group.consumer.migration.policy): `bidirectional` upgrades a
+    /// classic group of consumers when a group.protocol=consumer member joins it (its
+    /// classic members stay and are assigned by the coordinator) and turns it back into
+    /// a classic group when the last such member leaves; `upgrade`, `downgrade` or
+    /// `disabled` allow one way or neither.
+    #[arg(
+        long,
+        env = "SHOAL_GROUP_MIGRATION_POLICY",
+        default_value = "bidirectional"
+    )]
+    group_migration_policy: shoal_agent::config::MigrationPolicy,
     /// The transaction.version feature this agent finalizes for clients. 2 offers
     /// transactions v2 (KIP-890: Produce v12 adds partitions, TxnOffsetCommit v5 adds
     /// groups, EndTxn v5 bumps the epoch every transaction), which Kafka 4.x clients use
@@ -674,6 +686,7 @@ impl Common {
             transactional_id_expiration: self.transactional_id_expiration,
             offsets_retention: self.offsets_retention,
             consumer_group_heartbeat_interval: self.consumer_group_heartbeat_interval,
+            group_migration_policy: self.group_migration_policy,
             retention_check_interval: self.retention_check_interval,
             gc_grace: self.gc_grace,
             orphan_grace: self.orphan_grace,

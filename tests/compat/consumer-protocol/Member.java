@@ -1,8 +1,11 @@
 // A consumer-group member of the KIP-848 protocol (group.protocol=consumer) on the Java
-// 4.x client, driven by run.py. Prints one line per event on stdout:
+// 4.x client, driven by run.py; with GROUP_PROTOCOL=classic in its environment, a
+// member of the classic protocol instead. Prints one line per event on stdout:
 //   assigned <p,p,...>         after each change of its partitions (sorted, "-" if none)
 //   rec <partition> <offset> <value>
-// It commits synchronously after each poll that returned records; SIGTERM makes it
+// It commits synchronously after each poll that returned records (a commit the group
+// refuses, as a classic member's may be during a rebalance, is logged and left to the
+// next one); SIGTERM makes it
 // close(), which leaves the group (epoch -1, or -2 for a static member).
 //
 //   java -cp 'KAFKA4_LIBS/*' Member.java BOOTSTRAP GROUP TOPIC INSTANCE_ID|-
@@ -30,7 +33,7 @@ public class Member {
         Properties props = new Properties();
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, args[0]);
         props.put(ConsumerConfig.GROUP_ID_CONFIG, args[1]);
-        props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+        props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, System.getenv().getOrDefault("GROUP_PROTOCOL", "consumer"));
         props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         props.put(ConsumerConfig.CLIENT_ID_CONFIG, "java-" + args[3]);
@@ -69,7 +72,15 @@ public class Member {
                     System.out.println("rec " + r.partition() + " " + r.offset() + " " + r.value());
                 }
                 System.out.flush();
-                if (!recs.isEmpty()) consumer.commitSync();
+                // A commit refused because the group moved on (a classic member whose
+                // generation is behind) is retried by the next poll's commit; what it
+                // covered is consumed again, as any at-least-once application sees.
+                if (!recs.isEmpty()) {
+                    try { consumer.commitSync(); }
+                    catch (CommitFailedException | org.apache.kafka.common.errors.RebalanceInProgressException e) {
+                        System.err.println("commit: " + e);
+                    }
+                }
             }
         } catch (WakeupException e) {
             // shutting down

@@ -1,8 +1,10 @@
 """A consumer-group member of the KIP-848 protocol (group.protocol=consumer) on
 librdkafka (confluent-kafka), driven by run.py; prints the same lines as Member.java.
+GROUP_PROTOCOL=classic in its environment makes it a classic-protocol member.
 
     python member.py BOOTSTRAP GROUP TOPIC INSTANCE_ID|- [ASSIGNOR]
 """
+import os
 import signal
 import sys
 
@@ -12,7 +14,7 @@ bootstrap, group, topic, instance = sys.argv[1:5]
 conf = {
     "bootstrap.servers": bootstrap,
     "group.id": group,
-    "group.protocol": "consumer",
+    "group.protocol": os.environ.get("GROUP_PROTOCOL", "consumer"),
     "auto.offset.reset": "earliest",
     "enable.auto.commit": False,
     "client.id": f"rdkafka-{instance}",

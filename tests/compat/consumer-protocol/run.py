@@ -8,6 +8,11 @@ group.instance.id, and a fourth joins. Checked: every acknowledged record is con
 the members cover every partition after each step, the group shows as a consumer group
 in Kafka's tools, and at the end the committed offsets are the log end offsets.
 
+Then the online upgrade: a classic group of a Java and a librdkafka member runs while
+records keep coming; a Java and then a librdkafka group.protocol=consumer member join it
+(the group becomes a consumer group whose classic members the coordinator assigns), then
+both leave (it goes back to a classic group). The same checks hold at every step.
+
     python run.py BOOTSTRAP KAFKA4_LIBS
 """
 import os
@@ -33,14 +38,15 @@ def check(ok, what):
 
 
 class MemberProc:
-    def __init__(self, kind, group, topic, instance="-"):
-        self.name = f"{kind}:{instance}"
+    def __init__(self, kind, group, topic, instance="-", protocol="consumer"):
+        self.name = f"{kind}:{protocol}:{instance}"
         if kind == "java":
             cmd = ["java", "-cp", os.path.join(libs, "*"), os.path.join(HERE, "Member.java")]
         else:
             cmd = [sys.executable, os.path.join(HERE, "member.py")]
         self.p = subprocess.Popen(
             cmd + [bootstrap, group, topic, instance],
+            env=dict(os.environ, GROUP_PROTOCOL=protocol),
             stdout=subprocess.PIPE,
             stderr=open(os.path.join(os.environ.get("LOGDIR", "."), f"{kind}-{instance}.err"), "a"),
             text=True,
@@ -158,16 +164,81 @@ def scenario(kind):
           f"{kind}: kafka-consumer-groups.sh --describe --state shows a Stable group with the uniform assignor")
     c2.term()
     d.term()
-    # Committed offsets are the log end offsets.
+    check_committed_at_end(kind, group, topic)
+
+
+def check_committed_at_end(label, group, topic):
+    """Committed offsets are the log end offsets."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     committed = {tp.partition: tp.offset for tp in probe.committed(tps, timeout=30)}
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(PARTITIONS)}
     probe.close()
-    check(committed == ends, f"{kind}: committed offsets {committed} are the log end offsets {ends}")
+    check(committed == ends, f"{label}: committed offsets {committed} are the log end offsets {ends}")
 
 
-for kind in sys.argv[3:] or ("java", "librdkafka"):
-    scenario(kind)
+def upgrade_scenario():
+    """A running classic group of a Java and a librdkafka member is upgraded online when
+    consumer-protocol members join it, and goes back to classic when they leave, while
+    records keep coming; nothing is lost."""
+    topic, group = "cp-upgrade", "cp-group-upgrade"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    acked = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def delivered(err, msg):
+        if err is None:
+            with lock:
+                acked.add(msg.value().decode())
+
+    def keep_producing():
+        n = 0
+        while not stop.is_set():
+            for _ in range(20):
+                producer.produce(topic, value=f"up-{n}".encode(), partition=n % PARTITIONS, on_delivery=delivered)
+                n += 1
+            producer.flush(30)
+            time.sleep(0.2)
+
+    writer = threading.Thread(target=keep_producing, daemon=True)
+    writer.start()
+    a = MemberProc("java", group, topic, protocol="classic")
+    b = MemberProc("librdkafka", group, topic, protocol="classic")
+    wait_for(lambda: covers([a, b]) and a.assigned and b.assigned,
+             "upgrade: a classic group of a Java and a librdkafka member shares the partitions")
+    c = MemberProc("java", group, topic, protocol="consumer")
+    wait_for(lambda: covers([a, b, c]) and all(m.assigned for m in (a, b, c)),
+             "upgrade: a Java group.protocol=consumer member joins the running classic group; all three share the partitions")
+    d = MemberProc("librdkafka", group, topic, protocol="consumer")
+    wait_for(lambda: covers([a, b, c, d]) and all(m.assigned for m in (a, b, c, d)),
+             "upgrade: a librdkafka group.protocol=consumer member joins too; the four share the partitions")
+    describe = subprocess.run(
+        ["java", "-cp", os.path.join(libs, "*"), "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+         "--bootstrap-server", bootstrap, "--describe", "--group", group, "--members"],
+        capture_output=True, text=True, timeout=120)
+    rows = [l for l in describe.stdout.splitlines() if l.startswith(group)]
+    check(len(rows) == 4, f"upgrade: kafka-consumer-groups.sh --describe --members lists the four members ({len(rows)} rows)")
+    c.term()
+    d.term()
+    wait_for(lambda: covers([a, b]) and a.assigned and b.assigned,
+             "downgrade: after the consumer-protocol members leave, the group is classic again and its two members cover every partition")
+    stop.set()
+    writer.join()
+    producer.flush(30)
+    consumed = lambda: set().union(a.values, b.values, c.values, d.values)
+    wait_for(lambda: acked <= consumed(), f"upgrade: every one of {len(acked)} acknowledged records is consumed")
+    a.term()
+    b.term()
+    check_committed_at_end("upgrade", group, topic)
+
+
+for kind in sys.argv[3:] or ("java", "librdkafka", "upgrade"):
+    if kind == "upgrade":
+        upgrade_scenario()
+    else:
+        scenario(kind)
 print(f"consumer protocol: {len(failures)} failed", flush=True)
 sys.exit(1 if failures else 0)

@@ -79,6 +79,8 @@ pub async fn handle(
                                 .with_instance_id(m.instance_id.map(sb))
                                 .with_rack_id(m.rack_id.map(sb))
                                 .with_member_epoch(m.member_epoch)
+                                // KIP-1099 (v1): 0 classic, 1 consumer protocol.
+                                .with_member_type(if m.classic { 0 } else { 1 })
                                 .with_client_id(sb(m.client_id))
                                 .with_client_host(sb(m.client_host))
                                 .with_subscribed_topic_names(

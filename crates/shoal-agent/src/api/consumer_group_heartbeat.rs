@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::sb;
 use crate::cluster;
-use crate::groups::consumer::{HeartbeatArgs, HeartbeatOutcome, TopicMeta, Tp};
+use crate::groups::consumer::{HeartbeatArgs, HeartbeatOutcome, Tp};
 use crate::Shared;
 
 fn response(o: HeartbeatOutcome, interval_ms: i32) -> ConsumerGroupHeartbeatResponse {
@@ -90,21 +90,7 @@ pub async fn handle(
             );
         }
     };
-    let all_topics = || {
-        snapshot
-            .sorted
-            .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    TopicMeta {
-                        id: t.id,
-                        partitions: t.partitions,
-                    },
-                )
-            })
-            .collect()
-    };
+    let all_topics = || snapshot.group_topics();
     let owned: Option<Vec<Tp>> = req.topic_partitions.as_ref().map(|tps| {
         tps.iter()
             .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))

@@ -97,7 +97,26 @@ pub async fn handle(
         tracing::debug!(group = %args.group_id, error = %e, "join refused: role not held");
         return Reply::now(not_coordinator(args.member_id));
     }
-    match shared.groups.join(args) {
+    // Classic members of a consumer group (KIP-848's mixed groups) are assigned by the
+    // coordinator, which resolves their subscriptions against the topics (a cached
+    // snapshot; the group may become a consumer group at any moment, so always taken).
+    let snapshot = match shared.topics.snapshot().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(group = %args.group_id, error = %e, "join: topics unavailable");
+            return Reply::now(response(
+                JoinOutcome {
+                    error: ResponseError::CoordinatorNotAvailable.code(),
+                    generation: -1,
+                    member_id: args.member_id,
+                    ..Default::default()
+                },
+                version,
+            ));
+        }
+    };
+    let all_topics = || snapshot.group_topics();
+    match shared.groups.join(args, &all_topics) {
         Err(o) => Reply::now(response(*o, version)),
         Ok(rx) => Reply::Later(Box::pin(async move {
             let o = rx.await.unwrap_or_else(|_| JoinOutcome {

@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+#[path = "consumer_classic.rs"]
+mod classic;
+pub(crate) use classic::{ClassicRoster, ClassicSeat, CONSUMER_PROTOCOL_TYPE};
+
 /// A partition, by topic id.
 pub type Tp = (Uuid, i32);
 
@@ -116,6 +120,22 @@ struct Member {
     /// When the current revocation was asked for.
     revoking_since: Option<Instant>,
     last_seen: Instant,
+    /// Set for a member that speaks the classic protocol (JoinGroup, SyncGroup,
+    /// Heartbeat) in this group: one that was in the classic group this group was
+    /// upgraded from, or that joined with a classic client since.
+    classic: Option<ClassicMeta>,
+}
+
+/// What a classic member has that a consumer-protocol one does not.
+struct ClassicMeta {
+    /// Its own session timeout (JoinGroup's), in place of the group's.
+    session_timeout: Duration,
+    /// The protocols of its last JoinGroup, metadata included, for a downgrade back to
+    /// a classic group and to answer in the form it asked for.
+    protocols: Vec<(String, bytes::Bytes)>,
+    /// When it was first told to rejoin (REBALANCE_IN_PROGRESS) and has not yet; it is
+    /// removed if it does not within its rebalance timeout.
+    rejoin_asked: Option<Instant>,
 }
 
 impl Member {
@@ -137,7 +157,14 @@ impl Member {
             revoking: BTreeSet::new(),
             revoking_since: None,
             last_seen: now,
+            classic: None,
         }
+    }
+
+    fn session_timeout(&self, group_default: Duration) -> Duration {
+        self.classic
+            .as_ref()
+            .map_or(group_default, |c| c.session_timeout)
     }
 
     /// Whether this static member left with epoch -2 and may be replaced.
@@ -174,6 +201,8 @@ pub struct MemberView {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub rack_id: Option<String>,
+    /// A classic-protocol member (ConsumerGroupDescribe v1's member type).
+    pub classic: bool,
     pub member_epoch: i32,
     pub client_id: String,
     pub client_host: String,
@@ -186,6 +215,13 @@ pub struct MemberView {
 /// The consumer groups this agent coordinates.
 pub struct ConsumerGroups {
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups just taken out because only classic members are left, for the classic
+    /// coordinator to take in ([`ConsumerGroups::take_downgrades`]).
+    downgrades: Mutex<Vec<(String, ClassicRoster)>>,
+    /// Whether a group whose consumer-protocol members all left goes back to the
+    /// classic protocol (Kafka's migration policy allowing downgrades); if not, its
+    /// classic members stay in a consumer group.
+    pub online_downgrade: bool,
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
 }
@@ -339,6 +375,12 @@ impl Group {
         Some(m)
     }
 
+    /// Whether every member left is a classic one (and some are): the group goes back
+    /// to the classic protocol (KIP-848's online downgrade) rather than rebalancing.
+    fn only_classic(&self) -> bool {
+        !self.members.is_empty() && self.members.values().all(|m| m.classic.is_some())
+    }
+
     fn state(&self) -> &'static str {
         if self.members.is_empty() {
             "Empty"
@@ -465,6 +507,8 @@ impl ConsumerGroups {
     pub fn new(session_timeout: Duration, heartbeat_interval: Duration) -> Self {
         ConsumerGroups {
             groups: Mutex::new(HashMap::new()),
+            downgrades: Mutex::new(Vec::new()),
+            online_downgrade: true,
             session_timeout,
             heartbeat_interval,
         }
@@ -492,13 +536,18 @@ impl ConsumerGroups {
         }
         let mut groups = self.lock();
         if a.member_epoch < 0 {
-            return match groups.get_mut(&a.group_id) {
-                Some(g) => leave(g, &a, all_topics),
-                None => HeartbeatOutcome::error(
+            let Some(g) = groups.get_mut(&a.group_id) else {
+                return HeartbeatOutcome::error(
                     ResponseError::UnknownMemberId,
                     format!("group {} has no member {}", a.group_id, a.member_id),
-                ),
+                );
             };
+            let out = leave(g, &a, all_topics, self.online_downgrade);
+            if self.online_downgrade && g.only_classic() {
+                let g = groups.remove(&a.group_id).expect("just seen");
+                self.downgrade(&a.group_id, g);
+            }
+            return out;
         }
         if a.member_epoch > 0 && !groups.contains_key(&a.group_id) {
             return HeartbeatOutcome::error(
@@ -608,6 +657,14 @@ impl ConsumerGroups {
         let Some(m) = g.members.get_mut(member_id) else {
             return Some(Err(ResponseError::UnknownMemberId.code()));
         };
+        if m.classic.is_some() {
+            // Classic clients know generations, not member epochs: theirs must match.
+            return Some(if epoch == m.epoch {
+                Ok(())
+            } else {
+                Err(ResponseError::IllegalGeneration.code())
+            });
+        }
         let held_since_then = |tp: &Tp| m.assigned_at.get(tp).is_some_and(|at| *at <= epoch);
         if epoch > m.epoch || (epoch < m.epoch && !partitions.iter().all(held_since_then)) {
             return Some(Err(ResponseError::StaleMemberEpoch.code()));
@@ -630,6 +687,7 @@ impl ConsumerGroups {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),
                     rack_id: m.rack_id.clone(),
+                    classic: m.classic.is_some(),
                     member_epoch: m.epoch,
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
@@ -694,13 +752,23 @@ impl ConsumerGroups {
     /// listed as Empty) until deleted.
     pub fn tick_at(&self, now: Instant) {
         let mut groups = self.lock();
+        let mut downgrade = Vec::new();
         for (name, g) in groups.iter_mut() {
             let expired: Vec<(String, &'static str)> = g
                 .members
                 .iter()
                 .filter_map(|(id, m)| {
-                    if now.saturating_duration_since(m.last_seen) > self.session_timeout {
+                    let rejoin_overdue = m
+                        .classic
+                        .as_ref()
+                        .and_then(|c| c.rejoin_asked)
+                        .is_some_and(|t| now.saturating_duration_since(t) > m.rebalance_timeout);
+                    if now.saturating_duration_since(m.last_seen)
+                        > m.session_timeout(self.session_timeout)
+                    {
                         Some((id.clone(), "session timeout"))
+                    } else if rejoin_overdue {
+                        Some((id.clone(), "did not rejoin within its rebalance timeout"))
                     } else if m
                         .revoking_since
                         .is_some_and(|t| now.saturating_duration_since(t) > m.rebalance_timeout)
@@ -717,9 +785,14 @@ impl ConsumerGroups {
             if expired.is_empty() {
                 continue;
             }
+            let mut consumer_left = false;
             for (id, why) in &expired {
                 tracing::info!(group = %name, member = %id, "consumer group member removed: {why}");
-                g.remove(id);
+                consumer_left |= g.remove(id).is_some_and(|m| m.classic.is_none());
+            }
+            if consumer_left && self.online_downgrade && g.only_classic() {
+                downgrade.push(name.clone());
+                continue;
             }
             let topics = g.subscribed(&|| {
                 g.topics
@@ -728,6 +801,10 @@ impl ConsumerGroups {
                     .collect()
             });
             g.rebalance(topics);
+        }
+        for name in downgrade {
+            let g = groups.remove(&name).expect("listed above");
+            self.downgrade(&name, g);
         }
     }
 }
@@ -876,6 +953,7 @@ fn leave(
     g: &mut Group,
     a: &HeartbeatArgs,
     all_topics: &dyn Fn() -> Vec<(String, TopicMeta)>,
+    downgrade: bool,
 ) -> HeartbeatOutcome {
     let id = match &a.instance_id {
         Some(inst) => match g.static_ids.get(inst) {
@@ -904,8 +982,10 @@ fn leave(
         tracing::info!(group = %a.group_id, member = %id, "static member left for now; its partitions wait for its return");
     } else {
         g.remove(&id);
-        let topics = g.subscribed(all_topics);
-        g.rebalance(topics);
+        if !(downgrade && g.only_classic()) {
+            let topics = g.subscribed(all_topics);
+            g.rebalance(topics);
+        }
         tracing::info!(group = %a.group_id, member = %id, epoch = g.epoch, "member left the consumer group");
     }
     HeartbeatOutcome {

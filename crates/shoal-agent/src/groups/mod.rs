@@ -23,9 +23,13 @@
 //! round-robin, sticky, cooperative-sticky). A `tick` task drives timeouts.
 //!
 //! Groups of the consumer protocol (KIP-848, `group.protocol=consumer`), where the
-//! coordinator assigns partitions itself, are in [`consumer`].
+//! coordinator assigns partitions itself, are in [`consumer`]. A running classic group
+//! of consumers is upgraded to one when a consumer-protocol member joins it, keeps its
+//! classic members, and goes back to a classic group when the last consumer-protocol
+//! member leaves (`consumer_classic.rs`).
 
 pub mod consumer;
+mod embedded;
 mod state;
 
 pub(crate) use state::parse_subscription;

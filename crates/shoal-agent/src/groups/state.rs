@@ -10,7 +10,9 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
-use super::consumer::{ConsumerGroups, HeartbeatArgs, HeartbeatOutcome, TopicMeta, Tp};
+use super::consumer::{
+    ClassicRoster, ClassicSeat, ConsumerGroups, HeartbeatArgs, HeartbeatOutcome, TopicMeta, Tp,
+};
 
 const MIN_SESSION: Duration = Duration::from_millis(1000);
 const MAX_SESSION: Duration = Duration::from_secs(30 * 60);
@@ -344,6 +346,85 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Whether every member speaks the consumer embedded protocol (so the group can be
+    /// upgraded to the consumer protocol).
+    fn uses_consumer_protocol(&self) -> bool {
+        self.members
+            .values()
+            .all(|m| m.protocol_type == super::consumer::CONSUMER_PROTOCOL_TYPE)
+    }
+
+    /// The members as the consumer protocol's coordinator takes them in an upgrade.
+    fn roster_for_upgrade(&self) -> ClassicRoster {
+        ClassicRoster {
+            generation: self.generation,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| ClassicSeat {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: m.session_timeout,
+                    rebalance_timeout: m.rebalance_timeout,
+                    protocols: m.protocols.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Answers every waiting JoinGroup and SyncGroup with `code`.
+    fn fail_waiters(&mut self, code: i16) {
+        for (id, m) in self.members.iter_mut() {
+            if let Some(tx) = m.join.take() {
+                let _ = tx.send(JoinOutcome::error(code, id));
+            }
+            if let Some(tx) = m.sync.take() {
+                let _ = tx.send(SyncOutcome::error(code));
+            }
+        }
+    }
+
+    /// A classic group made from a consumer group whose consumer-protocol members all
+    /// left (the online downgrade): a rebalance starts at once, so the members rejoin
+    /// and their leader assigns.
+    fn from_roster(roster: ClassicRoster, now: Instant) -> Group {
+        let mut g = Group::new();
+        g.generation = roster.generation;
+        g.protocol_type = Some(super::consumer::CONSUMER_PROTOCOL_TYPE.to_string());
+        for seat in roster.members {
+            g.protocol = g
+                .protocol
+                .or_else(|| seat.protocols.first().map(|(n, _)| n.clone()));
+            if let Some(inst) = &seat.instance_id {
+                g.static_ids.insert(inst.clone(), seat.member_id.clone());
+            }
+            g.members.insert(
+                seat.member_id,
+                Member {
+                    instance_id: seat.instance_id,
+                    client_id: seat.client_id,
+                    client_host: seat.client_host,
+                    session_timeout: seat.session_timeout,
+                    rebalance_timeout: seat.rebalance_timeout,
+                    protocol_type: super::consumer::CONSUMER_PROTOCOL_TYPE.to_string(),
+                    protocols: seat.protocols,
+                    last_seen: now,
+                    join: None,
+                    sync: None,
+                    assignment: seat.assignment,
+                },
+            );
+        }
+        g.state = State::Stable;
+        g.prepare_rebalance(now, Duration::ZERO);
+        g
+    }
+}
+
 /// One member as DescribeGroups shows it.
 pub struct MemberSummary {
     pub member_id: String,
@@ -368,6 +449,10 @@ pub struct GroupSummary {
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     initial_delay: Duration,
+    /// Whether a running classic group may be upgraded to the consumer protocol (Kafka's
+    /// `group.consumer.migration.policy` allowing upgrades); the downgrade's switch is
+    /// [`ConsumerGroups::online_downgrade`].
+    online_upgrade: bool,
     pub consumer: ConsumerGroups,
 }
 
@@ -387,42 +472,80 @@ impl Coordinator {
         Coordinator {
             groups: Mutex::new(HashMap::new()),
             initial_delay,
+            online_upgrade: true,
             consumer: ConsumerGroups::new(Duration::from_secs(45), Duration::from_secs(5)),
         }
+    }
+
+    /// Which online conversions between the classic and the consumer protocol are
+    /// allowed: the upgrade of a running classic group, the downgrade back.
+    pub fn with_migration(mut self, upgrade: bool, downgrade: bool) -> Self {
+        self.online_upgrade = upgrade;
+        self.consumer.online_downgrade = downgrade;
+        self
     }
 
     /// Sets the consumer protocol's session timeout and heartbeat interval (Kafka's
     /// `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`).
     pub fn with_consumer_timeouts(mut self, session: Duration, heartbeat: Duration) -> Self {
+        let downgrade = self.consumer.online_downgrade;
         self.consumer = ConsumerGroups::new(session, heartbeat);
+        self.consumer.online_downgrade = downgrade;
         self
     }
 
-    /// Handles a ConsumerGroupHeartbeat (see [`ConsumerGroups::heartbeat`]). A classic
-    /// group with members keeps its id: the heartbeat gets GROUP_ID_NOT_FOUND; an empty
-    /// one is replaced.
+    /// Handles a ConsumerGroupHeartbeat (see [`ConsumerGroups::heartbeat`]). A member
+    /// joining a classic group of consumers upgrades it to the consumer protocol, its
+    /// members staying as classic members (see `consumer_classic.rs`); other classic
+    /// groups with members keep their id and the heartbeat gets GROUP_ID_NOT_FOUND. An
+    /// empty classic group is replaced.
     pub fn consumer_heartbeat(
         &self,
         a: HeartbeatArgs,
         all_topics: &dyn Fn() -> Vec<(String, TopicMeta)>,
     ) -> HeartbeatOutcome {
+        let now = Instant::now();
         let mut groups = self.lock();
         if let Some(g) = groups.get(&a.group_id) {
             if !g.members.is_empty() {
-                return HeartbeatOutcome {
+                let refused = |why: String| HeartbeatOutcome {
                     error: ResponseError::GroupIdNotFound.code(),
-                    message: Some(format!(
-                        "group {} is a classic group with members; its consumers use group.protocol=classic",
-                        a.group_id
-                    )),
+                    message: Some(why),
                     ..Default::default()
                 };
-            }
-            if a.member_epoch == 0 {
+                if a.member_epoch != 0 {
+                    return refused(format!(
+                        "group {} is a classic group; join it with epoch 0 to upgrade it",
+                        a.group_id
+                    ));
+                }
+                if !self.online_upgrade || !g.uses_consumer_protocol() {
+                    return refused(format!(
+                        "group {} is a classic group with members that cannot be upgraded (not all of them use the consumer embedded protocol, or --group-migration-policy allows no upgrade); its consumers use group.protocol=classic",
+                        a.group_id
+                    ));
+                }
+                let mut g = groups.remove(&a.group_id).expect("just seen");
+                let roster = g.roster_for_upgrade();
+                if let Err(e) = self.consumer.adopt(&a.group_id, roster, all_topics, now) {
+                    groups.insert(a.group_id.clone(), g);
+                    return refused(format!("group {} cannot be upgraded: {e}", a.group_id));
+                }
+                g.fail_waiters(ResponseError::RebalanceInProgress.code());
+            } else if a.member_epoch == 0 {
                 groups.remove(&a.group_id);
             }
         }
-        self.consumer.heartbeat(a, all_topics, Instant::now())
+        let out = self.consumer.heartbeat(a, all_topics, now);
+        self.take_downgrades(&mut groups, now);
+        out
+    }
+
+    /// Takes in the consumer groups that went back to the classic protocol.
+    fn take_downgrades(&self, groups: &mut HashMap<String, Group>, now: Instant) {
+        for (name, roster) in self.consumer.take_downgrades() {
+            groups.insert(name, Group::from_roster(roster, now));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
@@ -432,7 +555,14 @@ impl Coordinator {
     /// Handles a JoinGroup: an immediate answer (errors, MEMBER_ID_REQUIRED, a static
     /// member's return to a stable group) or a receiver completed when the rebalance's
     /// join phase ends.
-    pub fn join(&self, a: JoinArgs) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
+    ///
+    /// `all_topics` lists every topic; it is called only when the group is a consumer
+    /// group that takes the member in as a classic member.
+    pub fn join(
+        &self,
+        a: JoinArgs,
+        all_topics: &dyn Fn() -> Vec<(String, TopicMeta)>,
+    ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
         let now = Instant::now();
         if a.group_id.is_empty() {
             return Err(Box::new(JoinOutcome::error(
@@ -453,21 +583,18 @@ impl Coordinator {
                 &a.member_id,
             )));
         }
-        // A consumer-protocol group with members is not joined by classic members.
-        if self.consumer.remove_if_empty(&a.group_id)
-            == Some(Err(ResponseError::NonEmptyGroup.code()))
-        {
-            return Err(Box::new(JoinOutcome::error(
-                ResponseError::InconsistentGroupProtocol.code(),
-                &a.member_id,
-            )));
+        let mut groups = self.lock();
+        // A consumer-protocol group with members takes classic members in; an empty one
+        // gives way to a classic group.
+        if let Some(o) = self.consumer.classic_join(&a, all_topics, now) {
+            return Err(Box::new(o));
         }
+        self.consumer.remove_if_empty(&a.group_id);
         let rebalance = if a.rebalance_timeout_ms > 0 {
             Duration::from_millis(a.rebalance_timeout_ms as u64)
         } else {
             session // v0 has no rebalance timeout: Kafka uses the session timeout
         };
-        let mut groups = self.lock();
         let g = groups.entry(a.group_id.clone()).or_insert_with(Group::new);
         // A joining member must share the protocol type and at least one protocol with
         // every other member.
@@ -644,6 +771,17 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> Result<oneshot::Receiver<SyncOutcome>, SyncOutcome> {
         let now = Instant::now();
+        if let Some(o) = self.consumer.classic_sync(
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+            protocol_type,
+            protocol_name,
+            now,
+        ) {
+            return Err(o);
+        }
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(SyncOutcome::error(ResponseError::UnknownMemberId.code()));
@@ -711,6 +849,13 @@ impl Coordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> i16 {
+        let now = Instant::now();
+        if let Some(code) =
+            self.consumer
+                .classic_heartbeat(group_id, generation, member_id, instance_id, now)
+        {
+            return code;
+        }
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return ResponseError::UnknownMemberId.code();
@@ -719,7 +864,7 @@ impl Coordinator {
             return code;
         }
         if let Some(m) = g.members.get_mut(member_id) {
-            m.last_seen = Instant::now();
+            m.last_seen = now;
         }
         match g.state {
             State::PreparingRebalance => ResponseError::RebalanceInProgress.code(),
@@ -736,6 +881,9 @@ impl Coordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
         let now = Instant::now();
+        if let Some(codes) = self.consumer.classic_leave(group_id, members) {
+            return Ok(codes);
+        }
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(ResponseError::UnknownMemberId.code());
@@ -952,8 +1100,9 @@ impl Coordinator {
 
     /// [`Coordinator::tick`] as of `now` (tests move time forward with it).
     pub fn tick_at(&self, now: Instant) {
-        self.consumer.tick_at(now);
         let mut groups = self.lock();
+        self.consumer.tick_at(now);
+        self.take_downgrades(&mut groups, now);
         for (name, g) in groups.iter_mut() {
             g.pending.retain(|_, deadline| *deadline > now);
             let expired: Vec<String> = g
@@ -1002,3 +1151,7 @@ pub(crate) fn parse_subscription(meta: &[u8]) -> Option<Vec<String>> {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "migration_tests.rs"]
+mod migration_tests;

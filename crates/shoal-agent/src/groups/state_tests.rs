@@ -18,10 +18,10 @@ fn args(group: &str, member: &str) -> JoinArgs {
 
 /// Joins with the KIP-394 two-step and returns the member id and receiver.
 fn join_new(c: &Coordinator, group: &str) -> (String, oneshot::Receiver<JoinOutcome>) {
-    let first = c.join(args(group, "")).unwrap_err();
+    let first = c.join(args(group, ""), &Vec::new).unwrap_err();
     assert_eq!(first.error, ResponseError::MemberIdRequired.code());
     let id = first.member_id.clone();
-    (id.clone(), c.join(args(group, &id)).unwrap())
+    (id.clone(), c.join(args(group, &id), &Vec::new).unwrap())
 }
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn two_members_join_sync_and_heartbeat() {
         c.heartbeat("g", 1, &a, None),
         ResponseError::RebalanceInProgress.code()
     );
-    let rx_a = c.join(args("g", &a)).unwrap();
+    let rx_a = c.join(args("g", &a), &Vec::new).unwrap();
     let (ja, jb) = (rx_a.await.unwrap(), rx_b.await.unwrap());
     assert_eq!((ja.generation, jb.generation), (2, 2));
     assert_eq!(ja.leader, a, "the leader stays while it is a member");
@@ -92,7 +92,7 @@ async fn two_members_join_sync_and_heartbeat() {
 async fn unknown_member_and_leave_and_expiry() {
     let c = Coordinator::new(Duration::ZERO);
     assert_eq!(
-        c.join(args("g", "made-up")).unwrap_err().error,
+        c.join(args("g", "made-up"), &Vec::new).unwrap_err().error,
         ResponseError::UnknownMemberId.code()
     );
     let (a, rx) = join_new(&c, "g");
@@ -136,7 +136,7 @@ async fn static_member_rejoin_fences_the_old_id() {
     let c = Coordinator::new(Duration::ZERO);
     let mut a = args("g", "");
     a.instance_id = Some("i1".into());
-    let j1 = c.join(a).unwrap().await.unwrap();
+    let j1 = c.join(a, &Vec::new).unwrap().await.unwrap();
     c.sync("g", 1, &j1.member_id, Some("i1"), None, None, vec![])
         .unwrap()
         .await
@@ -144,7 +144,7 @@ async fn static_member_rejoin_fences_the_old_id() {
     let mut again = args("g", "");
     again.instance_id = Some("i1".into());
     // A static member returning unchanged to a stable group is answered at once.
-    let j2 = match c.join(again) {
+    let j2 = match c.join(again, &Vec::new) {
         Err(o) => *o,
         Ok(rx) => rx.await.unwrap(),
     };
@@ -196,7 +196,7 @@ fn inconsistent_protocols_are_refused() {
     let mut other = args("g", "");
     other.protocols = vec![("roundrobin".into(), Bytes::new())];
     assert_eq!(
-        c.join(other).unwrap_err().error,
+        c.join(other, &Vec::new).unwrap_err().error,
         ResponseError::InconsistentGroupProtocol.code()
     );
     assert!(!a.is_empty());
@@ -222,15 +222,19 @@ async fn static_follower_returns_without_a_rebalance() {
         a
     };
     // i1 forms the group alone and leads it.
-    let lead = c.join(static_args("i1", "")).unwrap().await.unwrap();
+    let lead = c
+        .join(static_args("i1", ""), &Vec::new)
+        .unwrap()
+        .await
+        .unwrap();
     c.sync("g", 1, &lead.member_id, Some("i1"), None, None, vec![])
         .unwrap()
         .await
         .unwrap();
     // i2 joins; i1 rejoins; generation 2 with both.
-    let rx2 = c.join(static_args("i2", "")).unwrap();
+    let rx2 = c.join(static_args("i2", ""), &Vec::new).unwrap();
     let lead = c
-        .join(static_args("i1", &lead.member_id))
+        .join(static_args("i1", &lead.member_id), &Vec::new)
         .unwrap()
         .await
         .unwrap();
@@ -257,7 +261,7 @@ async fn static_follower_returns_without_a_rebalance() {
     .unwrap();
     assert_eq!(sf.await.unwrap().assignment, Bytes::from_static(b"F"));
     // The follower restarts: same instance, new member id, same generation, no rebalance.
-    let back = *c.join(static_args("i2", "")).unwrap_err();
+    let back = *c.join(static_args("i2", ""), &Vec::new).unwrap_err();
     assert_eq!(back.error, 0);
     assert_eq!(back.generation, 2);
     assert_ne!(back.member_id, follow.member_id);
@@ -278,7 +282,7 @@ async fn static_follower_returns_without_a_rebalance() {
     assert_eq!(again.assignment, Bytes::from_static(b"F"));
     // The leader restarts too (KIP-814): it gets the roster with skip_assignment, and its
     // sync keeps everyone's assignment.
-    let leader_back = *c.join(static_args("i1", "")).unwrap_err();
+    let leader_back = *c.join(static_args("i1", ""), &Vec::new).unwrap_err();
     assert!(leader_back.skip_assignment);
     assert_eq!(leader_back.leader, leader_back.member_id);
     assert_eq!(leader_back.members.len(), 2);
