@@ -50,7 +50,8 @@
 //! still see every abort marker that ends an aborted-transaction record.
 //!
 //! The cleaner runs as one claimed job ([`run`]), so two agents never clean at once;
-//! its GETs and PUTs are counted apart from the fetch path's.
+//! its GETs and PUTs are counted apart from the fetch path's (`shoal_cleaner_total`), and
+//! the time of its passes that read data in `shoal_cleaner_busy_ms_total`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -771,7 +772,13 @@ pub async fn run(
                 if stop.is_cancelled() {
                     return Ok(());
                 }
-                match clean_partition(&ctx, topic, p, crate::txn::now_ms()).await {
+                let started = std::time::Instant::now();
+                let outcome = clean_partition(&ctx, topic, p, crate::txn::now_ms()).await;
+                if outcome.as_ref().is_ok_and(|c| c.gets > 0) {
+                    let ms = started.elapsed().as_millis() as u64;
+                    Metrics::add(&shared.metrics.cleaner_busy_ms, ms);
+                }
+                match outcome {
                     Ok(c) if c.objects > 0 => {
                         tracing::info!(topic = %topic.name, partition = p, bytes_in = c.bytes_in,
                             bytes_out = c.bytes_out, removed = c.records_removed, "cleaned a partition");
