@@ -44,13 +44,27 @@
 //! partition's aborted-transaction records ([`shoal_meta::AbortedTxn`]) list its producer
 //! over its offset, else committed. As in Kafka, committed records are cleaned like any
 //! others and aborted ones are removed (their batches become empty runs) and never enter
-//! the key map. Transaction markers are kept as they are (Kafka drops them once their
-//! transaction's data is gone and the delete horizon has passed; Shoal keeps them, a
-//! batch of one small record per transaction and partition), so read_committed consumers
-//! still see every abort marker that ends an aborted-transaction record.
+//! the key map.
+//!
+//! **Transaction markers.** A pass walks from the log start, so it sees each
+//! transaction's data (what is left of it) before its marker ([`Txns`]). A *commit*
+//! marker whose transaction kept no record, in this pass or an earlier one, is removed as
+//! Kafka removes it: the first pass that finds it so stamps its batch with a delete
+//! horizon of now + `delete.retention.ms` (the object key carries it, as for
+//! tombstones), and the first pass past the horizon drops it (an empty run, like any
+//! emptied batch); the horizon is Kafka's rule, so a reader partway through the log
+//! still finds the marker for `delete.retention.ms`. *Abort* markers stay: the read path hands read_committed
+//! consumers the partition's aborted-transaction records over what they fetch, and a
+//! consumer told of an aborted transaction skips its producer's transactional batches
+//! until that producer's abort marker. Kafka drops an empty aborted transaction's marker
+//! together with its entry in the cleaned segment's transaction index; Shoal's records
+//! live in the metadata store, which has no call yet to drop one, so a marker without its
+//! record would make consumers skip that producer's later, committed data. An abort
+//! marker costs one small batch per transaction and partition.
 //!
 //! The cleaner runs as one claimed job ([`run`]), so two agents never clean at once;
-//! its GETs and PUTs are counted apart from the fetch path's.
+//! its GETs and PUTs are counted apart from the fetch path's (`shoal_cleaner_total`), and
+//! the time of its passes that read data in `shoal_cleaner_busy_ms_total`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -284,22 +298,97 @@ pub fn is_aborted(h: &BatchHeader, base: i64, aborted: &[AbortedTxn]) -> bool {
         })
 }
 
+/// The transactions a pass walks through, in offset order.
+#[derive(Debug, Default)]
+pub struct Txns<'a> {
+    /// The partition's aborted-transaction records over the pass's range.
+    aborted: &'a [AbortedTxn],
+    /// Producer id → whether a record of its transaction since its last marker was kept.
+    /// Every pass walks from the log start, so a transaction whose data earlier passes
+    /// removed is simply absent.
+    kept: HashMap<i64, bool>,
+}
+
+impl<'a> Txns<'a> {
+    pub fn new(aborted: &'a [AbortedTxn]) -> Self {
+        Txns {
+            aborted,
+            kept: HashMap::new(),
+        }
+    }
+
+    fn data(&mut self, producer_id: i64, kept: bool) {
+        *self.kept.entry(producer_id).or_default() |= kept;
+    }
+
+    /// A marker of `producer_id`: ends its transaction; true when none of its data is left.
+    fn end(&mut self, producer_id: i64) -> bool {
+        !self.kept.remove(&producer_id).unwrap_or(false)
+    }
+}
+
+/// Whether a control record's key says commit (key: version i16, type i16; 1 commit).
+fn is_commit_key(key: &[u8]) -> bool {
+    key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1
+}
+
+/// A transaction marker (see the module docs): a commit marker whose transaction kept no
+/// data gets a delete horizon and goes once it has passed; anything else stays as it is.
+fn rewrite_marker(
+    b: &[u8],
+    h: &BatchHeader,
+    txn_empty: bool,
+    now_ms: i64,
+    delete_retention_ms: i64,
+    limits: Limits,
+) -> Result<(Rewritten, u64), BatchError> {
+    let region = records::records_region(b, limits)?;
+    let recs = retain::parse(&region, h.base_timestamp)?;
+    let commit = recs.first().and_then(|r| r.key).is_some_and(is_commit_key);
+    if !commit || !txn_empty {
+        return Ok((Rewritten::Same { horizon: None }, 0));
+    }
+    match retain::delete_horizon(h) {
+        Some(x) if x <= now_ms => Ok((
+            Rewritten::Empty {
+                span: h.offset_span(),
+                timestamp: h.max_timestamp,
+            },
+            recs.len() as u64,
+        )),
+        Some(x) => Ok((Rewritten::Same { horizon: Some(x) }, 0)),
+        None => {
+            let horizon = now_ms.saturating_add(delete_retention_ms);
+            let kept: Vec<_> = recs.iter().collect();
+            Ok((
+                Rewritten::New {
+                    batch: retain::rebuild(h, &kept, Some(horizon)),
+                    horizon: Some(horizon),
+                },
+                0,
+            ))
+        }
+    }
+}
+
 /// Rewrites one stored batch at offset `base` against the key map (see the module
-/// docs); `aborted`: see [`is_aborted`]. Also returns how many records it dropped.
+/// docs); `txns`: the pass's transactions so far (its aborted ones: see [`is_aborted`]).
+/// Also returns how many records it dropped.
 pub fn rewrite_batch(
     b: &[u8],
     base: i64,
     map: &KeyMap,
-    aborted: &[AbortedTxn],
+    txns: &mut Txns<'_>,
     now_ms: i64,
     delete_retention_ms: i64,
     limits: Limits,
 ) -> Result<(Rewritten, u64), BatchError> {
     let h = BatchHeader::parse(b)?;
     if h.is_control() {
-        return Ok((Rewritten::Same { horizon: None }, 0));
+        let txn_empty = txns.end(h.producer_id);
+        return rewrite_marker(b, &h, txn_empty, now_ms, delete_retention_ms, limits);
     }
-    if is_aborted(&h, base, aborted) {
+    if is_aborted(&h, base, txns.aborted) {
         let (span, timestamp) = (h.offset_span(), h.max_timestamp);
         let dropped = h.records_count.max(0) as u64;
         return Ok((Rewritten::Empty { span, timestamp }, dropped));
@@ -329,6 +418,9 @@ pub fn rewrite_batch(
         kept.push(r);
     }
     let dropped = (recs.len() - kept.len()) as u64;
+    if h.is_transactional() {
+        txns.data(h.producer_id, !kept.is_empty());
+    }
     if kept.is_empty() {
         let timestamp = h.max_timestamp;
         return Ok((
@@ -558,6 +650,7 @@ pub async fn clean_partition(
     // 2. The rewrite, group by group.
     let max_entries = ctx.meta.max_swap_entries().max(1);
     let mut group = Group::default();
+    let mut txns = Txns::new(&aborted);
     for (i, e) in entries[..end].iter().enumerate() {
         let body = match kept.remove(&i) {
             Some(b) => b,
@@ -584,7 +677,7 @@ pub async fn clean_partition(
                 b,
                 base,
                 &map,
-                &aborted,
+                &mut txns,
                 now_ms,
                 policy.delete_retention_ms,
                 limits,
@@ -771,7 +864,13 @@ pub async fn run(
                 if stop.is_cancelled() {
                     return Ok(());
                 }
-                match clean_partition(&ctx, topic, p, crate::txn::now_ms()).await {
+                let started = std::time::Instant::now();
+                let outcome = clean_partition(&ctx, topic, p, crate::txn::now_ms()).await;
+                if outcome.as_ref().is_ok_and(|c| c.gets > 0) {
+                    let ms = started.elapsed().as_millis() as u64;
+                    Metrics::add(&shared.metrics.cleaner_busy_ms, ms);
+                }
+                match outcome {
                     Ok(c) if c.objects > 0 => {
                         tracing::info!(topic = %topic.name, partition = p, bytes_in = c.bytes_in,
                             bytes_out = c.bytes_out, removed = c.records_removed, "cleaned a partition");

@@ -114,6 +114,17 @@ const LIMITS: Limits = Limits {
     max_uncompressed: 1 << 20,
 };
 
+/// [`rewrite_batch`] with the tests' delete.retention.ms (1 s) and limits.
+fn rewrite(
+    b: &[u8],
+    base: i64,
+    map: &KeyMap,
+    txns: &mut Txns<'_>,
+    now_ms: i64,
+) -> (Rewritten, u64) {
+    rewrite_batch(b, base, map, txns, now_ms, 1_000, LIMITS).unwrap()
+}
+
 #[test]
 fn rewriting_a_batch_keeps_the_latest_per_key_and_stamps_tombstones() {
     let b = batch_of(
@@ -131,7 +142,7 @@ fn rewriting_a_batch_keeps_the_latest_per_key_and_stamps_tombstones() {
     for (k, o) in [("a", 12), ("b", 100), ("c", 13)] {
         assert!(map.put(k.as_bytes(), o));
     }
-    let (out, dropped) = rewrite_batch(&b, 10, &map, &[], 50_000, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite(&b, 10, &map, &mut Txns::new(&[]), 50_000);
     assert_eq!(dropped, 2, "a@10, b@11");
     let Rewritten::New { batch, horizon } = out else {
         panic!("{out:?}")
@@ -152,41 +163,43 @@ fn rewriting_a_batch_keeps_the_latest_per_key_and_stamps_tombstones() {
 
     // Nothing superseded, no tombstone: the batch is kept byte for byte.
     let plain = batch_of(&[("x", Some("1"))], 1, Compression::Lz4);
-    let (out, dropped) = rewrite_batch(&plain, 0, &map, &[], 50_000, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite(&plain, 0, &map, &mut Txns::new(&[]), 50_000);
     assert_eq!((out, dropped), (Rewritten::Same { horizon: None }, 0));
 
     // Every record superseded: an empty run.
     let old = batch_of(&[("a", Some("0")), ("b", Some("0"))], 1, Compression::Gzip);
-    let (out, dropped) = rewrite_batch(&old, 0, &map, &[], 50_000, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite(&old, 0, &map, &mut Txns::new(&[]), 50_000);
     assert_eq!(dropped, 2);
     assert!(matches!(out, Rewritten::Empty { span: 2, .. }), "{out:?}");
 }
 
+/// A committed-or-aborted transaction's batch of producer `producer_id`: a=1, b=1.
+fn txn_batch(producer_id: i64) -> Bytes {
+    let recs: Vec<Record> = [("a", "1"), ("b", "1")]
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: true,
+            producer_id,
+            producer_epoch: 0,
+            ..rec(Some(k), Some(v), i as i64, 100)
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
 #[test]
 fn aborted_transactional_data_goes_committed_is_cleaned_markers_stay() {
-    let txn_batch = |producer_id: i64| {
-        let recs: Vec<Record> = [("a", "1"), ("b", "1")]
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: true,
-                producer_id,
-                producer_epoch: 0,
-                ..rec(Some(k), Some(v), i as i64, 100)
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &recs,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        buf.freeze()
-    };
     let mut map = KeyMap::with_budget(1 << 20);
     assert!(map.put(b"a", 50));
     let aborted = [AbortedTxn {
@@ -195,8 +208,7 @@ fn aborted_transactional_data_goes_committed_is_cleaned_markers_stay() {
         last_offset: 20,
     }];
     // Producer 9's batch at 10 is aborted: every record goes.
-    let (out, dropped) =
-        rewrite_batch(&txn_batch(9), 10, &map, &aborted, 0, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite(&txn_batch(9), 10, &map, &mut Txns::new(&aborted), 0);
     assert_eq!(
         (out, dropped),
         (
@@ -218,8 +230,7 @@ fn aborted_transactional_data_goes_committed_is_cleaned_markers_stay() {
         &aborted
     ));
     // Producer 8's (committed) batch is cleaned like any other and stays transactional.
-    let (out, dropped) =
-        rewrite_batch(&txn_batch(8), 10, &map, &aborted, 0, 1_000, LIMITS).unwrap();
+    let (out, dropped) = rewrite(&txn_batch(8), 10, &map, &mut Txns::new(&aborted), 0);
     assert_eq!(dropped, 1, "a@10 is superseded by a@50");
     let Rewritten::New { batch, .. } = out else {
         panic!("{out:?}")
@@ -227,10 +238,81 @@ fn aborted_transactional_data_goes_committed_is_cleaned_markers_stay() {
     let h = BatchHeader::parse(&batch).unwrap();
     assert!(h.is_transactional() && !h.is_control());
     assert_eq!((h.producer_id, h.records_count, h.offset_span()), (8, 1, 2));
-    // A marker is kept as it is, even an abort marker.
+    // An abort marker is kept as it is.
     let marker = batch::control_batch(9, 0, false, 0, 100);
-    let (out, dropped) = rewrite_batch(&marker, 21, &map, &aborted, 0, 1_000, LIMITS).unwrap();
+    let mut txns = Txns::new(&aborted);
+    let (out, dropped) = rewrite(&marker, 21, &map, &mut txns, 0);
     assert_eq!((out, dropped), (Rewritten::Same { horizon: None }, 0));
+}
+
+#[test]
+fn a_commit_marker_goes_after_its_horizon_once_its_transaction_kept_nothing() {
+    let mut map = KeyMap::with_budget(1 << 20);
+    assert!(map.put(b"a", 50) && map.put(b"b", 51));
+    // Producer 8 commits a, b at 10..12 (both superseded since), marker at 14; producer 9
+    // aborts at 12..14, marker at 15.
+    let aborted = [AbortedTxn {
+        producer_id: 9,
+        first_offset: 12,
+        last_offset: 15,
+    }];
+    let commit = batch::control_batch(8, 0, true, 0, 100);
+    let abort = batch::control_batch(9, 0, false, 0, 100);
+    let mut txns = Txns::new(&aborted);
+    for (pid, base) in [(8, 10), (9, 12)] {
+        let (out, dropped) = rewrite(&txn_batch(pid), base, &map, &mut txns, 5_000);
+        assert!(matches!(out, Rewritten::Empty { span: 2, .. }), "{out:?}");
+        assert_eq!(dropped, 2);
+    }
+    // The commit marker is stamped with a horizon; the abort marker stays as it is.
+    let (out, dropped) = rewrite(&commit, 14, &map, &mut txns, 5_000);
+    assert_eq!(dropped, 0);
+    let Rewritten::New {
+        batch: stamped,
+        horizon: Some(6_000),
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    let h = BatchHeader::parse(&stamped).unwrap();
+    assert!(h.is_control() && h.is_transactional());
+    assert_eq!((h.producer_id, h.records_count, h.offset_span()), (8, 1, 1));
+    assert_eq!(retain::delete_horizon(&h), Some(6_000));
+    let (out, _) = rewrite(&abort, 15, &map, &mut txns, 5_000);
+    assert_eq!(out, Rewritten::Same { horizon: None });
+
+    // Later passes (the data already gone): the stamped marker stays until its horizon,
+    // then goes; the abort marker stays for good.
+    let mut txns = Txns::new(&aborted);
+    let (out, _) = rewrite(&stamped, 14, &map, &mut txns, 5_999);
+    assert_eq!(
+        out,
+        Rewritten::Same {
+            horizon: Some(6_000)
+        }
+    );
+    let mut txns = Txns::new(&aborted);
+    let (out, dropped) = rewrite(&stamped, 14, &map, &mut txns, 6_000);
+    assert_eq!(
+        (out, dropped),
+        (
+            Rewritten::Empty {
+                span: 1,
+                timestamp: 100
+            },
+            1
+        )
+    );
+    let (out, _) = rewrite(&abort, 15, &map, &mut txns, 60_000);
+    assert_eq!(out, Rewritten::Same { horizon: None });
+
+    // A commit marker whose transaction kept a record stays as it is.
+    let empty_map = KeyMap::with_budget(1 << 20);
+    let mut txns = Txns::new(&[]);
+    let (out, _) = rewrite(&txn_batch(8), 10, &empty_map, &mut txns, 5_000);
+    assert_eq!(out, Rewritten::Same { horizon: None });
+    let (out, _) = rewrite(&commit, 12, &empty_map, &mut txns, 5_000);
+    assert_eq!(out, Rewritten::Same { horizon: None });
 }
 
 #[test]
@@ -348,12 +430,12 @@ impl Setup {
             .unwrap();
     }
 
-    /// The partition's records as a consumer reads them: (offset, key, value).
-    async fn read_all(&self) -> Vec<(i64, String, Option<String>)> {
-        let entries = all_entries(&self.meta, self.topic.id, 0, 0).await.unwrap();
+    /// The partition's index entries from offset 0 with their data, checking that they
+    /// cover every offset.
+    async fn bodies(&self) -> Vec<(IndexEntry, Bytes)> {
         let mut out = Vec::new();
         let mut expect_next = 0;
-        for e in entries {
+        for e in all_entries(&self.meta, self.topic.id, 0, 0).await.unwrap() {
             assert_eq!(e.base_offset, expect_next, "the index covers every offset");
             expect_next = e.end_offset;
             let body = self
@@ -364,6 +446,15 @@ impl Setup {
                 )
                 .await
                 .unwrap();
+            out.push((e, body));
+        }
+        out
+    }
+
+    /// The partition's records as a consumer reads them: (offset, key, value).
+    async fn read_all(&self) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        for (e, body) in self.bodies().await {
             let mut next = e.base_offset;
             for (_, range) in batches(&body, &e).unwrap() {
                 let mut b = BytesMut::from(&body[range]);
@@ -476,6 +567,69 @@ async fn a_pass_keeps_the_latest_per_key_then_drops_tombstones_after_their_horiz
             .cleaner_puts
             .load(std::sync::atomic::Ordering::Relaxed),
         3
+    );
+}
+
+/// Control batches in the partition, by producer id, in offset order.
+async fn markers(s: &Setup) -> Vec<i64> {
+    let mut out = Vec::new();
+    for (e, body) in s.bodies().await {
+        for (_, range) in batches(&body, &e).unwrap() {
+            let h = BatchHeader::parse(&body[range]).unwrap();
+            if h.is_control() {
+                out.push(h.producer_id);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_pass_drops_a_commit_marker_after_its_transaction_and_horizon() {
+    let s = Setup::new().await;
+    // Producer 8 commits a=1, b=1 at 0..2 (marker at 2); plain a=2, b=2 follow at 3..5.
+    s.flush(
+        1,
+        &[
+            txn_batch(8),
+            Bytes::from(batch::control_batch(8, 0, true, 0, 100)),
+        ],
+    )
+    .await;
+    s.flush(
+        2,
+        &[batch_of(
+            &[("a", Some("2")), ("b", Some("2"))],
+            200,
+            Compression::None,
+        )],
+    )
+    .await;
+    let ctx = s.ctx();
+    clean_partition(&ctx, &s.topic, 0, 10_000).await.unwrap();
+    assert_eq!(markers(&s).await, vec![8], "kept until the delete horizon");
+    let entries = all_entries(&s.meta, s.topic.id, 0, 0).await.unwrap();
+    assert_eq!(key_horizon(&entries[0].object_key), Some(11_000));
+    // Before the horizon: nothing due. After it: the marker goes, the offsets stay.
+    assert_eq!(
+        clean_partition(&ctx, &s.topic, 0, 10_999).await.unwrap(),
+        Cleaned::default()
+    );
+    let c = clean_partition(&ctx, &s.topic, 0, 11_000).await.unwrap();
+    assert_eq!((c.records_removed, c.objects), (1, 1));
+    assert_eq!(markers(&s).await, Vec::<i64>::new());
+    let entries = all_entries(&s.meta, s.topic.id, 0, 0).await.unwrap();
+    assert_eq!(key_horizon(&entries[0].object_key), None);
+    assert_eq!(
+        (entries[0].base_offset, entries.last().unwrap().end_offset),
+        (0, 5)
+    );
+    assert_eq!(
+        s.read_all().await,
+        vec![
+            (3, "a".into(), Some("2".into())),
+            (4, "b".into(), Some("2".into()))
+        ]
     );
 }
 

@@ -48,6 +48,10 @@ pub struct Metrics {
     /// Bytes of index entries passes went over, and records they dropped.
     pub cleaner_cleaned_bytes: AtomicU64,
     pub cleaner_removed_records: AtomicU64,
+    /// Wall time of the cleaner's passes that read data (not the sleeps between them,
+    /// nor the metadata-only checks that found nothing due): throughput is cleaned bytes
+    /// over this.
+    pub cleaner_busy_ms: AtomicU64,
     pub fetched_bytes: AtomicU64,
     /// Objects put in quarantine ([`crate::quarantine`]), by who found them corrupt; the
     /// objects quarantined now (a gauge); reads that failed on a cached or peer copy and
@@ -225,6 +229,11 @@ impl Metrics {
                 ("{what=\"gets\"}", g(&self.cleaner_gets)),
                 ("{what=\"puts\"}", g(&self.cleaner_puts)),
             ],
+        );
+        counter(
+            "shoal_cleaner_busy_ms_total",
+            "Log cleaner: milliseconds spent in passes that read data (throughput is cleaned_bytes of shoal_cleaner_total over this).",
+            &[("", g(&self.cleaner_busy_ms))],
         );
         counter(
             "shoal_gc_deleted_objects_total",

@@ -137,18 +137,31 @@ def keyless_refused(bootstrap, topic):
 
 
 def transactions(bootstrap, topic, latest):
-    """One committed transaction (key-1's latest value) and one aborted (three keys)."""
+    """One committed transaction (key-1's latest value), one whose only record a plain write
+    supersedes (key-4: the cleaner drops its commit marker later), one aborted (three
+    keys), then one more committed by the same producer (key-12: a read_committed consumer
+    sees it only if the aborted transaction's marker is still there to end it)."""
     p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "compaction-txn"})
     p.init_transactions(30)
     p.begin_transaction()
     p.produce(topic, key=b"key-1", value=b"txn:committed", partition=1 % PARTITIONS)
     p.commit_transaction(30)
     p.begin_transaction()
+    p.produce(topic, key=b"key-4", value=b"txn:superseded", partition=4 % PARTITIONS)
+    p.commit_transaction(30)
+    p.begin_transaction()
     for k in (2, 3, 11):
         p.produce(topic, key=f"key-{k}".encode(), value=b"txn:aborted", partition=k % PARTITIONS)
     p.flush(30)
     p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, key=b"key-12", value=b"txn:after-abort", partition=12 % PARTITIONS)
+    p.commit_transaction(30)
+    errors = produce(bootstrap, topic, [(4 % PARTITIONS, b"key-4", b"plain:after-txn")])
+    check(not errors, f"produce errors: {errors}")
     latest[b"key-1"] = b"txn:committed"
+    latest[b"key-4"] = b"plain:after-txn"
+    latest[b"key-12"] = b"txn:after-abort"
 
 
 def changelog(bootstrap, metrics_url):
