@@ -31,7 +31,7 @@ use object_store::{
 };
 
 /// The log-normal spread that puts p99 at ten times the median: ln(10) / z(0.99).
-const SIGMA: f64 = 2.302_585 / 2.326_348;
+const SIGMA: f64 = std::f64::consts::LN_10 / 2.326_348;
 /// No delay exceeds this many medians.
 const CAP: f64 = 100.0;
 
