@@ -26,6 +26,9 @@
 # Environment: RECORDS (250000 per run), AGENTS ("1 2 3"), TIMEOUTS ("50ms 250ms"),
 # CLUSTER_BENCH_SECONDS (1500: the driver stops itself then), KEEP=1 keeps the temporary
 # directory (every agent's, etcd's and MinIO's log, each shoal-bench report).
+# OBJECT_STORE_LATENCY=20ms gives every agent's object-store requests an S3-like latency
+# (--object-store-latency: log-normal, that median, 1% over ten times it; MinIO on
+# loopback answers in well under a millisecond).
 # etcd and MinIO must be installed; tests/cluster/run.sh installs both (etcd from
 # Debian's etcd-server, MinIO with `go install`).
 set -euo pipefail
@@ -40,6 +43,10 @@ trap cleanup EXIT
 limit="${CLUSTER_BENCH_SECONDS:-1500}"
 keep=(); [[ "${KEEP:-}" == 1 ]] && keep=(--keep)
 
+if [[ -n "${OBJECT_STORE_LATENCY:-}" ]]; then
+  export SHOAL_OBJECT_STORE_LATENCY="$OBJECT_STORE_LATENCY"
+  echo "==> object-store latency: median $OBJECT_STORE_LATENCY (injected by the agents)" >&2
+fi
 echo "==> machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); uptime:$(uptime)" >&2
 rc=0
 timeout -k 30 $(( limit + 60 )) python3 -u bench/cluster.py \

@@ -6,6 +6,13 @@
 #   SHOAL_BIN=path/to/shoal bench/run.sh ...         another build of Shoal (e.g. an older
 #                                                    commit's, to compare before and after)
 #   SKIP_KAFKA=1 bench/run.sh ...                    Shoal only (SHOAL_LABEL names its RESULT line)
+#   PERF_DATA=shoal.perf bench/run.sh ...            record the agent with `perf record -g`
+#                                                    while shoal-bench runs (perf report -i)
+#   SKIP_BUILD=1 bench/run.sh ...                    use the release binaries already built
+#   SHOAL_ARGS='--batch-timeout 250ms' bench/run.sh  extra playground flags (split on spaces)
+#   OBJECT_STORE_LATENCY=20ms bench/run.sh           S3-like latency on every object-store
+#                                                    request of the playground (log-normal,
+#                                                    1% over 10x the median; benchmarks only)
 #
 # Builds release binaries, starts each server in a temporary directory on a free
 # loopback port, runs shoal-bench (1 KiB records by default), stops the server, and
@@ -24,19 +31,30 @@ cleanup() {
 trap cleanup EXIT
 
 echo "==> building release binaries" >&2
-cargo build --release -q -p shoal -p shoal-bench
+[[ "${SKIP_BUILD:-}" == 1 ]] || cargo build --release -q -p shoal -p shoal-bench
 bench_args=(--record-size 1024 --records "${RECORDS:-2000000}" "$@")
 results=()
 
 echo "==> Shoal playground" >&2
 port="$(free_port)"; mport="$(free_port)"
+read -r -a shoal_args <<<"${SHOAL_ARGS:-}"
+if [[ -n "${OBJECT_STORE_LATENCY:-}" ]]; then shoal_args+=(--object-store-latency "$OBJECT_STORE_LATENCY"); fi
 "${SHOAL_BIN:-target/release/shoal}" playground --data-dir "$work/shoal" --listen "127.0.0.1:$port" \
-  --metrics-listen "127.0.0.1:$mport" >"$work/shoal.log" 2>&1 &
+  --metrics-listen "127.0.0.1:$mport" "${shoal_args[@]}" >"$work/shoal.log" 2>&1 &
 shoal_pid=$!
 for _ in $(seq 100); do grep -q "Shoal is listening" "$work/shoal.log" && break; sleep 0.1; done
+perf_pid=""
+if [[ -n "${PERF_DATA:-}" ]]; then
+  perf record -g -o "$PERF_DATA" -p "$shoal_pid" >"$work/perf.log" 2>&1 &
+  perf_pid=$!
+fi
 target/release/shoal-bench --bootstrap "127.0.0.1:$port" --label "${SHOAL_LABEL:-shoal-playground}" \
   --metrics-url "http://127.0.0.1:$mport/metrics" --pid "$shoal_pid" "${bench_args[@]}" | tee "$work/shoal.out"
 results+=("$(grep '^RESULT' "$work/shoal.out")")
+if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+# Object-store requests and hedged GETs of the whole run (the tail figures' context).
+store_lines="$(curl -fsS "http://127.0.0.1:$mport/metrics" 2>/dev/null \
+  | grep -E '^shoal_object_(hedged_gets_total|store_requests_total)' || true)"
 kill -TERM "$shoal_pid"; wait "$shoal_pid" 2>/dev/null || true; shoal_pid=""
 
 if [[ "${SKIP_KAFKA:-}" != 1 ]]; then
@@ -53,3 +71,6 @@ fi
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 printf '%s\n' "${results[@]}"
+if [[ -n "${store_lines:-}" ]]; then
+  echo "$store_lines" | sed 's/^/shoal metrics: /'
+fi

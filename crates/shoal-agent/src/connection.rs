@@ -40,6 +40,7 @@ use crate::security::listeners::ListenerSpec;
 use crate::security::Principal;
 use crate::Shared;
 use shoal_wire::frame;
+use shoal_wire::segments::SegmentedBuf;
 
 /// An answer on its way: the request's identity and the task producing the body.
 pub(crate) struct Queued {
@@ -435,7 +436,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Queued>,
     in_flight: Arc<AtomicUsize>,
 ) {
-    let mut out = BytesMut::new();
     while let Some(q) = rx.recv().await {
         let _answered = Answered(&in_flight);
         let body = match q.body.await {
@@ -446,19 +446,38 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 return;
             }
         };
-        out.clear();
-        out.extend_from_slice(&[0, 0, 0, 0]);
+        // A Fetch answer is encoded as slices: its records are written from the chunks
+        // they sit in. Other answers are encoded whole.
+        let header_version = q.api_key.response_header_version(q.version);
         let header = ResponseHeader::default().with_correlation_id(q.correlation_id);
-        let encoded = header
-            .encode(&mut out, q.api_key.response_header_version(q.version))
-            .and_then(|_| body.encode(&mut out, q.version));
-        if let Err(e) = encoded {
-            tracing::error!(error = %e, api = ?q.api_key, version = q.version, "could not encode response; closing connection");
-            return;
-        }
-        let len = (out.len() - 4) as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        if wr.write_all(&out).await.is_err() {
+        let encoded = match &*body {
+            ResponseKind::Fetch(fetch) => {
+                let mut out = SegmentedBuf::for_fetch(header_version >= 1);
+                header
+                    .encode(&mut out, header_version)
+                    .and_then(|_| fetch.encode(&mut out, q.version))
+                    .map(|_| out)
+            }
+            other => {
+                let mut out = BytesMut::new();
+                header
+                    .encode(&mut out, header_version)
+                    .and_then(|_| other.encode(&mut out, q.version))
+                    .map(|_| SegmentedBuf::from(out))
+            }
+        };
+        let encoded = encoded
+            .map_err(|e| e.to_string())
+            .and_then(SegmentedBuf::into_frame);
+        drop(body);
+        let frame = match encoded {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, api = ?q.api_key, version = q.version, "could not encode response; closing connection");
+                return;
+            }
+        };
+        if write_all_slices(&mut wr, &frame).await.is_err() {
             return;
         }
         // TLS keeps written bytes in its own buffer until flushed; with nothing more
@@ -466,12 +485,50 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if rx.is_empty() && wr.flush().await.is_err() {
             return;
         }
-        // Large buffers are not kept around between responses.
-        if out.capacity() > 1024 * 1024 {
-            out = BytesMut::new();
-        }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Writes every slice, in order, a few dozen per vectored write.
+async fn write_all_slices<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    slices: &[Bytes],
+) -> std::io::Result<()> {
+    const PER_WRITE: usize = 64;
+    let (mut i, mut skip) = (0, 0);
+    while i < slices.len() {
+        let n = {
+            let mut io: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(PER_WRITE);
+            io.push(std::io::IoSlice::new(&slices[i][skip..]));
+            io.extend(
+                slices[i + 1..]
+                    .iter()
+                    .take(PER_WRITE - 1)
+                    .map(|b| std::io::IoSlice::new(b)),
+            );
+            wr.write_vectored(&io).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Step past what was written.
+        let mut left = n;
+        while left > 0 {
+            let here = slices[i].len() - skip;
+            if left < here {
+                skip += left;
+                break;
+            }
+            left -= here;
+            i += 1;
+            skip = 0;
+        }
+        while i < slices.len() && slices[i].len() == skip {
+            i += 1;
+            skip = 0;
+        }
+    }
+    Ok(())
 }
 
 /// Counts a queued answer as done when dropped (written, skipped, or given up on).

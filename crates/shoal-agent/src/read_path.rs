@@ -23,6 +23,7 @@ use object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use shoal_meta::{AgentInfo, IndexEntry, MetaError, MetaStore};
 use shoal_object::ChunkCache;
 use shoal_wire::batch;
+use shoal_wire::segments::Segments;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -55,6 +56,9 @@ impl From<MetaError> for ReadError {
 type ChunkKey = (String, u64, bool);
 type ChunkWaiters = Vec<oneshot::Sender<Result<Bytes, ReadError>>>;
 
+/// Most chunks one partition read loads at once ahead of its batches.
+const LOAD_AHEAD: usize = 8;
+
 pub struct ReadPath {
     meta: Arc<dyn MetaStore>,
     store: Arc<dyn ObjectStore>,
@@ -82,17 +86,120 @@ enum Stop {
 /// What one attempt at a partition read got: whole batches up to `read_to`, and why it
 /// stopped before `max_bytes` or the end, if it did.
 struct Attempt {
-    out: BytesMut,
+    out: Batches,
     read_to: i64,
     stop: Option<Stop>,
 }
 
 /// Records read for one partition.
 pub struct PartitionRead {
-    /// Whole batches with patched base offsets.
-    pub records: Bytes,
+    /// Whole batches, to be patched and cut into slices by [`Batches::assemble`].
+    pub records: Batches,
     /// The offset after the last batch returned (`offset` when none was).
     pub next_offset: i64,
+}
+
+/// Bytes of an object as the cache holds them: a slice of one chunk, or (a range
+/// crossing chunks) a copy of its own.
+struct Piece {
+    bytes: Bytes,
+    /// The chunk the slice pins (its index and length), if it is one.
+    chunk: Option<(u64, usize)>,
+}
+
+/// A chunk a kept batch is a slice of: (object key, chunk index).
+type ChunkId = (Arc<str>, u64);
+
+/// The batches a read keeps, before [`Batches::assemble`] makes them [`Segments`].
+#[derive(Default)]
+pub struct Batches {
+    /// (batch bytes as read, committed base offset, the chunk it is a slice of).
+    kept: Vec<(Bytes, i64, Option<ChunkId>)>,
+    /// Per chunk sliced: (bytes of it kept, its length).
+    pinned: HashMap<ChunkId, (usize, usize)>,
+    len: usize,
+}
+
+impl Batches {
+    /// Record bytes kept.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, key: &Arc<str>, piece: Piece, base: i64) {
+        self.len += piece.bytes.len();
+        let chunk = piece.chunk.map(|(idx, chunk_len)| {
+            let id = (key.clone(), idx);
+            self.pinned.entry(id.clone()).or_insert((0, chunk_len)).0 += piece.bytes.len();
+            id
+        });
+        self.kept.push((piece.bytes, base, chunk));
+    }
+
+    /// The batches of one answer's partitions, with their base offsets patched, as
+    /// slices. A batch stays a slice of its chunk when the answer keeps at least half of
+    /// that chunk (over all its partitions); otherwise it is copied. So the chunks an
+    /// answer pins, whether or not the cache still holds them, never exceed twice its
+    /// record bytes. The 8 bytes of each sliced batch's base offset come from a small
+    /// buffer of their own.
+    pub fn assemble(reads: Vec<Batches>) -> Vec<Segments> {
+        let mut used: HashMap<ChunkId, (usize, usize)> = HashMap::new();
+        for r in &reads {
+            for (id, (n, len)) in &r.pinned {
+                used.entry(id.clone()).or_insert((0, *len)).0 += n;
+            }
+        }
+        let sliced = |c: &Option<ChunkId>| {
+            c.as_ref()
+                .is_none_or(|id| used.get(id).is_some_and(|(n, len)| n * 2 >= *len))
+        };
+        reads
+            .into_iter()
+            .map(|r| {
+                let (mut heads_len, mut copied_len) = (0, 0);
+                for (b, _, c) in &r.kept {
+                    if sliced(c) {
+                        heads_len += 8;
+                    } else {
+                        copied_len += b.len();
+                    }
+                }
+                let mut heads = BytesMut::with_capacity(heads_len);
+                let mut copied = BytesMut::with_capacity(copied_len);
+                let mut out = Segments::new();
+                for (b, base, c) in &r.kept {
+                    if sliced(c) && b.len() > 8 {
+                        if !copied.is_empty() {
+                            out.push(copied.split().freeze());
+                        }
+                        heads.extend_from_slice(&base.to_be_bytes());
+                        out.push(heads.split().freeze());
+                        out.push(b.slice(8..));
+                    } else {
+                        let start = copied.len();
+                        copied.extend_from_slice(b);
+                        batch::set_base_offset(&mut copied[start..], *base);
+                    }
+                }
+                if !copied.is_empty() {
+                    out.push(copied.freeze());
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// The batches in one piece (tests, and callers that want plain bytes).
+    pub fn into_bytes(self) -> Bytes {
+        Self::assemble(vec![self])
+            .pop()
+            .map(|s| s.to_bytes())
+            .unwrap_or_default()
+    }
 }
 
 impl ReadPath {
@@ -217,9 +324,9 @@ impl ReadPath {
                 }
             }
         }
-        Metrics::add(&self.metrics.fetched_bytes, attempt.out.len() as u64);
+        Metrics::add(&self.metrics.fetched_bytes, attempt.out.len as u64);
         Ok(PartitionRead {
-            records: attempt.out.freeze(),
+            records: attempt.out,
             next_offset: attempt.read_to,
         })
     }
@@ -239,7 +346,7 @@ impl ReadPath {
         ask_peer: bool,
     ) -> Attempt {
         let mut a = Attempt {
-            out: BytesMut::new(),
+            out: Batches::default(),
             read_to: offset,
             stop: None,
         };
@@ -255,7 +362,12 @@ impl ReadPath {
             if entries.is_empty() {
                 break;
             }
+            // The chunks these entries will need, loaded together rather than one GET
+            // after the other (as far as what the answer may still take).
+            let left = max_bytes.saturating_sub(a.out.len).max(1) as u64;
+            self.load_ahead(&entries, left, ask_peer).await;
             for e in &entries {
+                let key: Arc<str> = e.object_key.as_str().into();
                 let corrupt = |what: String| {
                     Stop::Corrupt(Corruption {
                         object_key: e.object_key.clone(),
@@ -276,18 +388,20 @@ impl ReadPath {
                 let end = e.data_offset + e.data_len;
                 let mut at = e.data_offset;
                 let mut next = e.base_offset;
+                // The chunk last read in this entry: batches in it need no cache lookup.
+                let mut last: Option<(u64, Bytes)> = None;
                 while at < end {
                     let head = match self
-                        .read_range_via(
-                            &e.object_key,
-                            e.object_size,
+                        .read_piece(
+                            e,
+                            &mut last,
                             at,
                             (at + batch::HEADER_LEN as u64).min(end),
                             ask_peer,
                         )
                         .await
                     {
-                        Ok(h) => h,
+                        Ok(h) => h.bytes,
                         Err(err) => {
                             a.stop = Some(failed(err));
                             break 'entries;
@@ -316,12 +430,12 @@ impl ReadPath {
                         break 'entries;
                     }
                     if (!a.out.is_empty() || !at_least_one)
-                        && a.out.len() + total as usize > max_bytes
+                        && a.out.len + total as usize > max_bytes
                     {
                         break 'entries;
                     }
-                    let bytes = match self
-                        .read_range_via(&e.object_key, e.object_size, at, at + total, ask_peer)
+                    let piece = match self
+                        .read_piece(e, &mut last, at, at + total, ask_peer)
                         .await
                     {
                         Ok(b) => b,
@@ -331,15 +445,13 @@ impl ReadPath {
                         }
                     };
                     at += total;
-                    if crc32c::crc32c(bytes.get(21..).unwrap_or_default()) != header.crc {
+                    if crc32c::crc32c(piece.bytes.get(21..).unwrap_or_default()) != header.crc {
                         a.stop = Some(corrupt(format!("batch at offset {base} fails its CRC")));
                         break 'entries;
                     }
-                    let start = a.out.len();
-                    a.out.extend_from_slice(&bytes);
-                    batch::set_base_offset(&mut a.out[start..], base);
+                    a.out.push(&key, piece, base);
                     a.read_to = next;
-                    if a.out.len() >= max_bytes {
+                    if a.out.len >= max_bytes {
                         break 'entries;
                     }
                 }
@@ -375,18 +487,83 @@ impl ReadPath {
         start: u64,
         end: u64,
     ) -> Result<Bytes, ReadError> {
-        self.read_range_via(key, size, start, end, true).await
+        let (piece, _) = self
+            .read_range_piece(key, size, start, end, true, None)
+            .await?;
+        Ok(piece.bytes)
     }
 
-    /// [`ReadPath::read_range`], asking chunk owners for missing chunks only if `ask_peer`.
-    async fn read_range_via(
+    /// Bytes `[start, end)` of entry `e`'s object; `last` is the chunk this read used
+    /// last, used again without a cache lookup when the range lies in it.
+    async fn read_piece(
+        &self,
+        e: &IndexEntry,
+        last: &mut Option<(u64, Bytes)>,
+        start: u64,
+        end: u64,
+        ask_peer: bool,
+    ) -> Result<Piece, ReadError> {
+        let (piece, whole) = self
+            .read_range_piece(
+                &e.object_key,
+                e.object_size,
+                start,
+                end,
+                ask_peer,
+                last.as_ref(),
+            )
+            .await?;
+        if let (Some((idx, _)), Some(whole)) = (piece.chunk, whole) {
+            *last = Some((idx, whole));
+        }
+        Ok(piece)
+    }
+
+    /// Loads, all at once, the chunks missing here that the first `bytes` of `entries`
+    /// lie in (up to [`LOAD_AHEAD`] of them); a failure is left to the reads after.
+    async fn load_ahead(&self, entries: &[IndexEntry], bytes: u64, ask_peer: bool) {
+        let cs = self.cache.chunk_size();
+        let mut left = bytes;
+        let mut missing: Vec<(&IndexEntry, u64)> = Vec::new();
+        'entries: for e in entries {
+            let len = e.data_len.min(left);
+            if len == 0 || e.data_offset + len > e.object_size {
+                break;
+            }
+            for idx in e.data_offset / cs..=(e.data_offset + len - 1) / cs {
+                if missing.len() == LOAD_AHEAD {
+                    break 'entries;
+                }
+                let seen = missing
+                    .iter()
+                    .any(|(m, i)| *i == idx && m.object_key == e.object_key);
+                if !seen && !self.cache.contains(&e.object_key, idx) {
+                    missing.push((e, idx));
+                }
+            }
+            left -= len;
+        }
+        if missing.len() < 2 {
+            return; // one GET is no faster ahead than when it is needed
+        }
+        let loads = missing
+            .iter()
+            .map(|(e, idx)| self.load_chunk(&e.object_key, e.object_size, *idx, ask_peer));
+        futures::future::join_all(loads).await;
+    }
+
+    /// [`ReadPath::read_range`], asking chunk owners for missing chunks only if
+    /// `ask_peer`, and saying which chunk the bytes are a slice of (handing back that
+    /// whole chunk); `last_chunk` is a chunk already in hand.
+    async fn read_range_piece(
         &self,
         key: &str,
         size: u64,
         start: u64,
         end: u64,
         ask_peer: bool,
-    ) -> Result<Bytes, ReadError> {
+        last_chunk: Option<&(u64, Bytes)>,
+    ) -> Result<(Piece, Option<Bytes>), ReadError> {
         if end > size || start > end {
             return Err(ReadError::Corrupt {
                 key: key.to_string(),
@@ -394,7 +571,11 @@ impl ReadPath {
             });
         }
         if start == end {
-            return Ok(Bytes::new());
+            let empty = Piece {
+                bytes: Bytes::new(),
+                chunk: None,
+            };
+            return Ok((empty, None));
         }
         let cs = self.cache.chunk_size();
         let (first, last) = (start / cs, (end - 1) / cs);
@@ -412,15 +593,26 @@ impl ReadPath {
             Ok(chunk.slice(lo..hi))
         };
         if first == last {
-            let chunk = self.load_chunk(key, size, first, ask_peer).await?;
-            return piece(&chunk, first);
+            let chunk = match last_chunk {
+                Some((i, c)) if *i == first => c.clone(),
+                _ => self.load_chunk(key, size, first, ask_peer).await?,
+            };
+            let p = Piece {
+                bytes: piece(&chunk, first)?,
+                chunk: Some((first, chunk.len())),
+            };
+            return Ok((p, Some(chunk)));
         }
         let mut out = BytesMut::with_capacity((end - start) as usize);
         for idx in first..=last {
             let chunk = self.load_chunk(key, size, idx, ask_peer).await?;
             out.extend_from_slice(&piece(&chunk, idx)?);
         }
-        Ok(out.freeze())
+        let p = Piece {
+            bytes: out.freeze(),
+            chunk: None,
+        };
+        Ok((p, None))
     }
 
     /// A chunk from this agent's cache or the object store, never from a peer: what the
@@ -609,7 +801,53 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::hedged;
+    use super::{hedged, Batches, Piece};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    /// A fake batch of `len` bytes (base offset field zero, then `fill`).
+    fn batch(len: usize, fill: u8) -> Bytes {
+        let mut b = vec![fill; len];
+        b[..8].fill(0);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn batches_keep_slices_of_well_used_chunks_and_copy_the_rest() {
+        let chunk = batch(1000, b'c');
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let slice = |range: std::ops::Range<usize>| Piece {
+            bytes: chunk.slice(range),
+            chunk: Some((0, 1000)),
+        };
+        // Object a's chunk: 300 bytes kept by one partition, 300 by another, so it is
+        // sliced; object b's: 100 bytes of 1000, copied.
+        let (mut one, mut two) = (Batches::default(), Batches::default());
+        one.push(&a, slice(0..300), 10);
+        two.push(&a, slice(300..600), 20);
+        let small = Piece {
+            bytes: batch(100, b's'),
+            chunk: Some((0, 1000)),
+        };
+        one.push(&b, small, 11);
+        let mut all = Batches::assemble(vec![one, two]);
+        let second = all.pop().unwrap();
+        assert_eq!(second.parts().len(), 2);
+        assert_eq!(&second.parts()[0][..], &20i64.to_be_bytes());
+        let segments = all.pop().unwrap();
+        assert_eq!(segments.len(), 400);
+        // offset, slice, copy.
+        assert_eq!(segments.parts().len(), 3);
+        assert_eq!(&segments.parts()[0][..], &10i64.to_be_bytes());
+        assert_eq!(
+            segments.parts()[1].as_ptr(),
+            chunk[8..].as_ptr(),
+            "by reference"
+        );
+        let copy = &segments.parts()[2];
+        assert_eq!(&copy[..8], &11i64.to_be_bytes(), "patched in the copy");
+        assert!(copy[8..].iter().all(|b| *b == b's'));
+    }
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 

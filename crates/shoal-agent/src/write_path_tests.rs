@@ -493,7 +493,7 @@ async fn a_fetch_reads_only_the_batches_it_returns_from_a_large_entry() {
         .unwrap();
     assert_eq!(read.next_offset, 23);
     assert_eq!(read.records.len(), 3 * one.len());
-    let first = shoal_wire::batch::BatchHeader::parse(&read.records).unwrap();
+    let first = shoal_wire::batch::BatchHeader::parse(&read.records.into_bytes()).unwrap();
     assert_eq!(first.base_offset, 20, "base offsets are patched");
 }
 

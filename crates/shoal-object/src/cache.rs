@@ -58,6 +58,13 @@ impl ChunkCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether a chunk is cached (without marking it used).
+    pub fn contains(&self, object: &str, chunk: u64) -> bool {
+        self.lock()
+            .entries
+            .contains_key(&(object.to_string(), chunk))
+    }
+
     /// Returns a cached chunk and marks it recently used.
     pub fn get(&self, object: &str, chunk: u64) -> Option<Bytes> {
         let mut inner = self.lock();
@@ -137,6 +144,7 @@ mod tests {
         assert!(c.get("a", 1).is_none(), "least recently used goes first");
         assert_eq!(c.get("a", 0).unwrap(), Bytes::from_static(b"1234"));
         assert!(c.get("b", 0).is_some());
+        assert!(c.contains("a", 0) && !c.contains("a", 1));
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! that compaction, GC and operators can understand an object without the metadata
 //! store.
 //!
-//! With the `testkit` feature, the `testkit` module has a faulty object store for tests.
+//! With the `testkit` feature, the `testkit` module has a faulty object store for tests;
+//! with `latency`, the `latency` module has a store wrapper that adds S3-like latency
+//! for benchmarks.
 
 pub mod cache;
 pub mod format;
+#[cfg(any(test, feature = "latency"))]
+pub mod latency;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

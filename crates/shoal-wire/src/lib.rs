@@ -10,6 +10,8 @@
 //! - [`records`]: the records inside a batch, streamed (decompressing if need be) and
 //!   checked field by field, with nothing allocated from a count a client claims.
 //! - [`request`]: what a request will cost once decoded, read from its bytes first.
+//! - [`segments`]: answers encoded as slices, so Fetch records are written from cached
+//!   chunks without a copy into a response buffer.
 //!
 //! Nothing here may panic on untrusted input: every accessor checks lengths first.
 
@@ -18,3 +20,4 @@ pub mod frame;
 pub mod records;
 pub mod request;
 pub mod retain;
+pub mod segments;

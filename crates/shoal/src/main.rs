@@ -16,6 +16,7 @@ static ALLOCATOR: alloc::LazyHuge = alloc::LazyHuge;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -555,6 +556,14 @@ struct Common {
     /// against slow object-store requests).
     #[arg(long, env = "SHOAL_HEDGE_AFTER", default_value = "400ms", value_parser = units::parse_duration)]
     hedge_after: Duration,
+    /// For benchmarks only: delay every object-store request as S3 would, a log-normal
+    /// draw with this median and 1% of requests over ten times it (e.g. 20ms). Off (0s)
+    /// by default; never set it in production.
+    #[arg(long, env = "SHOAL_OBJECT_STORE_LATENCY", default_value = "0s", value_parser = units::parse_duration)]
+    object_store_latency: Duration,
+    /// Seed of --object-store-latency's draws: the same seed, the same delays.
+    #[arg(long, env = "SHOAL_OBJECT_STORE_LATENCY_SEED", default_value_t = 1)]
+    object_store_latency_seed: u64,
     /// Client quotas (kafka-configs --entity-type clients|users) are measured over this
     /// many samples (Kafka's quota.window.num); the longest throttle is num × size.
     #[arg(long, env = "SHOAL_QUOTA_WINDOW_NUM", default_value_t = 11)]
@@ -576,6 +585,22 @@ struct Common {
 }
 
 impl Common {
+    /// The object store, behind --object-store-latency's delays when that is set.
+    fn with_latency(
+        &self,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Arc<dyn object_store::ObjectStore> {
+        if self.object_store_latency.is_zero() {
+            return store;
+        }
+        tracing::warn!(median = ?self.object_store_latency, seed = self.object_store_latency_seed, "object-store requests get injected latency (--object-store-latency, for benchmarks)");
+        let latency = shoal_object::latency::Latency::new(
+            self.object_store_latency,
+            self.object_store_latency_seed,
+        );
+        Arc::new(shoal_object::latency::LatencyStore::new(store, latency))
+    }
+
     fn config(&self, batch_timeout: Duration) -> anyhow::Result<AgentConfig> {
         if self.default_partitions < 1 {
             anyhow::bail!("--default-partitions must be at least 1");
@@ -767,6 +792,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(url) => stores::object_store(url)?,
                 None => stores::local_dir(&p.data_dir.join("objects"))?,
             };
+            let store = p.common.with_latency(store);
             let banner = format!("data in {}", p.data_dir.display());
             let mut config = p.common.config(p.batch_timeout)?;
             if p.secure {
@@ -802,7 +828,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agent(a) => {
             let meta = stores::metadata(&a.metadata, &a.etcd).await?;
-            let store = stores::object_store(&a.object_store)?;
+            let store = a
+                .common
+                .with_latency(stores::object_store(&a.object_store)?);
             let banner = format!(
                 "metadata {}, objects {}",
                 stores::redact_url(&a.metadata),

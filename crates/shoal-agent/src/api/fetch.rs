@@ -12,6 +12,9 @@
 //! requests name only the partitions that changed, its answers only the partitions with
 //! something new; every partition of the session is read each round.
 //!
+//! Records travel as [`shoal_wire::segments`] markers: the connection writes them from the
+//! cached chunks they are slices of, with no copy into the answer's buffer.
+//!
 //! A partition whose next batch is in a corrupt object ([`crate::quarantine`]) answers
 //! CORRUPT_MESSAGE, as Kafka does for a batch failing its CRC; the other partitions of
 //! the request are answered as usual.
@@ -25,13 +28,14 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 use shoal_meta::TopicInfo;
+use shoal_wire::segments;
 
 use super::Reply;
 use crate::errors::meta_code;
 use crate::fetch_sessions::Plan;
 use crate::memory::Reservation;
 use crate::metrics::Metrics;
-use crate::read_path::ReadError;
+use crate::read_path::{Batches, ReadError};
 use crate::Shared;
 
 /// Upper bound on a long-poll.
@@ -189,6 +193,9 @@ async fn fetch_partitions(
         let mut total = 0usize;
         let mut any_error = false;
         let mut responses = Vec::with_capacity(req.topics.len());
+        // Records read this round, by (topic, partition) position in `responses`: made
+        // into slices together once the round is over (see `Batches::assemble`).
+        let mut kept: Vec<((usize, usize), Batches)> = Vec::new();
         // Every watermark of the round in one store call, not one per partition.
         let mut watermarks = shared.meta.partitions_offsets(&in_range).await.into_iter();
         for (t, (name, id, topic)) in req.topics.iter().zip(&resolved) {
@@ -262,21 +269,22 @@ async fn fetch_partitions(
                     )
                     .await
                 {
-                    Ok(read) if read_committed => {
+                    Ok(got) if read_committed => {
                         let aborted = shared
                             .meta
                             .aborted_transactions(
                                 topic.id,
                                 p.partition,
                                 p.fetch_offset,
-                                read.next_offset.max(p.fetch_offset + 1),
+                                got.next_offset.max(p.fetch_offset + 1),
                             )
                             .await;
                         match aborted {
                             Ok(list) => {
-                                total += read.records.len();
+                                total += got.records.len();
+                                kept.push(((responses.len(), parts.len()), got.records));
                                 parts.push(
-                                    pd.with_records(Some(read.records))
+                                    pd.with_records(Some(Default::default()))
                                         .with_aborted_transactions(Some(
                                             list.iter()
                                                 .map(|a| {
@@ -294,9 +302,10 @@ async fn fetch_partitions(
                             }
                         }
                     }
-                    Ok(read) => {
-                        total += read.records.len();
-                        parts.push(pd.with_records(Some(read.records)));
+                    Ok(got) => {
+                        total += got.records.len();
+                        kept.push(((responses.len(), parts.len()), got.records));
+                        parts.push(pd.with_records(Some(Default::default())));
                     }
                     Err(e @ ReadError::Corrupt { .. }) => {
                         // Logged and counted once by the quarantine. Not retriable: the
@@ -324,6 +333,10 @@ async fn fetch_partitions(
                     .with_topic_id(*id)
                     .with_partitions(parts),
             );
+        }
+        let (at, batches): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
+        for ((t, p), records) in at.into_iter().zip(Batches::assemble(batches)) {
+            responses[t].partitions[p].records = Some(segments::marker(records));
         }
         let done = total >= req.min_bytes.max(0) as usize
             || any_error

@@ -25,12 +25,16 @@ pub fn produce_bytes(req: &ProduceRequest) -> u64 {
         .sum()
 }
 
-/// Record bytes a Fetch response returns.
+/// Record bytes a Fetch response returns (what its records markers stand for).
 fn fetch_bytes(resp: &FetchResponse) -> u64 {
     resp.responses
         .iter()
         .flat_map(|t| &t.partitions)
-        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+        .map(|p| {
+            p.records
+                .as_ref()
+                .map_or(0, |r| shoal_wire::segments::records_len(r) as u64)
+        })
         .sum()
 }
 
