@@ -29,6 +29,8 @@ bash scripts/fuzz.sh --dev 20
 step "compatibility suites"
 cargo build -p shoal
 bash tests/compat/run-all.sh target/debug/shoal
+step "the web console in headless Chromium against a running demo"
+bash tests/console/run.sh target/debug/shoal
 step "a consumer group through agent restarts"
 bash tests/compat/groups-restart/run.sh target/debug/shoal
 step "exactly-once consume-transform-produce through processor and agent SIGKILLs"

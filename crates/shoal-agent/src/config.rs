@@ -90,6 +90,15 @@ pub struct AgentConfig {
     /// When set, metrics requests must carry `Authorization: Bearer <token>`
     /// (`--metrics-token-file`); others get 401.
     pub metrics_token: Option<crate::metrics::MetricsToken>,
+    /// Where the web console is served, if anywhere (`--console-listen`).
+    pub console_listen: Option<SocketAddr>,
+    /// When `console_listen` is taken, listen on another free port of the same address
+    /// instead of failing (the playground's default address, which several playgrounds
+    /// on one machine would otherwise fight over).
+    pub console_any_port_if_taken: bool,
+    /// The object-store request prices the console's cost estimate uses; `None`: no
+    /// estimate shown.
+    pub console_prices: Option<crate::console::RequestPrices>,
     /// How long an empty group's first rebalance waits for more members.
     pub group_initial_rebalance_delay: Duration,
     /// Consumer-protocol groups: session timeout and heartbeat interval.
@@ -199,6 +208,9 @@ impl Default for AgentConfig {
             fetch_session_cache_partitions: 200_000,
             metrics_listen: None,
             metrics_token: None,
+            console_listen: None,
+            console_any_port_if_taken: false,
+            console_prices: None,
             group_initial_rebalance_delay: Duration::from_millis(500),
             consumer_group_session_timeout: Duration::from_secs(45),
             group_migration_policy: MigrationPolicy::Bidirectional,

@@ -21,6 +21,7 @@ pub mod commits;
 pub mod compaction;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod errors;
 pub mod fetch_sessions;
 pub mod groups;
@@ -146,6 +147,8 @@ pub struct Agent {
     /// Every listener's name and bound address, in `--listeners` order.
     pub listeners: Vec<(String, std::net::SocketAddr)>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the web console listens (`--console-listen`), if it does.
+    pub console_addr: Option<std::net::SocketAddr>,
     /// Where the internal peer-cache endpoint listens (fetch agents only).
     pub peer_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
@@ -182,6 +185,25 @@ impl Agent {
                 .await
                 .with_context(|| format!("listen for metrics on {addr}"))?;
             metrics_listener = Some(l);
+        }
+        let mut console_listener = None;
+        if let Some(addr) = config.console_listen {
+            let l = match tokio::net::TcpListener::bind(addr).await {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && config.console_any_port_if_taken =>
+                {
+                    let any = std::net::SocketAddr::new(addr.ip(), 0);
+                    tracing::info!(taken = %addr, "the console's default address is taken; using another port");
+                    tokio::net::TcpListener::bind(any).await
+                }
+                r => r,
+            }
+            .with_context(|| format!("listen for the console on {addr} (--console-listen)"))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(address = %addr, "the console has no authentication and listens beyond loopback");
+            }
+            console_listener = Some(l);
         }
         // The internal endpoint peers read cached chunks from (fetch agents only).
         let mut peer_listener = None;
@@ -253,6 +275,13 @@ impl Agent {
             let (m, s) = (metrics.clone(), shutdown.clone());
             let token = shared.config.metrics_token.clone();
             tasks.spawn(async move { metrics::serve(l, m, token, s).await });
+        }
+        let mut console_addr = None;
+        if let Some(l) = console_listener {
+            console_addr = Some(l.local_addr()?);
+            let source = Arc::new(console::AgentSource::new(shared.clone()));
+            let prices = shared.config.console_prices.clone();
+            tasks.spawn(console::serve(l, source, prices, shutdown.clone()));
         }
         if let Some(tls) = tls.clone() {
             // A renewed certificate (or CA) is picked up by new connections within 5 s.
@@ -452,6 +481,7 @@ impl Agent {
             local_addr,
             listeners: listener_addrs,
             metrics_addr,
+            console_addr,
             peer_addr,
             tasks,
         })

@@ -5,12 +5,8 @@
 //! and moves its log start past them with DeleteRecords).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::BytesMut;
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
@@ -19,68 +15,11 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
     BrokerId, DeleteRecordsRequest, DescribeGroupsRequest, FetchRequest, GroupId,
-    ListGroupsRequest, ListOffsetsRequest, OffsetFetchRequest, RequestHeader, ResponseHeader,
-    TopicName,
+    ListGroupsRequest, ListOffsetsRequest, OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
-/// A blocking connection to one agent.
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    fn open(bootstrap: &str) -> anyhow::Result<Conn> {
-        let stream = TcpStream::connect(bootstrap).with_context(|| {
-            format!("connect to {bootstrap} (is Shoal running there? set --bootstrap)")
-        })?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Conn {
-            stream,
-            correlation: 0,
-        })
-    }
-
-    fn call<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("shoal-cli")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version))?;
-        req.encode(&mut body, version)?;
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame)?;
-        let mut len = [0u8; 4];
-        self.stream
-            .read_exact(&mut len)
-            .context("read the response size")?;
-        let len = i32::from_be_bytes(len);
-        if !(0..=64 << 20).contains(&len) {
-            bail!("implausible response size {len}");
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.stream
-            .read_exact(&mut buf)
-            .context("read the response")?;
-        let mut bytes = bytes::Bytes::from(buf);
-        let h = ResponseHeader::decode(&mut bytes, R::Response::header_version(version))?;
-        if h.correlation_id != self.correlation {
-            bail!(
-                "response for request {} arrived for {}",
-                h.correlation_id,
-                self.correlation
-            );
-        }
-        let resp = R::Response::decode(&mut bytes, version)?;
-        Ok(resp)
-    }
-}
+use crate::client::Conn;
 
 /// Prints every group with its state.
 pub fn list_groups(bootstrap: &str) -> anyhow::Result<()> {
@@ -102,7 +41,7 @@ pub fn list_groups(bootstrap: &str) -> anyhow::Result<()> {
 }
 
 /// Topic → partitions in a consumer-protocol assignment (version, [topic, [partition]]).
-fn parse_assignment(mut b: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+pub(crate) fn parse_assignment(mut b: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if b.len() < n {
             return None;

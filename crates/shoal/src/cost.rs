@@ -45,6 +45,18 @@ pub struct Prices {
     pub instance_hour: f64,
 }
 
+/// The object-store request prices the agents' web console estimates with: the
+/// built-in AWS S3 list prices.
+pub fn console_prices() -> Option<shoal_agent::console::RequestPrices> {
+    let all = parse_prices(DEFAULT_PRICES).ok()?;
+    let aws = all.get("aws")?;
+    Some(shoal_agent::console::RequestPrices {
+        label: format!("AWS {} list prices", aws.object_store),
+        put_per_1000: aws.put_per_1000,
+        get_per_1000: aws.get_per_1000,
+    })
+}
+
 /// Every cloud of a price file, by name.
 pub fn parse_prices(text: &str) -> anyhow::Result<BTreeMap<String, Prices>> {
     let raw: BTreeMap<String, serde_json::Value> =

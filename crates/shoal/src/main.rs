@@ -5,7 +5,9 @@
 
 mod admin;
 mod alloc;
+mod client;
 mod cost;
+mod demo;
 mod secure;
 mod stores;
 mod units;
@@ -52,10 +54,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// One agent with embedded defaults: SQLite metadata and objects in a local
-    /// directory, both under --data-dir. For development and trying Shoal out.
+    /// directory, both under --data-dir, and the web console on 127.0.0.1:8080. For
+    /// development and trying Shoal out.
+    #[command(after_help = "Examples:\n  \
+        shoal playground                            # Kafka on 127.0.0.1:9092, console on http://127.0.0.1:8080/\n  \
+        shoal playground --console-listen off --data-dir /tmp/shoal")]
     Playground(Playground),
     /// A production agent: metadata and object store given explicitly.
+    #[command(after_help = "Example:\n  \
+        shoal agent --metadata etcd://10.0.0.2:2379 --object-store s3://my-bucket/shoal \\\n      \
+        --listen 0.0.0.0:9092 --advertise 10.0.0.5:9092 --console-listen 127.0.0.1:8080")]
     Agent(AgentCmd),
+    /// A playground with a producer and a consumer group already running, and the web
+    /// console to watch them: the quickest way to see Shoal work. Ctrl-C stops it and
+    /// removes its data (unless --data-dir).
+    #[command(after_help = "Examples:\n  \
+        shoal demo                                  # then open the console URL it prints\n  \
+        shoal demo --rate 1000 --console-listen 127.0.0.1:9000\n  \
+        shoal demo --bootstrap 10.0.0.5:9092        # against a running cluster")]
+    Demo(demo::DemoCmd),
     /// Inspect consumer groups of a running Shoal (or any Kafka) cluster.
     Groups(GroupsCmd),
     /// Repair partitions of a running Shoal: `partitions skip-corrupt --topic T
@@ -250,8 +267,45 @@ struct Playground {
     /// next start.
     #[arg(long, env = "SHOAL_SECURE", default_value_t = false)]
     secure: bool,
+    /// Serve the web console (agents, topics, consumer groups, throughput plots) at this
+    /// address, or `off`. [default: 127.0.0.1:8080, or another free port when that one
+    /// is taken; the banner prints the URL]
+    #[arg(long, env = "SHOAL_CONSOLE_LISTEN", value_name = "ADDR|off")]
+    console_listen: Option<ConsoleListen>,
     #[command(flatten)]
     common: Common,
+}
+
+/// `--console-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct ConsoleListen(Option<SocketAddr>);
+
+impl std::str::FromStr for ConsoleListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(ConsoleListen(None));
+        }
+        s.parse()
+            .map(|a| ConsoleListen(Some(a)))
+            .map_err(|_| format!("'{s}' is neither host:port (e.g. 127.0.0.1:8080) nor off"))
+    }
+}
+
+/// Where the playground and the demo serve the console unless told otherwise.
+const DEFAULT_CONSOLE: &str = "127.0.0.1:8080";
+
+/// Sets the console's address in `config`: `given`, or the playground's default
+/// (moving to a free port when it is taken).
+fn set_console(config: &mut AgentConfig, given: Option<ConsoleListen>) {
+    match given {
+        Some(ConsoleListen(addr)) => config.console_listen = addr,
+        None => {
+            config.console_listen = DEFAULT_CONSOLE.parse().ok();
+            config.console_any_port_if_taken = true;
+        }
+    }
+    config.console_prices = cost::console_prices();
 }
 
 #[derive(Args)]
@@ -270,6 +324,16 @@ struct AgentCmd {
     /// Flush produce data after this long (e.g. 50ms, 250ms).
     #[arg(long, env = "SHOAL_BATCH_TIMEOUT", default_value = "250ms", value_parser = units::parse_duration)]
     batch_timeout: Duration,
+    /// Serve the web console (agents, topics, consumer groups, throughput plots) at this
+    /// address, e.g. 127.0.0.1:8080. It has no authentication: keep it on loopback (or
+    /// behind a proxy that authenticates).
+    #[arg(
+        long,
+        env = "SHOAL_CONSOLE_LISTEN",
+        value_name = "ADDR|off",
+        default_value = "off"
+    )]
+    console_listen: ConsoleListen,
     #[command(flatten)]
     common: Common,
 }
@@ -784,6 +848,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut secure = None;
     let (config, meta, store, banner) = match cli.command {
         Command::Users(u) => return users::run(u).await,
+        Command::Demo(d) => return demo::run(d).await,
         Command::Playground(p) => {
             std::fs::create_dir_all(&p.data_dir)
                 .with_context(|| format!("create the data directory {}", p.data_dir.display()))?;
@@ -795,6 +860,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = p.common.with_latency(store);
             let banner = format!("data in {}", p.data_dir.display());
             let mut config = p.common.config(p.batch_timeout)?;
+            set_console(&mut config, p.console_listen);
             if p.secure {
                 if p.common.listeners.is_some() || p.common.tls_cert.is_some() {
                     anyhow::bail!("--secure makes its own listener and certificate; leave out --listeners and --tls-*");
@@ -836,7 +902,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stores::redact_url(&a.metadata),
                 stores::redact_url(&a.object_store)
             );
-            (a.common.config(a.batch_timeout)?, meta, store, banner)
+            let mut config = a.common.config(a.batch_timeout)?;
+            set_console(&mut config, Some(a.console_listen));
+            (config, meta, store, banner)
         }
     };
     let shutdown = CancellationToken::new();
@@ -858,6 +926,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         &bootstrap,
         &banner,
         agent.metrics_addr,
+        agent.console_addr,
     );
     if agent.listeners.len() > 1 || protocols.iter().any(|(_, p)| p != "PLAINTEXT") {
         text.push_str("\n\nListeners:");
@@ -883,10 +952,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// What the agent prints once it listens: how to connect, with lines a newcomer can
 /// paste. The first line's "Shoal is listening on ADDR" is what test harnesses wait for.
-fn banner_text(listen: &str, bootstrap: &str, stores: &str, metrics: Option<SocketAddr>) -> String {
-    let metrics = metrics
+fn banner_text(
+    listen: &str,
+    bootstrap: &str,
+    stores: &str,
+    metrics: Option<SocketAddr>,
+    console: Option<SocketAddr>,
+) -> String {
+    let mut metrics = metrics
         .map(|m| format!("\n  metrics             http://{m}/metrics"))
         .unwrap_or_default();
+    if let Some(c) = console {
+        metrics.push_str(&format!("\n  web console         http://{c}/"));
+    }
     let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("SHOAL_GIT_COMMIT"));
     format!(
         "Shoal is listening on {listen} ({stores}; shoal {version}, commit {commit}).\n\
