@@ -187,12 +187,18 @@ def changelog(bootstrap, metrics_url):
             value = f"{k}:{r}".encode()
         records.append((partition, key, value))
         latest[key] = value
-    errors = produce(bootstrap, topic, records)
+    # The last round holds the tombstones of the keys that end deleted: written after
+    # `tombstones_from`, so none may be gone before delete.retention.ms from then (the
+    # cleaner may stamp their horizon while later records are still being written).
+    last_round = (RECORDS // KEYS - 1) * KEYS
+    errors = produce(bootstrap, topic, records[:last_round])
+    check(not errors, f"produce errors: {errors}")
+    tombstones_from = time.time()
+    errors = produce(bootstrap, topic, records[last_round:])
     check(not errors, f"produce errors: {errors}")
     transactions(bootstrap, topic, latest)
     live = {k: v for k, v in latest.items() if v is not None}
     deleted = {k for k, v in latest.items() if v is None}
-    written_at = time.time()
     # Wait for cleaning: the log holds only each key's latest record (tombstones included),
     # then, past delete.retention.ms, only the live keys.
     # Read uncommitted: the aborted transaction's records must be gone too.
@@ -217,7 +223,7 @@ def changelog(bootstrap, metrics_url):
               f"not cleaned within 90 s: {total} records left for {len(live)} live keys, "
               f"deleted keys still present: {sum(1 for k in deleted if k in got)}")
         time.sleep(1)
-    check(time.time() - written_at >= DELETE_RETENTION_MS / 1000,
+    check(time.time() - tombstones_from >= DELETE_RETENTION_MS / 1000,
           "tombstones went before delete.retention.ms had passed")
     check(hw == hw0 and sum(hw.values()) > RECORDS, f"high watermarks moved: {hw0} then {hw}")
     committed, _ = read_all(bootstrap, topic, PARTITIONS, "read_committed")
