@@ -461,19 +461,16 @@ impl ConsumerGroups {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance_id) in members {
-            let id = match instance_id {
-                Some(inst) => match g.static_ids.get(inst) {
-                    Some(id) if member_id.is_empty() || id == member_id => id.clone(),
-                    Some(_) => {
-                        codes.push(ResponseError::FencedInstanceId.code());
-                        continue;
-                    }
-                    None => {
-                        codes.push(ResponseError::UnknownMemberId.code());
-                        continue;
-                    }
-                },
-                None => member_id.clone(),
+            let id = match crate::groups::leaving_member(
+                &g.static_ids,
+                member_id,
+                instance_id.as_deref(),
+            ) {
+                Ok(id) => id,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             if g.members.get(&id).is_none_or(|m| m.classic.is_none()) {
                 codes.push(ResponseError::UnknownMemberId.code());

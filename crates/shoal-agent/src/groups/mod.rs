@@ -34,3 +34,22 @@ mod state;
 
 pub(crate) use state::parse_subscription;
 pub use state::{Coordinator, GroupSummary, JoinArgs, JoinOutcome, MemberSummary, SyncOutcome};
+
+/// Which member a LeaveGroup entry names, in a group of either kind: by instance id
+/// (its current member, if the entry's member id is empty or matches, else
+/// FENCED_INSTANCE_ID; UNKNOWN_MEMBER_ID if no member has it), else by member id.
+fn leaving_member(
+    static_ids: &std::collections::HashMap<String, String>,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<String, i16> {
+    use kafka_protocol::ResponseError;
+    match instance_id {
+        Some(inst) => match static_ids.get(inst) {
+            Some(current) if member_id.is_empty() || current == member_id => Ok(current.clone()),
+            Some(_) => Err(ResponseError::FencedInstanceId.code()),
+            None => Err(ResponseError::UnknownMemberId.code()),
+        },
+        None => Ok(member_id.to_string()),
+    }
+}

@@ -891,21 +891,12 @@ impl Coordinator {
         let mut codes = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance_id) in members {
-            let id = match instance_id {
-                Some(inst) => match g.static_ids.get(inst) {
-                    Some(current) if member_id.is_empty() || current == member_id => {
-                        current.clone()
-                    }
-                    Some(_) => {
-                        codes.push(ResponseError::FencedInstanceId.code());
-                        continue;
-                    }
-                    None => {
-                        codes.push(ResponseError::UnknownMemberId.code());
-                        continue;
-                    }
-                },
-                None => member_id.clone(),
+            let id = match super::leaving_member(&g.static_ids, member_id, instance_id.as_deref()) {
+                Ok(id) => id,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
             };
             if !g.members.contains_key(&id) {
                 codes.push(ResponseError::UnknownMemberId.code());
