@@ -111,6 +111,19 @@ impl MetaStore for Registry {
     ) -> Result<Vec<Vec<shoal_meta::AclBinding>>, MetaError> {
         self.inner.delete_acls(f).await
     }
+    async fn group_configs(
+        &self,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, MetaError> {
+        self.inner.group_configs(group).await
+    }
+    async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), MetaError> {
+        self.inner.alter_group_configs(group, changes).await
+    }
     async fn alter_client_quota(
         &self,
         entity: &QuotaEntity,

@@ -73,6 +73,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     transaction_records_keep_producer_switches(&*store).await;
     pending_objects_fence_commits(&*store).await;
     client_quotas(&*store).await;
+    group_configs(&*store).await;
     scram_credentials(&*store).await;
     acls(&*store).await;
 }
@@ -254,6 +255,67 @@ async fn client_quotas(s: &dyn MetaStore) {
         s.client_quotas().await.unwrap().is_empty(),
         "every entity removed"
     );
+}
+
+async fn group_configs(s: &dyn MetaStore) {
+    let set = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+    let unset = |k: &str| (k.to_string(), None);
+    // Names that need escaping in key-value backends.
+    let (g, other) = ("app/1%2F", "app");
+    assert!(
+        s.group_configs(g).await.unwrap().is_empty(),
+        "none at first"
+    );
+    s.alter_group_configs(
+        g,
+        &[
+            set("consumer.session.timeout.ms", "20000"),
+            set("consumer.heartbeat.interval.ms", "2000"),
+        ],
+    )
+    .await
+    .unwrap();
+    s.alter_group_configs(other, &[unset("consumer.session.timeout.ms")])
+        .await
+        .unwrap();
+    assert!(
+        s.group_configs(other).await.unwrap().is_empty(),
+        "removing from a group with none creates nothing"
+    );
+    assert_eq!(
+        s.group_configs(g).await.unwrap(),
+        BTreeMap::from([
+            (
+                "consumer.heartbeat.interval.ms".to_string(),
+                "2000".to_string()
+            ),
+            (
+                "consumer.session.timeout.ms".to_string(),
+                "20000".to_string()
+            ),
+        ])
+    );
+    // One call sets and removes at once.
+    s.alter_group_configs(
+        g,
+        &[
+            unset("consumer.heartbeat.interval.ms"),
+            set("consumer.session.timeout.ms", "30000"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.group_configs(g).await.unwrap(),
+        BTreeMap::from([(
+            "consumer.session.timeout.ms".to_string(),
+            "30000".to_string()
+        )])
+    );
+    s.alter_group_configs(g, &[unset("consumer.session.timeout.ms")])
+        .await
+        .unwrap();
+    assert!(s.group_configs(g).await.unwrap().is_empty(), "all removed");
 }
 
 /// The agent the suite registers as.

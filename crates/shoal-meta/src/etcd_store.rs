@@ -543,6 +543,41 @@ fn plan_chunks(segments: &[SegmentAppend], max_ops: usize) -> Vec<Vec<usize>> {
     chunks
 }
 
+impl EtcdStore {
+    /// Applies `changes` to the JSON map under `key` in one compare-and-swap step
+    /// (retried on a concurrent change): `Some` sets a key, `None` removes it, and a map
+    /// left empty is deleted. False when every attempt met a concurrent change.
+    async fn alter_map<V>(
+        &self,
+        key: &str,
+        changes: &[(String, Option<V>)],
+    ) -> Result<bool, MetaError>
+    where
+        V: Clone + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.get_json::<BTreeMap<String, V>>(key).await?;
+            let mut values = current.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
+            for (k, v) in changes {
+                match v {
+                    Some(v) => values.insert(k.clone(), v.clone()),
+                    None => values.remove(k),
+                };
+            }
+            let op = if values.is_empty() {
+                TxnOp::delete(key, None)
+            } else {
+                TxnOp::put(key, to_json(&values), None)
+            };
+            let when = unchanged(key, current.as_ref().map(|(_, kv)| kv));
+            if self.txn(Txn::new().when([when]).and_then([op])).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 #[async_trait]
 impl MetaStore for EtcdStore {
     async fn cluster_id(&self) -> Result<String, MetaError> {
@@ -1318,6 +1353,27 @@ impl MetaStore for EtcdStore {
         Ok(had)
     }
 
+    async fn group_configs(&self, group: &str) -> Result<BTreeMap<String, String>, MetaError> {
+        let key = self.key(&format!("gconf/{}", esc(group)));
+        Ok(self
+            .get_json::<BTreeMap<String, String>>(&key)
+            .await?
+            .map(|(v, _)| v)
+            .unwrap_or_default())
+    }
+
+    async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), MetaError> {
+        let key = self.key(&format!("gconf/{}", esc(group)));
+        if self.alter_map(&key, changes).await? {
+            return Ok(());
+        }
+        Err(MetaError::Conflict(format!("configs of group {group}")))
+    }
+
     async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
         let prefix = self.key("quotas/");
         let mut out = Vec::new();
@@ -1340,24 +1396,8 @@ impl MetaStore for EtcdStore {
         changes: &[(String, Option<f64>)],
     ) -> Result<(), MetaError> {
         let key = self.key(&format!("quotas/{}", entity.encode()));
-        for _ in 0..MAX_ATTEMPTS {
-            let current = self.get_json::<BTreeMap<String, f64>>(&key).await?;
-            let mut values = current.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
-            for (k, v) in changes {
-                match v {
-                    Some(v) => values.insert(k.clone(), *v),
-                    None => values.remove(k),
-                };
-            }
-            let op = if values.is_empty() {
-                TxnOp::delete(key.as_str(), None)
-            } else {
-                TxnOp::put(key.as_str(), to_json(&values), None)
-            };
-            let when = unchanged(&key, current.as_ref().map(|(_, kv)| kv));
-            if self.txn(Txn::new().when([when]).and_then([op])).await? {
-                return Ok(());
-            }
+        if self.alter_map(&key, changes).await? {
+            return Ok(());
         }
         Err(MetaError::Conflict(format!(
             "client quota {}",

@@ -319,6 +319,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Groups that have committed offsets, ordered by name.
     async fn offset_groups(&self) -> Result<Vec<String>, MetaError>;
 
+    /// A group's configs (KIP-848 group configs such as `consumer.session.timeout.ms`):
+    /// only the keys set for it; a group never configured has none.
+    async fn group_configs(
+        &self,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, MetaError>;
+
+    /// Changes a group's configs in one atomic step, as [`MetaStore::alter_client_quota`]
+    /// does quotas: `(key, Some(v))` sets, `(key, None)` removes; a group left with no key
+    /// is forgotten. The group need not exist (Kafka lets configs precede the group).
+    async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), MetaError>;
+
     /// Every client quota set, ordered by entity.
     async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError>;
 

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS pending_objects (
 CREATE TABLE IF NOT EXISTS job_claims (
     job TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_configs (
+    group_id TEXT NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL,
+    PRIMARY KEY (group_id, k)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS client_quotas (
     entity TEXT NOT NULL, k TEXT NOT NULL, v REAL NOT NULL,
     PRIMARY KEY (entity, k)
@@ -1231,6 +1235,48 @@ impl MetaStore for SqliteStore {
                 )
                 .map_err(backend)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn group_configs(&self, group: &str) -> Result<BTreeMap<String, String>, MetaError> {
+        let group = group.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT k, v FROM group_configs WHERE group_id = ?1")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![group], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), MetaError> {
+        let group = group.to_string();
+        let changes = changes.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for (k, v) in &changes {
+                match v {
+                    Some(v) => tx.execute(
+                        "INSERT INTO group_configs (group_id, k, v) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (group_id, k) DO UPDATE SET v = excluded.v",
+                        params![group, k, v],
+                    ),
+                    None => tx.execute(
+                        "DELETE FROM group_configs WHERE group_id = ?1 AND k = ?2",
+                        params![group, k],
+                    ),
+                }
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }

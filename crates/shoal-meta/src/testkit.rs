@@ -283,6 +283,19 @@ impl MetaStore for FaultyMeta {
     async fn client_quotas(&self) -> Result<Vec<ClientQuota>, MetaError> {
         self.inner.client_quotas().await
     }
+    async fn group_configs(
+        &self,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, MetaError> {
+        self.inner.group_configs(group).await
+    }
+    async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), MetaError> {
+        self.inner.alter_group_configs(group, changes).await
+    }
     async fn alter_client_quota(
         &self,
         entity: &QuotaEntity,

@@ -153,3 +153,189 @@ fn replica_apis_get_well_formed_answers() {
     // The connection is still good.
     assert_eq!(c.api_versions().error_code, 0);
 }
+
+/// KIP-848 group configs: set with IncrementalAlterConfigs on a GROUP resource, shown
+/// by DescribeConfigs, checked, and taken by the group's heartbeats; BROKER configs are
+/// the agent's flags, described read-only and refused per key.
+#[test]
+fn group_configs_apply_and_broker_configs_are_read_only_flags() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        ConsumerGroupHeartbeatRequest, DescribeConfigsRequest, GroupId,
+        IncrementalAlterConfigsRequest,
+    };
+    const GROUP: i8 = 32;
+    const BROKER: i8 = 4;
+    let agent = Agent::start(&[]);
+    let mut c = agent.connect();
+    c.create_topic("gc", 2, &[]);
+    let alter = |c: &mut common::Client, ty: i8, name: &str, sets: &[(&str, &str)]| {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(ty)
+                .with_resource_name(sb(name))
+                .with_configs(
+                    sets.iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(sb(k))
+                                .with_config_operation(0)
+                                .with_value(Some(sb(v)))
+                        })
+                        .collect(),
+                ),
+        ]);
+        let r = c.send(&req, 1).responses.remove(0);
+        (r.error_code, r.error_message.map(|m| m.to_string()))
+    };
+    let describe = |c: &mut common::Client, ty: i8, name: &str| {
+        let req = DescribeConfigsRequest::default()
+            .with_resources(vec![DescribeConfigsResource::default()
+                .with_resource_type(ty)
+                .with_resource_name(sb(name))])
+            .with_include_documentation(true);
+        c.send(&req, 4).results.remove(0)
+    };
+
+    // Refused values name the key and why; nothing is stored.
+    let (code, msg) = alter(
+        &mut c,
+        GROUP,
+        "g1",
+        &[("consumer.session.timeout.ms", "10")],
+    );
+    assert_eq!(code, ResponseError::InvalidConfig.code(), "{msg:?}");
+    assert!(msg.unwrap().contains("consumer.session.timeout.ms"));
+    let (code, _) = alter(
+        &mut c,
+        GROUP,
+        "g1",
+        &[("consumer.heartbeat.interval.ms", "60000")],
+    );
+    assert_eq!(
+        code,
+        ResponseError::InvalidConfig.code(),
+        "a heartbeat interval above the (default 45 s) session timeout"
+    );
+    let (code, _) = alter(&mut c, GROUP, "g1", &[("session.timeout.ms", "20000")]);
+    assert_eq!(code, ResponseError::InvalidConfig.code(), "unknown key");
+
+    let configs =
+        |r: &kafka_protocol::messages::describe_configs_response::DescribeConfigsResult| {
+            r.configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                        c.config_source,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+    let before = describe(&mut c, GROUP, "g1");
+    assert_eq!(before.error_code, 0);
+    assert_eq!(
+        configs(&before),
+        [
+            (
+                "consumer.session.timeout.ms".to_string(),
+                "45000".to_string(),
+                5
+            ),
+            (
+                "consumer.heartbeat.interval.ms".to_string(),
+                "5000".to_string(),
+                5
+            ),
+        ],
+        "unset: the agent's defaults"
+    );
+    let (code, msg) = alter(
+        &mut c,
+        GROUP,
+        "g1",
+        &[
+            ("consumer.session.timeout.ms", "20000"),
+            ("consumer.heartbeat.interval.ms", "1500"),
+        ],
+    );
+    assert_eq!(code, 0, "{msg:?}");
+    assert_eq!(
+        configs(&describe(&mut c, GROUP, "g1")),
+        [
+            (
+                "consumer.session.timeout.ms".to_string(),
+                "20000".to_string(),
+                8
+            ),
+            (
+                "consumer.heartbeat.interval.ms".to_string(),
+                "1500".to_string(),
+                8
+            ),
+        ],
+        "set: the group's own (GROUP_CONFIG)"
+    );
+
+    // The group's heartbeats are told its own interval; another group's, the agent's.
+    let join = |c: &mut common::Client, group: &str| {
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(sb(group)))
+            .with_member_id(sb(&format!("{group}-member-0000000001")))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![topic_name("gc")]))
+            .with_topic_partitions(Some(vec![]));
+        let r = c.send(&req, 0);
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        r.heartbeat_interval_ms
+    };
+    assert_eq!(join(&mut c, "g1"), 1500);
+    assert_eq!(join(&mut c, "g2"), 5000);
+
+    // BROKER: the agent's own node id, every config read-only from a flag.
+    let node = c.metadata(None).brokers[0].node_id.0;
+    let broker = describe(&mut c, BROKER, &node.to_string());
+    assert_eq!(broker.error_code, 0, "{:?}", broker.error_message);
+    let get = |name: &str| {
+        broker
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .unwrap_or_else(|| panic!("{name} is described"))
+    };
+    assert_eq!(
+        get("node.id").value.as_deref(),
+        Some(node.to_string().as_str())
+    );
+    assert_eq!(
+        get("group.consumer.session.timeout.ms").value.as_deref(),
+        Some("45000")
+    );
+    assert!(broker
+        .configs
+        .iter()
+        .all(|c| c.read_only && c.config_source == 4));
+    assert!(get("num.partitions")
+        .documentation
+        .as_ref()
+        .unwrap()
+        .contains("--default-partitions"));
+    let other = describe(&mut c, BROKER, &(node + 100).to_string());
+    assert_eq!(other.error_code, ResponseError::InvalidRequest.code());
+    let (code, msg) = alter(
+        &mut c,
+        BROKER,
+        &node.to_string(),
+        &[("num.partitions", "3")],
+    );
+    assert_eq!(code, ResponseError::InvalidRequest.code());
+    assert!(
+        msg.unwrap().contains("--default-partitions"),
+        "says which flag"
+    );
+}

@@ -7,7 +7,8 @@
 #
 # kafka-reassign-partitions (--list, --generate, --execute, --verify, --cancel),
 # kafka-leader-election (preferred and unclean, known and unknown partitions) and
-# kafka-log-dirs (--describe), jars via bench/kafka/fetch-kafka.sh. Uses one topic,
+# kafka-log-dirs (--describe), and kafka-configs on group configs (KIP-848) and broker
+# configs (read-only flags), jars via bench/kafka/fetch-kafka.sh. Uses one topic,
 # compat-admin-tools, deleted again at the end. Last line: `admin-tools: N passed, M failed`.
 set -euo pipefail
 
@@ -27,6 +28,11 @@ reassign() {
 }
 elect() { kafka org.apache.kafka.tools.LeaderElectionCommand "$@"; }
 logdirs() { kafka org.apache.kafka.tools.LogDirsCommand "$@"; }
+configs() {
+  local out rc=0
+  out="$(kafka kafka.admin.ConfigCommand "$@")" || rc=$?
+  echo "$(tr '\n' ' ' <<<"$out" | sed 's/  */ /g; s/ $//') rc=$rc"
+}
 cleanup() { topics --delete --topic "$topic" >/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -69,6 +75,24 @@ check "unclean election of an unknown partition" "UnknownTopicOrPartitionExcepti
 TOOL=logdirs
 check "describe log dirs" '"logDir":"object-storage' -- --describe
 check "describe log dirs of a topic" '"partitions":[]' -- --describe --topic-list "$topic"
+
+# KIP-848 group configs, and broker configs as the agent's read-only flags.
+TOOL=configs
+group=compat-admin-tools-group
+check "set a group's session timeout" "Completed updating config for group $group. rc=0" -- \
+  --alter --entity-type groups --entity-name "$group" \
+  --add-config consumer.session.timeout.ms=20000,consumer.heartbeat.interval.ms=2000
+check "describe the group's configs" "consumer.session.timeout.ms=20000" -- \
+  --describe --entity-type groups --entity-name "$group"
+check "a heartbeat interval over the session timeout is refused" "must be less than" -- \
+  --alter --entity-type groups --entity-name "$group" --add-config consumer.heartbeat.interval.ms=30000
+check "delete the group's configs" "Completed updating config for group $group. rc=0" -- \
+  --alter --entity-type groups --entity-name "$group" \
+  --delete-config consumer.session.timeout.ms,consumer.heartbeat.interval.ms
+check "describe a broker: read-only flags" "num.partitions=" -- \
+  --describe --entity-type brokers --entity-name "$node" --all
+check "alter a broker config: refused, naming the flag" "--default-partitions" -- \
+  --alter --entity-type brokers --entity-name "$node" --add-config num.partitions=5
 
 echo "admin-tools: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

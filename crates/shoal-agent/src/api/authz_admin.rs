@@ -17,16 +17,19 @@ const TXN_DENIED: i16 = ResponseError::TransactionalIdAuthorizationFailed.code()
 const CLUSTER_DENIED: i16 = ResponseError::ClusterAuthorizationFailed.code();
 /// Config resource types of Describe/AlterConfigs.
 const CONFIG_TOPIC: i8 = 2;
+const CONFIG_GROUP: i8 = 32;
 
 fn allowed(shared: &Shared, who: &Caller, op: Op, rt: Rt, name: &str) -> bool {
     shared.authorizer.authorize(who, op, rt, name)
 }
 
-/// The ACL resource a config resource is (broker and broker-logger configs are the
-/// cluster's), its name, and the refusal code.
+/// The ACL resource a config resource is (topic and group configs are their topic's
+/// and group's; broker and broker-logger configs are the cluster's), its name, and the refusal code.
 fn config_resource(resource_type: i8, name: &str) -> (Rt, String, i16) {
     if resource_type == CONFIG_TOPIC {
         (Rt::Topic, name.to_string(), TOPIC_DENIED)
+    } else if resource_type == CONFIG_GROUP {
+        (Rt::Group, name.to_string(), GROUP_DENIED)
     } else {
         (Rt::Cluster, CLUSTER_NAME.to_string(), CLUSTER_DENIED)
     }

@@ -49,7 +49,6 @@ pub async fn handle(
     peer: std::net::SocketAddr,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
-    let interval_ms = shared.groups.consumer.heartbeat_interval.as_millis() as i32;
     let group = req.group_id.0.as_str().to_string();
     let refuse = |code: ResponseError, why: &str| {
         response(
@@ -58,7 +57,7 @@ pub async fn handle(
                 message: Some(why.to_string()),
                 ..Default::default()
             },
-            interval_ms,
+            0, // an error answer carries no interval
         )
     };
     if !cluster::coordinates(shared, &group) {
@@ -67,6 +66,11 @@ pub async fn handle(
             "this agent does not coordinate the group",
         );
     }
+    let own = shared.groups.configs.get(&*shared.meta, &group).await;
+    let interval_ms = own
+        .heartbeat
+        .unwrap_or(shared.groups.consumer.heartbeat_interval)
+        .as_millis() as i32;
     let changes = req.member_epoch <= 0
         || req.subscribed_topic_names.is_some()
         || req.subscribed_topic_regex.is_some()
@@ -115,6 +119,7 @@ pub async fn handle(
         owned,
         client_id: client_id.unwrap_or_default().to_string(),
         client_host: format!("/{}", peer.ip()),
+        session_timeout: own.session,
     };
     let o = shared.groups.consumer_heartbeat(args, &all_topics);
     if o.error != 0 {

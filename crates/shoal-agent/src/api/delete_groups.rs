@@ -38,12 +38,31 @@ async fn delete_offsets(shared: &Shared, name: &str) -> Result<bool, shoal_meta:
     roles::check(shared, &fence, deleted)
 }
 
+/// Removes a deleted group's own configs (KIP-848 group configs), as Kafka does; a
+/// failure leaves them for a group of the same id later, and is logged.
+async fn forget_configs(shared: &Shared, name: &str) {
+    let own = match shared.meta.group_configs(name).await {
+        Ok(c) if c.is_empty() => return,
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(group = %name, error = %e, "deleted group's configs unreadable; they stay");
+            return;
+        }
+    };
+    let changes: Vec<(String, Option<String>)> = own.into_keys().map(|k| (k, None)).collect();
+    if let Err(e) = shared.meta.alter_group_configs(name, &changes).await {
+        tracing::warn!(group = %name, error = %e, "deleted group's configs not removed");
+    }
+    shared.groups.configs.invalidate(name);
+}
+
 /// Deletes one group this agent coordinates; returns the error code.
 async fn delete_one(shared: &Shared, name: &str) -> i16 {
     match shared.groups.remove_if_empty(name) {
         Err(code) => code,
         Ok(in_memory) => match delete_offsets(shared, name).await {
             Ok(had_offsets) if in_memory || had_offsets => {
+                forget_configs(shared, name).await;
                 tracing::info!(group = %name, "deleted group");
                 0
             }

@@ -29,6 +29,7 @@ pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod authz;
 pub mod authz_admin;
+pub mod broker_configs;
 pub mod configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;

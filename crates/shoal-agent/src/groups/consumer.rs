@@ -77,6 +77,9 @@ pub struct HeartbeatArgs {
     pub owned: Option<Vec<Tp>>,
     pub client_id: String,
     pub client_host: String,
+    /// The group's own session timeout (its `consumer.session.timeout.ms` group config),
+    /// if it has one; else the agent's.
+    pub session_timeout: Option<Duration>,
 }
 
 /// What a ConsumerGroupHeartbeat is answered with.
@@ -184,6 +187,8 @@ struct Group {
     topics: BTreeMap<String, TopicMeta>,
     /// Static membership: instance id → member id.
     static_ids: HashMap<String, String>,
+    /// The group's own session timeout (a group config), as of its last heartbeat.
+    session_timeout: Option<Duration>,
 }
 
 /// A consumer group as ConsumerGroupDescribe and ListGroups show it.
@@ -559,6 +564,7 @@ impl ConsumerGroups {
             );
         }
         let g = groups.entry(a.group_id.clone()).or_default();
+        g.session_timeout = a.session_timeout;
         let member_id = if a.member_id.is_empty() {
             Uuid::new_v4().to_string()
         } else {
@@ -764,7 +770,7 @@ impl ConsumerGroups {
                         .and_then(|c| c.rejoin_asked)
                         .is_some_and(|t| now.saturating_duration_since(t) > m.rebalance_timeout);
                     if now.saturating_duration_since(m.last_seen)
-                        > m.session_timeout(self.session_timeout)
+                        > m.session_timeout(g.session_timeout.unwrap_or(self.session_timeout))
                     {
                         Some((id.clone(), "session timeout"))
                     } else if rejoin_overdue {

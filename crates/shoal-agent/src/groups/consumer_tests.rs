@@ -476,3 +476,36 @@ fn a_commit_from_an_older_epoch_counts_for_partitions_held_since() {
         Some(Err(ResponseError::StaleMemberEpoch.code()))
     );
 }
+
+#[test]
+fn a_groups_own_session_timeout_replaces_the_agents() {
+    // The agent's default is 45 s; the group's own config says 10 s.
+    let g = groups();
+    let now = Instant::now();
+    let own = |mut a: HeartbeatArgs| {
+        a.session_timeout = Some(Duration::from_secs(10));
+        a
+    };
+    let mut a = Client::default();
+    a.apply(&g.heartbeat(own(join("a", &["orders"])), &topics, now));
+    let mut b = Client::default();
+    b.apply(&g.heartbeat(own(join("b", &["orders"])), &topics, now));
+    // b stays alive; a goes silent past 10 s but well within 45 s.
+    let later = now + Duration::from_secs(8);
+    b.apply(&g.heartbeat(own(beat("b", b.epoch, &b.owned.clone())), &topics, later));
+    g.tick_at(now + Duration::from_secs(11));
+    let d = g.describe("g").unwrap();
+    assert_eq!(
+        d.members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b"],
+        "a was removed after the group's 10 s, not the agent's 45 s"
+    );
+    // Without the group config, the same silence keeps a member.
+    let h = groups();
+    h.heartbeat(join("a", &["orders"]), &topics, now);
+    h.tick_at(now + Duration::from_secs(11));
+    assert_eq!(h.describe("g").unwrap().members.len(), 1);
+}

@@ -28,6 +28,7 @@
 //! classic members, and goes back to a classic group when the last consumer-protocol
 //! member leaves (`consumer_classic.rs`).
 
+pub mod configs;
 pub mod consumer;
 mod embedded;
 mod state;

@@ -454,6 +454,8 @@ pub struct Coordinator {
     /// [`ConsumerGroups::online_downgrade`].
     online_upgrade: bool,
     pub consumer: ConsumerGroups,
+    /// Consumer-protocol groups' own timeouts, read from the metadata store.
+    pub configs: super::configs::GroupConfigCache,
 }
 
 fn new_member_id(client_id: &str) -> String {
@@ -474,6 +476,7 @@ impl Coordinator {
             initial_delay,
             online_upgrade: true,
             consumer: ConsumerGroups::new(Duration::from_secs(45), Duration::from_secs(5)),
+            configs: Default::default(),
         }
     }
 
