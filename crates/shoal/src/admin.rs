@@ -19,11 +19,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::cli::ConnectArgs;
 use crate::client::Conn;
 
 /// Prints every group with its state.
-pub fn list_groups(bootstrap: &str) -> anyhow::Result<()> {
-    let mut c = Conn::open(bootstrap)?;
+pub fn list_groups(args: &ConnectArgs) -> anyhow::Result<()> {
+    let mut c = args.open()?;
     let r = c.call(&ListGroupsRequest::default(), 4)?;
     if r.error_code != 0 {
         bail!("ListGroups failed with error code {}", r.error_code);
@@ -67,8 +68,9 @@ pub(crate) fn parse_assignment(mut b: &[u8]) -> Option<Vec<(String, Vec<i32>)>> 
 }
 
 /// Prints a group's state, members, and per-partition committed offset, end offset and lag.
-pub fn describe_group(bootstrap: &str, group: &str) -> anyhow::Result<()> {
-    let mut c = Conn::open(bootstrap)?;
+pub fn describe_group(args: &ConnectArgs, group: &str) -> anyhow::Result<()> {
+    let mut bootstrap = args.open()?;
+    let mut c = crate::cli::coordinator(&mut bootstrap, args, group)?;
     let d = c.call(
         &DescribeGroupsRequest::default()
             .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]),
@@ -328,13 +330,13 @@ fn find_corrupt(
 /// after `from` (default: the log start) and, unless `dry_run`, moves the log start past
 /// them with DeleteRecords. The records skipped are lost to every consumer.
 pub fn skip_corrupt(
-    bootstrap: &str,
+    args: &ConnectArgs,
     topic: &str,
     partition: i32,
     from: Option<i64>,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let mut c = Conn::open(bootstrap)?;
+    let mut c = args.open()?;
     let (log_start, high_watermark) = log_bounds(&mut c, topic, partition)?;
     let from = from.unwrap_or(log_start).max(log_start);
     let found = find_corrupt(|o| probe(&mut c, topic, partition, o), from, high_watermark)?;

@@ -1,10 +1,12 @@
 //! The `shoal` binary: `playground` (one process, everything embedded) and `agent`
-//! (production settings), plus `groups` and `users` for administration and `cost` for
-//! a month's bill beside Kafka's. Flags all have
+//! (production settings), the admin CLI (`topics`, `produce`, `consume`, `groups`,
+//! `agents`, `diagnose-connection`, `partitions`; see [`cli`]), `users` for SCRAM
+//! credentials and `cost` for a month's bill beside Kafka's. Flags all have
 //! `SHOAL_*` environment equivalents.
 
 mod admin;
 mod alloc;
+mod cli;
 mod client;
 mod cost;
 mod demo;
@@ -73,8 +75,21 @@ enum Command {
         shoal demo --rate 1000 --console-listen 127.0.0.1:9000\n  \
         shoal demo --bootstrap 10.0.0.5:9092        # against a running cluster")]
     Demo(demo::DemoCmd),
-    /// Inspect consumer groups of a running Shoal (or any Kafka) cluster.
-    Groups(GroupsCmd),
+    /// Create, inspect, change and delete topics.
+    Topics(cli::topics::TopicsCmd),
+    /// Write lines of stdin as records (keys, headers) to a topic.
+    Produce(cli::produce::ProduceCmd),
+    /// Print a topic's records on stdout, optionally as a consumer group.
+    Consume(cli::consume::ConsumeCmd),
+    /// Inspect, reset and delete consumer groups of a running Shoal (or any Kafka)
+    /// cluster.
+    Groups(cli::groups::GroupsCmd),
+    /// List the agents a client is shown, with their zones, and the controller.
+    Agents(cli::agents::AgentsCmd),
+    /// Check what a client on this machine will see: TCP, TLS/SASL, ApiVersions,
+    /// latency, the advertised agent addresses and zone routing, each with a verdict and
+    /// a fix. Exits non-zero when a check fails.
+    DiagnoseConnection(cli::diagnose::DiagnoseCmd),
     /// Repair partitions of a running Shoal: `partitions skip-corrupt --topic T
     /// --partition P` moves the log start past the first corrupt batches.
     Partitions(PartitionsCmd),
@@ -190,40 +205,9 @@ fn run_cost(c: &CostCmd) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
-struct GroupsCmd {
-    /// Address of any agent.
-    #[arg(
-        long,
-        env = "SHOAL_BOOTSTRAP",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    bootstrap: String,
-    #[command(subcommand)]
-    action: GroupsAction,
-}
-
-#[derive(Subcommand)]
-enum GroupsAction {
-    /// List groups and their states.
-    List,
-    /// Show a group's members and, per partition, committed offset, end offset and lag.
-    Describe {
-        /// The group id.
-        group: String,
-    },
-}
-
-#[derive(Args)]
 struct PartitionsCmd {
-    /// Address of any agent.
-    #[arg(
-        long,
-        env = "SHOAL_BOOTSTRAP",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    bootstrap: String,
+    #[command(flatten)]
+    conn: cli::ConnectArgs,
     #[command(subcommand)]
     action: PartitionsAction,
 }
@@ -235,6 +219,9 @@ enum PartitionsAction {
     /// consumers stuck there go on. Every record below the new log start is gone for
     /// good, the good ones before the corrupt run included; use --from to skip only from
     /// where consumers stand, and --dry-run to see the range first.
+    #[command(after_help = "Examples:\n  \
+        shoal partitions skip-corrupt --topic events --partition 3 --dry-run\n  \
+        shoal partitions skip-corrupt --topic events --partition 3 --from 1200")]
     SkipCorrupt {
         #[arg(long)]
         topic: String,
@@ -812,11 +799,14 @@ fn main() -> anyhow::Result<()> {
     if let Command::Cost(c) = &cli.command {
         return run_cost(c);
     }
-    if let Command::Groups(g) = &cli.command {
-        return match &g.action {
-            GroupsAction::List => admin::list_groups(&g.bootstrap),
-            GroupsAction::Describe { group } => admin::describe_group(&g.bootstrap, group),
-        };
+    match &cli.command {
+        Command::Topics(c) => return cli::topics::run(c),
+        Command::Produce(c) => return cli::produce::run(c),
+        Command::Consume(c) => return cli::consume::run(c),
+        Command::Groups(c) => return cli::groups::run(c),
+        Command::Agents(c) => return cli::agents::run(c),
+        Command::DiagnoseConnection(c) => return cli::diagnose::run(c),
+        _ => {}
     }
     if let Command::Partitions(p) = &cli.command {
         return match &p.action {
@@ -825,7 +815,7 @@ fn main() -> anyhow::Result<()> {
                 partition,
                 from,
                 dry_run,
-            } => admin::skip_corrupt(&p.bootstrap, topic, *partition, *from, *dry_run),
+            } => admin::skip_corrupt(&p.conn, topic, *partition, *from, *dry_run),
         };
     }
     tracing_subscriber::fmt()
@@ -889,7 +879,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             (config, meta, store, banner)
         }
-        Command::Groups(_) | Command::Partitions(_) | Command::Cost(_) => {
+        Command::Groups(_)
+        | Command::Partitions(_)
+        | Command::Cost(_)
+        | Command::Topics(_)
+        | Command::Produce(_)
+        | Command::Consume(_)
+        | Command::Agents(_)
+        | Command::DiagnoseConnection(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Agent(a) => {
